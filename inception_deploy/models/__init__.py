@@ -1,0 +1,1 @@
+"""The zoo: one module per family, each exporting its SPEC and model class."""

@@ -1,0 +1,103 @@
+"""Building a variant of the zoo, optionally with a checkpoint loaded into it."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import compare_keys, inspect_state_dict, read_state_dict, without_aux
+from .errors import InputError
+from .registry import list_models, model_class
+from .spec import ModelSpec
+
+DEFAULT_NUM_CLASSES = 1000
+
+
+def build_model(name: str, *, num_classes: int = DEFAULT_NUM_CLASSES, aux_logits: bool = False,
+                transform_input: bool | None = None) -> nn.Module:
+    """An untrained model of the variant (random init), in eval mode."""
+    cls = model_class(name)
+    spec: ModelSpec = cls.spec
+    if num_classes < 1:
+        raise InputError(f"--num-classes must be at least 1, got {num_classes}")
+    if aux_logits and not spec.has_aux:
+        raise InputError(f"{spec.name} has no auxiliary head: drop aux_logits")
+    kwargs = {"num_classes": num_classes, "aux_logits": aux_logits}
+    if "transform_input" in inspect.signature(cls).parameters:
+        kwargs["transform_input"] = spec.transform_input if transform_input is None else transform_input
+    elif transform_input:
+        raise InputError(f"{spec.name} has no transform_input: its weights take normalised input directly")
+    return cls(**kwargs).eval()
+
+
+def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool = False,
+                 weights: str | Path | None = None, transform_input: bool | None = None) -> nn.Module:
+    """A model of the zoo in eval mode, its spec at `model.spec`.
+
+    num_classes: the head size; by default the checkpoint's, else 1000. A value that disagrees with
+        the checkpoint is an error.
+    weights: a .pth/.pt/.safetensors checkpoint in the variant's layout (see `inception-deploy models`).
+        Without it the model is untrained (random init): `model.untrained` is True.
+    transform_input: googlenet/v3 only; defaults to the spec's (True, as torchvision's weights expect).
+    """
+    spec = model_class(name).spec
+    if weights is None:
+        model = build_model(spec.name, num_classes=num_classes or DEFAULT_NUM_CLASSES, aux_logits=aux_logits,
+                            transform_input=transform_input)
+        model.untrained = True
+        return model
+
+    sd = read_state_dict(weights)
+    facts = inspect_state_dict(spec, sd)
+    if num_classes is not None and facts.num_classes is not None and num_classes != facts.num_classes:
+        raise InputError(
+            f"--num-classes {num_classes} disagrees with checkpoint {weights}, whose head has "
+            f"{facts.num_classes} classes: drop --num-classes or pass {facts.num_classes}"
+        )
+    num_classes = num_classes or facts.num_classes or DEFAULT_NUM_CLASSES
+    model = build_model(spec.name, num_classes=num_classes, aux_logits=aux_logits, transform_input=transform_input)
+    if not aux_logits:
+        sd = without_aux(spec, sd)
+    # A checkpoint saved without its aux heads still loads into a model that has them (left at init).
+    mismatch = compare_keys(model.state_dict(), sd, allow_missing=spec.layout.aux_prefixes if aux_logits else ())
+    if mismatch:
+        raise InputError(
+            f"checkpoint {weights} does not fit {spec.name}: {mismatch.describe()}{_likely_owner_hint(spec, sd, weights)}"
+        )
+    model.load_state_dict(sd, strict=False)
+    model.untrained = False
+    return model
+
+
+def _likely_owner_hint(spec: ModelSpec, sd: dict[str, torch.Tensor], weights) -> str:
+    owner = guess_variant(sd)
+    if owner is None:
+        return "; its keys match no Inception variant"
+    if owner.name == spec.name:
+        return f"; it is a {owner.name} checkpoint of another shape (a changed layer width?)"
+    return f"; it looks like a {owner.name} checkpoint: try `inception-deploy export {owner.aliases[0]} --weights {weights}`"
+
+
+def guess_variant(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
+    """The variant whose parameter names overlap most with the checkpoint's, if any overlaps well."""
+    given = {k for k in sd if not k.endswith(".num_batches_tracked")}
+    best, best_score = None, 0.0
+    for spec in list_models():
+        with torch.device("meta"):  # names only: no memory, no init cost
+            model = build_model(spec.name, aux_logits=spec.has_aux)
+        names = {k for k in model.state_dict() if not k.endswith(".num_batches_tracked")}
+        aux = spec.layout.aux_prefixes
+        if aux and not any(k.startswith(aux) for k in given):  # a checkpoint saved without its aux heads
+            names = {k for k in names if not k.startswith(aux)}
+        score = len(names & given) / len(names | given)
+        if score > best_score:
+            best, best_score = spec, score
+    return best if best_score >= 0.5 else None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
