@@ -8,7 +8,6 @@ with or without auxiliary heads.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +49,13 @@ def _load_torch(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
+        if "unsupported global" in str(err).lower():  # a real pickle that names classes: refused for safety
             raise InputError(
                 f"checkpoint {path} holds pickled Python objects, not only tensors, and is not loaded for "
                 "safety: re-save it with torch.save(model.state_dict(), path)"
             ) from None
-        raise InputError(f"checkpoint {path} is not a PyTorch file ({_first_line(err)}): it is corrupt") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise InputError(f"checkpoint {path} is not a readable PyTorch file: it is corrupt or truncated; download or save it again") from None
+    except Exception as err:  # garbage bytes make the unpickler fail in arbitrary ways (KeyError, struct.error…)
         raise InputError(
             f"checkpoint {path} cannot be read ({_first_line(err)}): it is corrupt or truncated; "
             "download or save it again"
@@ -64,8 +63,10 @@ def _load_torch(path: Path):
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of an error, which is the part that names the problem."""
     text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:160]
+    first = text[0] if text else type(err).__name__
+    return first.split(". ")[0].rstrip(".")[:160]
 
 
 def _tensor_count(obj) -> int:

@@ -5,43 +5,74 @@ from __future__ import annotations
 import json
 import os
 import sys
-from functools import wraps
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from typer.core import TyperGroup
 
 from .errors import InceptionDeployError
 from .registry import list_models
 
+class OneLineErrors(TyperGroup):
+    """Every failure ends as one line on stderr and a documented exit code, never a traceback.
+
+    2: usage and input errors; 1: a failed check; 3: a missing backend or device.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+        except InceptionDeployError as error:
+            code = _fail(str(error), error.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            code = _fail("interrupted: nothing was written", 130)
+        except Exception as error:
+            if _is_click_error(error):  # a usage error: unknown option, missing argument, bad value
+                ctx, message = getattr(error, "ctx", None), error.format_message()
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                # An empty message follows the help printed for a bare command: nothing to add.
+                code = _fail(f"{message}{hint}", error.exit_code) if message else error.exit_code
+            elif os.environ.get("INCEPTION_DEPLOY_DEBUG"):
+                raise
+            else:
+                code = _fail(f"unexpected {type(error).__name__}: {error} (INCEPTION_DEPLOY_DEBUG=1 shows the traceback)", 1)
+        return _finish(code, standalone_mode)
+
+
+def _is_click_error(error: Exception) -> bool:
+    # typer vendors its own copy of click, so match click's exception interface, not its class.
+    return hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)
+
+
+def _finish(code, standalone_mode: bool) -> int:
+    code = code if isinstance(code, int) else 0
+    if standalone_mode:
+        sys.exit(code)
+    return code
+
+
+def _fail(message: str, code: int) -> int:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return code
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Take the Inception family from PyTorch to verified ONNX artifacts.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 out = Console()
 err = Console(stderr=True)
-
-
-def friendly_errors(command):
-    """Turn the library's errors into one line on stderr and the documented exit code."""
-
-    @wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except InceptionDeployError as error:
-            err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: nothing was written")
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def model_rows() -> list[dict]:
@@ -60,7 +91,6 @@ def model_rows() -> list[dict]:
 
 
 @app.command()
-@friendly_errors
 def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table.")):
     """List the variants, their reference sizes and the checkpoints they load."""
     rows = model_rows()
@@ -84,7 +114,6 @@ def models(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
 
 
 @app.command()
-@friendly_errors
 def export(
     variant: str = typer.Argument(..., help="googlenet (v1), inception_v2 (v2), inception_v3 (v3), inception_v4 (v4), inception_resnet_v2 (irv2)."),
     onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the verified fp32 ONNX (the base every other artifact derives from)."),
@@ -100,20 +129,39 @@ def export(
 
     if not onnx:
         raise typer.BadParameter("--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx")
-    if weights is None:
-        err.print("[yellow]note:[/] no --weights given: exporting an [bold]untrained[/] model (random init, "
-                  "BatchNorm statistics re-estimated on seeded inputs)")
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=err, transient=not err.is_terminal) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def on_step(label: str) -> None:
-            progress.update(task, description=label, advance=1)
-
+    with StepReporter(err) as on_step:
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, out_dir=out_dir, on_step=on_step)
-        progress.update(task, description="done", total=progress.tasks[0].completed)
     print_export_summary(manifest, out_dir)
+
+
+class StepReporter:
+    """Shows the long steps as they happen on a terminal; silent in logs, where the summary says it all.
+
+    Starts on the first step, and is transient, so that an error stays the only line of output.
+    """
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, label: str) -> None:
+        if not self.console.is_terminal:
+            return
+        if self.progress is None:
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(label, total=None)
+        self.progress.update(self.task, description=label, advance=1)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
@@ -136,15 +184,10 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
         table.add_row(a["path"], f"{a['bytes'] / 2**20:.1f} MiB  sha256 {a['sha256'][:16]}…")
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
     out.print(table)
+    if manifest["untrained"]:
+        err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (random init, BatchNorm "
+                  "statistics re-estimated on seeded inputs); pass --weights to export a trained one")
 
 
 def main() -> None:
-    # Bare tracebacks are for developers: INCEPTION_DEPLOY_DEBUG=1 shows them for unexpected errors.
-    try:
-        app()
-    except Exception as error:  # anything the library did not anticipate
-        if os.environ.get("INCEPTION_DEPLOY_DEBUG"):
-            raise
-        err.print(f"error: unexpected {type(error).__name__}: {error} (set INCEPTION_DEPLOY_DEBUG=1 for the traceback)",
-                  highlight=False, soft_wrap=True)
-        sys.exit(1)
+    app()

@@ -20,11 +20,12 @@ import torch
 from . import __version__
 from .artifacts import artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
 from .compare import difference
-from .errors import CheckFailed, InceptionDeployError, InputError
+from .deps import require
+from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
 from .registry import get_spec
 from .samples import random_batch, reestimate_batchnorm
 from .tolerances import TOLERANCES
-from .zoo import count_parameters, create_model
+from .zoo import check_num_classes, count_parameters, create_model
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -77,8 +78,11 @@ def export_onnx(
     max_opset = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= max_opset:
         raise InputError(f"--opset must be between {MIN_OPSET} and {max_opset} (this onnx), got {opset}")
+    check_num_classes(num_classes)
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
+    for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
+        require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is a file: pass a directory")
@@ -142,8 +146,6 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, 
                 dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, verbose=False,
             )
         return program.model_proto
-    except ImportError as err:
-        raise InceptionDeployError(f"torch.onnx export needs a package that is missing ({err}): pip install onnxscript") from None
     except Exception as err:
         raise InceptionDeployError(f"torch.onnx export failed: {_first_line(err)}") from None
 
@@ -156,8 +158,7 @@ def _check(proto: onnx.ModelProto) -> None:
 
 
 def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
-    import onnxsim
-
+    onnxsim = require("onnxsim")
     try:
         simplified, ok = onnxsim.simplify(proto)
     except Exception as err:
@@ -168,8 +169,7 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _run_onnxruntime_cpu(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
+    ort = require("onnxruntime")
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
@@ -184,15 +184,14 @@ def _graph_io_shape(value_info: onnx.ValueInfoProto) -> list[int | str]:
 
 
 def _versions() -> dict[str, str]:
-    import onnxruntime
-    import onnxscript
-    import onnxsim
-
-    return {
-        "inception_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "onnx": onnx.__version__, "onnxscript": onnxscript.__version__, "onnxsim": onnxsim.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    versions = {"inception_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                "onnx": onnx.__version__}
+    for module in ("onnxscript", "onnxsim", "onnxruntime"):
+        try:
+            versions[module] = str(require(module).__version__)
+        except BackendMissing:
+            versions[module] = None  # onnxsim with --no-simplify
+    return versions
 
 
 def _manifest_head(spec, model, weights, untrained: bool, opset: int, fixed_batch: int | None, simplified: bool) -> dict:

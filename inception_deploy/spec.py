@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,6 +52,5 @@ class ModelSpec:
         return self.params_with_aux is not None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["input_size"] = list(self.input_size)
-        return d
+        """Plain JSON types (tuples become lists), as the spec appears in manifests and reports."""
+        return json.loads(json.dumps(asdict(self)))

@@ -16,13 +16,17 @@ from .spec import ModelSpec
 DEFAULT_NUM_CLASSES = 1000
 
 
+def check_num_classes(num_classes: int | None) -> None:
+    if num_classes is not None and num_classes < 1:
+        raise InputError(f"--num-classes must be at least 1, got {num_classes}")
+
+
 def build_model(name: str, *, num_classes: int = DEFAULT_NUM_CLASSES, aux_logits: bool = False,
                 transform_input: bool | None = None) -> nn.Module:
     """An untrained model of the variant (random init), in eval mode."""
     cls = model_class(name)
     spec: ModelSpec = cls.spec
-    if num_classes < 1:
-        raise InputError(f"--num-classes must be at least 1, got {num_classes}")
+    check_num_classes(num_classes)
     if aux_logits and not spec.has_aux:
         raise InputError(f"{spec.name} has no auxiliary head: drop aux_logits")
     kwargs = {"num_classes": num_classes, "aux_logits": aux_logits}
@@ -44,6 +48,7 @@ def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool 
     transform_input: googlenet/v3 only; defaults to the spec's (True, as torchvision's weights expect).
     """
     spec = model_class(name).spec
+    check_num_classes(num_classes)
     if weights is None:
         model = build_model(spec.name, num_classes=num_classes or DEFAULT_NUM_CLASSES, aux_logits=aux_logits,
                             transform_input=transform_input)
@@ -77,8 +82,8 @@ def _likely_owner_hint(spec: ModelSpec, sd: dict[str, torch.Tensor], weights) ->
     if owner is None:
         return "; its keys match no Inception variant"
     if owner.name == spec.name:
-        return f"; it is a {owner.name} checkpoint of another shape (a changed layer width?)"
-    return f"; it looks like a {owner.name} checkpoint: try `inception-deploy export {owner.aliases[0]} --weights {weights}`"
+        return f"; it is a {owner.name} checkpoint with other layer sizes"
+    return f"; it looks like a checkpoint of {owner.name}: try `inception-deploy export {owner.aliases[0]} --weights {weights}`"
 
 
 def guess_variant(sd: dict[str, torch.Tensor]) -> ModelSpec | None:

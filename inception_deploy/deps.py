@@ -1,0 +1,22 @@
+"""Optional heavy dependencies, imported on use, with a one-line fix when one is missing."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import BackendMissing
+
+INSTALL_HINTS = {
+    "onnxruntime": "pip install onnxruntime-gpu (Linux x86-64) or onnxruntime (elsewhere)",
+    "onnxsim": "pip install onnxsim, or export with --no-simplify",
+    "onnxscript": "pip install onnxscript (torch.onnx's exporter needs it)",
+}
+
+
+def require(module: str) -> ModuleType:
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        hint = INSTALL_HINTS.get(module, f"pip install {module}")
+        raise BackendMissing(f"{module} is not available ({err}): {hint}") from None

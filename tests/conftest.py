@@ -1,0 +1,71 @@
+"""Shared fixtures. torchvision and timm are test references only; the package never imports them."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from inception_deploy import get_spec
+from inception_deploy.samples import random_batch, reestimate_batchnorm
+
+# The figures of ../shared/reference/FACTS.md, typed in independently of the package's specs.
+REFERENCE_PARAMS = {
+    "googlenet": (6_624_904, 13_004_888),
+    "inception_v2": (18_205_320, 22_608_624),
+    "inception_v3": (23_834_568, 27_161_264),
+    "inception_v4": (42_679_816, None),
+    "inception_resnet_v2": (55_843_464, None),
+}
+VARIANTS = list(REFERENCE_PARAMS)
+PUBLIC_VARIANTS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2"]
+
+
+def library_model(name: str) -> nn.Module:
+    """The torchvision/timm model whose checkpoints `name` loads, configured as its public weights are.
+
+    inception_v2 has no public weights: its reference is our own model in the seed's layout, aux head included.
+    """
+    if name == "inception_v2":
+        from inception_deploy.zoo import build_model
+
+        return build_model(name, aux_logits=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if name == "googlenet":
+            import torchvision
+
+            return torchvision.models.googlenet(weights=None, aux_logits=True, transform_input=True, init_weights=True)
+        if name == "inception_v3":
+            import torchvision
+
+            return torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True)
+        import timm
+
+        return timm.create_model(name, pretrained=False)
+
+
+@pytest.fixture(scope="session")
+def library_checkpoints(tmp_path_factory):
+    """name -> (path of a saved state dict, the library model in eval mode, a seeded input batch).
+
+    Random init with BatchNorm statistics re-estimated, so that outputs are well scaled.
+    """
+    root = tmp_path_factory.mktemp("checkpoints")
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            torch.manual_seed(0)
+            model = library_model(name)
+            x = random_batch(get_spec(name), 3, seed=7)
+            reestimate_batchnorm(model, x)
+            model.eval()
+            path = root / f"{name}.pth"
+            torch.save(model.state_dict(), path)
+            made[name] = (path, model, x)
+        return made[name]
+
+    return get

@@ -1,0 +1,89 @@
+"""The CLI as a user meets it: tables, JSON, and one-line errors with documented exit codes."""
+
+import json
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from inception_deploy.cli import app
+
+from conftest import REFERENCE_PARAMS
+
+runner = CliRunner()
+
+GMACS = {"googlenet": 1.50, "inception_v3": 5.71, "inception_v4": 12.25, "inception_resnet_v2": 13.16}
+
+
+def test_models_json_matches_the_reference_counts_exactly():
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    assert [r["name"] for r in rows] == list(REFERENCE_PARAMS)
+    for r in rows:
+        assert set(r) == {"name", "aliases", "params", "params_with_aux", "input_size", "gmacs", "checkpoint_layout"}
+        assert (r["params"], r["params_with_aux"]) == REFERENCE_PARAMS[r["name"]]
+        assert r["input_size"] == [3, 224, 224] if r["name"] == "googlenet" else [3, 299, 299]
+        if r["name"] in GMACS:
+            assert r["gmacs"] == GMACS[r["name"]]
+    assert {r["name"]: r["aliases"][0] for r in rows}["inception_resnet_v2"] == "irv2"
+
+
+def test_models_table_is_readable():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0
+    assert "55,843,464" in result.stdout and "timm inception_resnet_v2" in result.stdout
+
+
+def _one_line_error(result, code, *fragments):
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_unknown_variant(tmp_path):
+    _one_line_error(runner.invoke(app, ["export", "v9", "--out", str(tmp_path)]), 2, "unknown variant 'v9'", "irv2")
+
+
+def test_usage_errors_are_one_line_too():
+    _one_line_error(runner.invoke(app, ["export"]), 2, "Missing argument", "--help")
+    _one_line_error(runner.invoke(app, ["export", "v3", "--bogus"]), 2, "No such option: --bogus")
+    _one_line_error(runner.invoke(app, ["export", "v3", "--num-classes", "ten"]), 2, "--num-classes")
+    _one_line_error(runner.invoke(app, ["export", "v3", "--batch", "big"]), 2, "--batch must be")
+    _one_line_error(runner.invoke(app, ["export", "v3", "--opset", "7"]), 2, "--opset must be between")
+    _one_line_error(runner.invoke(app, ["frobnicate"]), 2, "No such command")
+
+
+def test_checkpoint_of_another_architecture(tmp_path, library_checkpoints):
+    path, _, _ = library_checkpoints("googlenet")
+    result = runner.invoke(app, ["export", "irv2", "--weights", str(path), "--out", str(tmp_path / "o")])
+    _one_line_error(result, 2, "does not fit inception_resnet_v2", "checkpoint of googlenet", "export v1")
+    assert not (tmp_path / "o").exists()
+
+
+def test_corrupt_and_truncated_checkpoints(tmp_path, library_checkpoints):
+    path, _, _ = library_checkpoints("googlenet")
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:100_000])
+    _one_line_error(runner.invoke(app, ["export", "v1", "--weights", str(cut)]), 2, "corrupt or truncated")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"{}")
+    _one_line_error(runner.invoke(app, ["export", "v1", "--weights", str(bad)]), 2, "corrupt or truncated")
+    _one_line_error(runner.invoke(app, ["export", "v1", "--weights", str(tmp_path / "nope.pt")]), 2, "does not exist")
+
+
+def test_head_size_disagreement(tmp_path, library_checkpoints):
+    path, _, _ = library_checkpoints("googlenet")
+    result = runner.invoke(app, ["export", "v1", "--weights", str(path), "--num-classes", "10"])
+    _one_line_error(result, 2, "--num-classes 10 disagrees", "1000 classes")
+
+
+def test_missing_backend_exits_3(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` meets when it is absent
+    result = runner.invoke(app, ["export", "v1", "--out", str(tmp_path)])
+    _one_line_error(result, 3, "onnxruntime is not available", "pip install onnxruntime")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,105 @@
+"""Every variant exported once, and the written ONNX checked in ONNX Runtime against the source model."""
+
+import json
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import inception_deploy as idp
+from inception_deploy.artifacts import sha256_of
+from inception_deploy.compare import difference
+from inception_deploy.errors import InputError
+from inception_deploy.samples import random_batch
+
+from conftest import VARIANTS
+
+pytestmark = pytest.mark.slow
+
+
+def _ort_cpu(path):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    return session
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_export_reproduces_the_source_model_in_onnxruntime(name, tmp_path, library_checkpoints):
+    """A torchvision/timm checkpoint (v2: one in the seed's layout), checked against that library's own model."""
+    spec = idp.get_spec(name)
+    weights, reference, x = library_checkpoints(name)
+    manifest = idp.export_onnx(name, weights=weights, out_dir=tmp_path)
+
+    model_path = tmp_path / "model.onnx"
+    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    assert manifest["variant"] == name and manifest["untrained"] is False
+    assert manifest["input"] == {"name": "input", "dtype": "float32", "shape": ["batch", *spec.input_size]}
+    assert manifest["output"] == {"name": "logits", "dtype": "float32", "shape": ["batch", 1000]}
+    assert manifest["params"] == spec.params and manifest["opset"] == 18
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
+    assert manifest["export"]["parity"]["passed"] and manifest["export"]["parity"]["scaled"] <= 2e-3
+    [artifact] = manifest["artifacts"]
+    assert artifact["path"] == "model.onnx" and artifact["sha256"] == sha256_of(model_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx"]  # no leftovers
+    assert onnx.load(str(model_path)).opset_import[0].version == 18
+
+    got = _ort_cpu(model_path).run(["logits"], {"input": x.numpy()})[0]  # batch 3: neither traced nor checked
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    diff = difference(expected, got)
+    assert diff.scaled < 2e-3 and diff.cosine > 0.99999 and diff.top1_agreement == 1.0, diff
+
+
+def test_untrained_export_says_so(tmp_path):
+    manifest = idp.export_onnx("v1", out_dir=tmp_path, samples=2)
+    assert manifest["untrained"] is True and manifest["bn_reestimated"] is True and manifest["weights"] is None
+    assert manifest["export"]["parity"]["passed"] and manifest["export"]["parity"]["samples"] == 2
+
+
+def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity(tmp_path, library_checkpoints, monkeypatch):
+    from typer.testing import CliRunner
+
+    from inception_deploy import tolerances
+    from inception_deploy.cli import app
+
+    weights, reference, _ = library_checkpoints("googlenet")
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / "model.fp16.onnx").write_bytes(b"stale")
+    (out / "manifest.json").write_text(json.dumps({"artifacts": [{"path": "model.fp16.onnx"}]}))
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "v1", "--onnx", "--weights", str(weights), "--batch", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PASS" in result.stdout and "model.onnx" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["batch"] == 2 and manifest["input"]["shape"] == [2, 3, 224, 224]
+    assert not (out / "model.fp16.onnx").exists()  # derived from the old export: removed
+    x = random_batch(idp.get_spec("v1"), 2, seed=3)
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    assert difference(expected, _ort_cpu(out / "model.onnx").run(None, {"input": x.numpy()})[0]).scaled < 1e-3
+
+    # A failed parity check writes nothing: the previous artifacts stay as they were.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    impossible = tolerances.Tolerance(max_scaled=0.0, min_cosine=1.1)
+    monkeypatch.setitem(tolerances.TOLERANCES, "fp32", impossible)
+    result = runner.invoke(app, ["export", "v1", "--weights", str(weights), "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0 and "does not reproduce googlenet" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_bad_export_arguments_are_input_errors(tmp_path):
+    for kwargs, expected in [
+        ({"batch": "x"}, "--batch must be"),
+        ({"batch": 0}, "--batch must be"),
+        ({"opset": 9}, "--opset must be between"),
+        ({"num_classes": 0}, "--num-classes must be at least 1"),
+    ]:
+        with pytest.raises(InputError, match=expected):
+            idp.export_onnx("v1", out_dir=tmp_path, **kwargs)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        idp.export_onnx("v1", out_dir=tmp_path / "file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -1,0 +1,86 @@
+import pytest
+import torch
+from torch import nn
+
+import inception_deploy as idp
+from inception_deploy.errors import InputError
+from inception_deploy.zoo import build_model, count_parameters
+
+from conftest import REFERENCE_PARAMS, VARIANTS
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_parameter_counts_match_the_reference(name):
+    eval_params, aux_params = REFERENCE_PARAMS[name]
+    assert count_parameters(build_model(name)) == eval_params
+    spec = idp.get_spec(name)
+    assert spec.params == eval_params and spec.params_with_aux == aux_params
+    if aux_params is not None:
+        assert count_parameters(build_model(name, aux_logits=True)) == aux_params
+    else:
+        with pytest.raises(InputError, match="no auxiliary head"):
+            build_model(name, aux_logits=True)
+
+
+def _macs(model: nn.Module, input_size) -> float:
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output[0].numel() * k
+        else:
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, *input_size))
+    for h in handles:
+        h.remove()
+    return total / 1e9
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_eval_returns_logits_and_gmacs_match_the_spec(name):
+    spec = idp.get_spec(name)
+    model = build_model(name, num_classes=10)
+    with torch.no_grad():
+        y = model(torch.randn(2, *spec.input_size))
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 10)
+    assert _macs(build_model(name), spec.input_size) == pytest.approx(spec.gmacs, abs=0.005)
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if REFERENCE_PARAMS[n][1]])
+def test_aux_heads_run_only_in_training(name):
+    spec = idp.get_spec(name)
+    model = idp.create_model(name, num_classes=7, aux_logits=True)
+    x = torch.randn(2, *spec.input_size)
+    model.train()
+    outputs = model(x)
+    assert isinstance(outputs, tuple) and all(o.shape == (2, 7) for o in outputs)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)
+
+
+def test_registry_resolves_aliases_and_rejects_unknown_names():
+    assert [s.name for s in idp.list_models()] == VARIANTS
+    for alias, name in {"v1": "googlenet", "V3": "inception_v3", "irv2": "inception_resnet_v2",
+                        "inception-v4": "inception_v4", "v2": "inception_v2"}.items():
+        assert idp.resolve_name(alias) == name
+    with pytest.raises(InputError, match="unknown variant 'v9'.*googlenet \\(v1\\)"):
+        idp.get_spec("v9")
+
+
+def test_specs_are_frozen_and_carry_preprocessing():
+    spec = idp.get_spec("v4")
+    with pytest.raises(AttributeError):
+        spec.params = 1
+    assert build_model("v4").spec is spec
+    assert spec.preprocessing.interpolation == "bicubic" and spec.preprocessing.mean == (0.5, 0.5, 0.5)
+    assert idp.get_spec("v3").preprocessing.resize == 342 and idp.get_spec("v1").input_size == (3, 224, 224)
+
+
+def test_untrained_models_say_so():
+    assert idp.create_model("v1").untrained is True
