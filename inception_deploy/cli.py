@@ -122,6 +122,8 @@ def export(
     opset: int = typer.Option(18, "--opset", help="ONNX opset."),
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxsim."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp16 weights and compute), verified against model.onnx."),
+    fp16_io: bool = typer.Option(False, "--fp16-io", help="With --fp16: float16 graph inputs/outputs instead of float32."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; default export/<name>/."),
 ):
     """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
@@ -131,7 +133,7 @@ def export(
         raise typer.BadParameter("--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx")
     with StepReporter(err) as on_step:
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
-                               simplify=simplify, out_dir=out_dir, on_step=on_step)
+                               simplify=simplify, fp16=fp16, fp16_io=fp16_io, out_dir=out_dir, on_step=on_step)
     print_export_summary(manifest, out_dir)
 
 
@@ -165,28 +167,28 @@ class StepReporter:
 
 
 def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
-    parity = manifest["export"]["parity"]
     where = out_dir or Path("export") / manifest["variant"]
     table = Table(title=f"{manifest['variant']} → {where}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("weights", manifest["weights"]["path"] if manifest["weights"] else "none: UNTRAINED (random init, BN re-estimated)")
-    table.add_row("input", f"{manifest['input']['name']} {manifest['input']['shape']} float32")
-    table.add_row("output", f"{manifest['output']['name']} {manifest['output']['shape']} float32")
+    table.add_row("weights", manifest["weights"]["path"] if manifest["weights"] else "none: UNTRAINED (seeded init, BN conditioned)")
+    table.add_row("input", f"{manifest['input']['name']} {manifest['input']['shape']} {manifest['input']['dtype']}")
+    table.add_row("output", f"{manifest['output']['name']} {manifest['output']['shape']} {manifest['output']['dtype']}")
     table.add_row("opset / params", f"{manifest['opset']} / {manifest['params']:,}")
-    table.add_row(
-        "ORT CPU vs torch",
-        f"{'[green]PASS[/]' if parity['passed'] else '[red]FAIL[/]'}  max abs {parity['max_abs']:.2e}, "
-        f"max rel {parity['max_rel']:.2e}, {parity['scaled']:.2e} of scale, cosine {parity['cosine']:.7f} "
-        f"({parity['samples']} samples)",
-    )
     for a in manifest["artifacts"]:
-        table.add_row(a["path"], f"{a['bytes'] / 2**20:.1f} MiB  sha256 {a['sha256'][:16]}…")
+        p = a["parity"]
+        verdict = "[green]PASS[/]" if p["passed"] else "[red]FAIL[/]"
+        table.add_row(
+            a["path"],
+            f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…\n"
+            f"{verdict} vs {p['reference']} in ORT CPU: max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, "
+            f"{p['scaled']:.1e} of scale, cosine {p['cosine']:.6f} ({p['samples']} samples)",
+        )
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
     out.print(table)
     if manifest["untrained"]:
-        err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (random init, BatchNorm "
-                  "statistics re-estimated on seeded inputs); pass --weights to export a trained one")
+        err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (seeded random init, "
+                  "BatchNorm conditioned on seeded inputs); pass --weights to export a trained one")
 
 
 def main() -> None:

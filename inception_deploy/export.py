@@ -1,6 +1,7 @@
 """PyTorch -> ONNX, proven in ONNX Runtime before anything is written.
 
-model -> torch.onnx (torch.export-based) -> onnx checker -> onnxsim -> ORT CPU parity -> artifacts.
+model -> torch.onnx (torch.export-based) -> onnx checker -> onnxsim -> ORT CPU parity -> model.onnx
+      -> [fp16 conversion -> ORT CPU parity against the fp32 ONNX -> model.fp16.onnx] -> manifest.json
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from .artifacts import artifact_record, atomic_path, read_manifest, sha256_of, w
 from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
+from .fp16 import convert_to_fp16
 from .registry import get_spec
-from .samples import random_batch, reestimate_batchnorm
+from .runners.onnxruntime_runner import OnnxRuntimeRunner
+from .samples import UNTRAINED_CONDITIONING, random_batch
 from .tolerances import TOLERANCES
-from .zoo import check_num_classes, count_parameters, create_model
+from .zoo import DEFAULT_INIT_SEED, check_num_classes, count_parameters, deployable_model
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -33,6 +36,7 @@ DEFAULT_OPSET = 18  # what TensorRT 8.6+/10 and ORT >= 1.14 all parse
 MIN_OPSET = 17
 DEFAULT_SAMPLES = 4
 EXPORT_BATCH = 2  # traced example batch; the parity batch differs, which proves the batch is dynamic
+FILENAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 
 StepCallback = Callable[[str], None]
 
@@ -62,15 +66,19 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     batch: str | int = "dynamic",
     simplify: bool = True,
+    fp16: bool = False,
+    fp16_io: bool = False,
     out_dir: str | Path | None = None,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     on_step: StepCallback | None = None,
 ) -> dict:
-    """Export `variant` to `out_dir/model.onnx` with its manifest, and return the manifest.
+    """Export `variant` to `out_dir/model.onnx` (and `model.fp16.onnx` with fp16) plus manifest.json.
 
-    Raises InputError for bad arguments or checkpoints, CheckFailed when ONNX Runtime does not reproduce
-    the PyTorch model (nothing is written then).
+    Every artifact is run in ONNX Runtime (CPU) and compared before it is written: model.onnx against
+    the PyTorch model, model.fp16.onnx against model.onnx. Returns the manifest.
+    Raises InputError for bad arguments or checkpoints, CheckFailed when a comparison fails (nothing is
+    written then), BackendMissing when onnxruntime/onnxsim/onnxscript is not installed.
     """
     step = on_step or (lambda _: None)
     spec = get_spec(variant)
@@ -81,6 +89,8 @@ def export_onnx(
     check_num_classes(num_classes)
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
+    if fp16_io and not fp16:
+        raise InputError("--fp16-io applies to the fp16 model: add --fp16")
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
@@ -95,15 +105,10 @@ def export_onnx(
         yield
         seconds[name] = round(time.perf_counter() - start, 3)
 
-    with timed("build", f"building {spec.name}"):
-        model = create_model(spec.name, num_classes=num_classes, weights=weights)
-        untrained = model.untrained
-    if untrained:
-        with timed("bn_reestimate", "re-estimating BatchNorm statistics (untrained model)"):
-            reestimate_batchnorm(model, random_batch(spec, max(samples, 2), seed=seed + 1))
-
+    with timed("build", f"building {spec.name}" + ("" if weights else " (untrained: conditioning BatchNorm)")):
+        model = deployable_model(spec.name, num_classes=num_classes, weights=weights)
     example = random_batch(spec, fixed_batch or EXPORT_BATCH, seed=seed + 2)
-    check_input = random_batch(spec, fixed_batch or samples, seed=seed)
+    check_input = random_batch(spec, fixed_batch or samples, seed=seed).numpy()
     with timed("torch_export", "exporting with torch.onnx (torch.export)"):
         proto = _torch_export(model, example, opset, dynamic=fixed_batch is None)
     with timed("check", "running the ONNX checker"):
@@ -111,26 +116,21 @@ def export_onnx(
     if simplify:
         with timed("simplify", "simplifying with onnxsim"):
             proto = _simplify(proto)
-    with timed("parity", "verifying in ONNX Runtime (CPU)"):
+    with timed("parity", "verifying in ONNX Runtime (CPU) against torch"):
         with torch.inference_mode():
-            expected = model(check_input).numpy()
-        actual = _run_onnxruntime_cpu(proto, check_input.numpy())
-        diff = difference(expected, actual)
-        tolerance = TOLERANCES["fp32"]
-        passed = tolerance.passes(diff)
-    parity = {
-        "reference": "torch-cpu-fp32", "backend": "onnxruntime-cpu", "samples": int(check_input.shape[0]), "seed": seed,
-        **diff.to_dict(), "tolerance": tolerance.to_dict(), "passed": passed,
-    }
-    if not passed:
-        raise CheckFailed(
-            f"ONNX Runtime does not reproduce {spec.name}: max abs diff {diff.max_abs:.3g}, "
-            f"{diff.scaled:.3g} of the output scale (allowed {tolerance.max_scaled:g}), cosine {diff.cosine:.6f}; "
-            "nothing was written — retry with --no-simplify, or another --opset"
-        )
+            expected = model(torch.from_numpy(check_input)).numpy()
+        fp32_parity, fp32_out = _verify(proto, check_input, expected, "fp32", variant=spec.name, reference="torch-cpu-fp32", seed=seed)
+    verified = {"fp32": (proto, fp32_parity, {})}
+    if fp16:
+        with timed("fp16", "converting to fp16 and verifying in ONNX Runtime (CPU)"):
+            proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
+            parity16, _ = _verify(proto16, check_input, fp32_out, "fp16", variant=spec.name,
+                                  reference="onnxruntime-cpu-fp32", seed=seed)
+            verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
 
     with timed("write", f"writing {out_dir}"):
-        manifest = _write_artifacts(out_dir, proto, _manifest_head(spec, model, weights, untrained, opset, fixed_batch, simplify), parity)
+        head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
+        manifest = _write_artifacts(out_dir, head, verified)
     manifest["export"]["seconds"] = seconds
     write_manifest(out_dir, manifest)
     return manifest
@@ -138,9 +138,9 @@ def export_onnx(
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, dynamic: bool) -> onnx.ModelProto:
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
-    log = io.StringIO()  # the exporter narrates its passes on stdout; keep it for the error message only
+    log = io.StringIO()  # the exporter narrates its passes on stdout; keep it out of ours
     try:
-        with contextlib.redirect_stdout(log), torch.inference_mode(False), torch.no_grad():
+        with contextlib.redirect_stdout(log), torch.no_grad():
             program = torch.onnx.export(
                 model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, verbose=False,
@@ -168,10 +168,22 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-def _run_onnxruntime_cpu(proto: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    ort = require("onnxruntime")
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+def _verify(proto, x: np.ndarray, expected: np.ndarray, precision: str, *, variant: str, reference: str, seed: int):
+    """Run `proto` in ORT CPU on x, compare with `expected`; CheckFailed (nothing written) if out of tolerance."""
+    with OnnxRuntimeRunner(proto, precision=precision) as runner:
+        actual = runner.run({INPUT_NAME: x})[OUTPUT_NAME].astype(np.float32)
+    diff = difference(expected, actual)
+    tolerance = TOLERANCES[precision]
+    passed = tolerance.passes(diff)
+    if not passed:
+        raise CheckFailed(
+            f"ONNX Runtime does not reproduce {variant} ({precision} ONNX vs {reference}): max abs diff {diff.max_abs:.3g}, "
+            f"{diff.scaled:.3g} of the output scale (allowed {tolerance.max_scaled:g}), cosine {diff.cosine:.6f}; "
+            "nothing was written — retry with --no-simplify, or another --opset"
+        )
+    parity = {"reference": reference, "backend": "onnxruntime-cpu", "samples": int(x.shape[0]), "seed": seed,
+              **diff.to_dict(), "tolerance": tolerance.to_dict(), "passed": passed}
+    return parity, actual
 
 
 def _first_line(err: BaseException) -> str:
@@ -179,11 +191,16 @@ def _first_line(err: BaseException) -> str:
     return (lines[0] if lines else type(err).__name__)[:200]
 
 
-def _graph_io_shape(value_info: onnx.ValueInfoProto) -> list[int | str]:
-    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+def _graph_io(value_info: onnx.ValueInfoProto) -> dict:
+    tensor = value_info.type.tensor_type
+    return {
+        "name": value_info.name,
+        "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name,
+        "shape": [d.dim_param or d.dim_value for d in tensor.shape.dim],
+    }
 
 
-def _versions() -> dict[str, str]:
+def _versions() -> dict[str, str | None]:
     versions = {"inception_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
                 "onnx": onnx.__version__}
     for module in ("onnxscript", "onnxsim", "onnxruntime"):
@@ -194,7 +211,7 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def _manifest_head(spec, model, weights, untrained: bool, opset: int, fixed_batch: int | None, simplified: bool) -> dict:
+def _manifest_head(spec, model, weights, opset: int, fixed_batch: int | None, simplified: bool) -> dict:
     weights_info = None if weights is None else {"path": str(weights), "sha256": sha256_of(Path(weights))}
     return {
         "schema": 1,
@@ -202,8 +219,9 @@ def _manifest_head(spec, model, weights, untrained: bool, opset: int, fixed_batc
         "variant": spec.name,
         "title": spec.title,
         "weights": weights_info,
-        "untrained": untrained,
-        "bn_reestimated": untrained,
+        "untrained": model.untrained,
+        # how `parity` rebuilds the same untrained weights
+        "untrained_init": {"init_seed": DEFAULT_INIT_SEED, **UNTRAINED_CONDITIONING} if model.untrained else None,
         "num_classes": int(model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]),
         "transform_input": bool(getattr(model, "transform_input", False)),
         "preprocessing": {**spec.to_dict()["preprocessing"], "input_size": list(spec.input_size)},
@@ -215,19 +233,23 @@ def _manifest_head(spec, model, weights, untrained: bool, opset: int, fixed_batc
     }
 
 
-def _write_artifacts(out_dir: Path, proto: onnx.ModelProto, head: dict, parity: dict) -> dict:
+def _write_artifacts(out_dir: Path, head: dict, verified: dict) -> dict:
+    """Write each verified artifact atomically; drop those the previous manifest listed and this one does not."""
     out_dir.mkdir(parents=True, exist_ok=True)
     old = read_manifest(out_dir)
-    onnx_path = out_dir / "model.onnx"
-    with atomic_path(onnx_path) as tmp:
-        onnx.save_model(proto, tmp)
-    head["input"] = {"name": INPUT_NAME, "dtype": "float32", "shape": _graph_io_shape(proto.graph.input[0])}
-    head["output"] = {"name": OUTPUT_NAME, "dtype": "float32", "shape": _graph_io_shape(proto.graph.output[0])}
-    head["export"]["parity"] = parity
-    head["artifacts"] = [artifact_record(out_dir, onnx_path, kind="onnx", precision="fp32")]
-    # Artifacts derived from a previous export (fp16, int8, engines) no longer match this model.
+    records = []
+    for precision, (proto, parity, facts) in verified.items():
+        path = out_dir / FILENAMES[precision]
+        with atomic_path(path) as tmp:
+            onnx.save_model(proto, tmp)
+        records.append(artifact_record(out_dir, path, kind="onnx", precision=precision, **facts, parity=parity))
+    fp32_graph = verified["fp32"][0].graph
+    head["input"] = _graph_io(fp32_graph.input[0])
+    head["output"] = _graph_io(fp32_graph.output[0])
+    head["artifacts"] = records
+    kept = {r["path"] for r in records}
     for entry in (old or {}).get("artifacts", []):
         stale = out_dir / entry.get("path", "")
-        if entry.get("path") != "model.onnx" and stale.is_file() and stale.resolve().parent == out_dir.resolve():
-            stale.unlink()
+        if entry.get("path") not in kept and stale.is_file() and stale.resolve().parent == out_dir.resolve():
+            stale.unlink()  # derived from the previous export: it no longer matches this model
     return head

@@ -11,17 +11,21 @@ from .compare import Difference
 class Tolerance:
     max_scaled: float  # max |a - b| / max |reference|
     min_cosine: float
+    min_top1: float = 0.0  # fraction of samples whose top-1 class agrees
 
     def passes(self, diff: Difference) -> bool:
-        return diff.scaled <= self.max_scaled and diff.cosine >= self.min_cosine
+        return diff.scaled <= self.max_scaled and diff.cosine >= self.min_cosine and diff.top1_agreement >= self.min_top1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: (None if v == float("inf") else v) for k, v in asdict(self).items()}  # JSON has no inf
 
 
-# fp32: untrained deep nets (BN re-estimated) are ill-conditioned: torch fp32 itself is 6e-4 (scaled)
-# from torch fp64 on inception_v4, so the gate sits above that; an export that computes something
-# else differs at O(1).
+# Measured on the zoo (conditioned untrained weights, ORT CPU vs torch): fp32 reaches 1e-6..3e-5 of the
+# output scale; fp16 (ORT CPU executes fp16 nodes through Casts, so this measures fp16 weights and
+# activations rounded between ops) 0.004..0.04 with cosine >= 0.9999. A wrong graph differs at O(1).
+# int8 is judged by agreement: cosine and top-1, not elementwise error.
 TOLERANCES = {
-    "fp32": Tolerance(max_scaled=2e-3, min_cosine=0.99999),
+    "fp32": Tolerance(max_scaled=1e-3, min_cosine=0.99999),
+    "fp16": Tolerance(max_scaled=5e-2, min_cosine=0.999),
+    "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.98, min_top1=0.8),
 }

@@ -10,10 +10,12 @@ from torch import nn
 
 from .checkpoint import compare_keys, inspect_state_dict, read_state_dict, without_aux
 from .errors import InputError
+from .samples import condition_untrained
 from .registry import list_models, model_class
 from .spec import ModelSpec
 
 DEFAULT_NUM_CLASSES = 1000
+DEFAULT_INIT_SEED = 0
 
 
 def check_num_classes(num_classes: int | None) -> None:
@@ -38,20 +40,24 @@ def build_model(name: str, *, num_classes: int = DEFAULT_NUM_CLASSES, aux_logits
 
 
 def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool = False,
-                 weights: str | Path | None = None, transform_input: bool | None = None) -> nn.Module:
+                 weights: str | Path | None = None, transform_input: bool | None = None,
+                 init_seed: int = DEFAULT_INIT_SEED) -> nn.Module:
     """A model of the zoo in eval mode, its spec at `model.spec`.
 
     num_classes: the head size; by default the checkpoint's, else 1000. A value that disagrees with
         the checkpoint is an error.
     weights: a .pth/.pt/.safetensors checkpoint in the variant's layout (see `inception-deploy models`).
-        Without it the model is untrained (random init): `model.untrained` is True.
+        Without it the model is untrained: a random init drawn from `init_seed` (so that the same call
+        gives the same model, in export and in parity alike), and `model.untrained` is True.
     transform_input: googlenet/v3 only; defaults to the spec's (True, as torchvision's weights expect).
     """
     spec = model_class(name).spec
     check_num_classes(num_classes)
     if weights is None:
-        model = build_model(spec.name, num_classes=num_classes or DEFAULT_NUM_CLASSES, aux_logits=aux_logits,
-                            transform_input=transform_input)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            model = build_model(spec.name, num_classes=num_classes or DEFAULT_NUM_CLASSES, aux_logits=aux_logits,
+                                transform_input=transform_input)
         model.untrained = True
         return model
 
@@ -106,3 +112,16 @@ def guess_variant(sd: dict[str, torch.Tensor]) -> ModelSpec | None:
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
+
+
+def deployable_model(name: str, *, weights: str | Path | None = None, num_classes: int | None = None) -> nn.Module:
+    """The model exactly as `export` exports it and `parity` compares against.
+
+    With weights: the checkpoint, loaded. Without: the seeded untrained init, conditioned as
+    samples.UNTRAINED_CONDITIONING says, so that activations are well scaled, backends are compared on a
+    numerically sane model, and every command rebuilds the same weights.
+    """
+    model = create_model(name, num_classes=num_classes, weights=weights)
+    if model.untrained:
+        condition_untrained(model)
+    return model

@@ -51,7 +51,8 @@ def library_model(name: str) -> nn.Module:
 def library_checkpoints(tmp_path_factory):
     """name -> (path of a saved state dict, the library model in eval mode, a seeded input batch).
 
-    Random init with BatchNorm statistics re-estimated, so that outputs are well scaled.
+    Random init, conditioned as the package conditions untrained models (BatchNorm shift 1, statistics
+    re-estimated), so that outputs are well scaled and the net is as well conditioned as a trained one.
     """
     root = tmp_path_factory.mktemp("checkpoints")
     made = {}
@@ -61,11 +62,33 @@ def library_checkpoints(tmp_path_factory):
             torch.manual_seed(0)
             model = library_model(name)
             x = random_batch(get_spec(name), 3, seed=7)
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.bias.fill_(1.0)
             reestimate_batchnorm(model, x)
             model.eval()
             path = root / f"{name}.pth"
             torch.save(model.state_dict(), path)
             made[name] = (path, model, x)
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, library_checkpoints):
+    """name -> (export dir, manifest): each variant exported once, fp32 and fp16, from its library checkpoint."""
+    from inception_deploy import export_onnx
+
+    root = tmp_path_factory.mktemp("export")
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            weights, _, _ = library_checkpoints(name)
+            out = root / name
+            made[name] = (out, export_onnx(name, weights=weights, fp16=True, out_dir=out))
         return made[name]
 
     return get

@@ -25,36 +25,45 @@ def _ort_cpu(path):
 
 
 @pytest.mark.parametrize("name", VARIANTS)
-def test_export_reproduces_the_source_model_in_onnxruntime(name, tmp_path, library_checkpoints):
+def test_export_reproduces_the_source_model_in_onnxruntime(name, exported, library_checkpoints):
     """A torchvision/timm checkpoint (v2: one in the seed's layout), checked against that library's own model."""
     spec = idp.get_spec(name)
     weights, reference, x = library_checkpoints(name)
-    manifest = idp.export_onnx(name, weights=weights, out_dir=tmp_path)
+    out, manifest = exported(name)
 
-    model_path = tmp_path / "model.onnx"
-    assert json.loads((tmp_path / "manifest.json").read_text()) == manifest
+    model_path = out / "model.onnx"
+    assert json.loads((out / "manifest.json").read_text()) == manifest
     assert manifest["variant"] == name and manifest["untrained"] is False
     assert manifest["input"] == {"name": "input", "dtype": "float32", "shape": ["batch", *spec.input_size]}
     assert manifest["output"] == {"name": "logits", "dtype": "float32", "shape": ["batch", 1000]}
     assert manifest["params"] == spec.params and manifest["opset"] == 18
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
-    assert manifest["export"]["parity"]["passed"] and manifest["export"]["parity"]["scaled"] <= 2e-3
-    [artifact] = manifest["artifacts"]
-    assert artifact["path"] == "model.onnx" and artifact["sha256"] == sha256_of(model_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "model.onnx"]  # no leftovers
+    fp32, fp16 = manifest["artifacts"]
+    assert fp32["path"] == "model.onnx" and fp32["sha256"] == sha256_of(model_path) and fp32["precision"] == "fp32"
+    assert fp32["parity"]["passed"] and fp32["parity"]["scaled"] <= 1e-3 and fp32["parity"]["reference"] == "torch-cpu-fp32"
+    assert fp16["path"] == "model.fp16.onnx" and fp16["sha256"] == sha256_of(out / "model.fp16.onnx")
+    assert fp16["parity"]["passed"] and fp16["parity"]["cosine"] >= 0.999 and fp16["io_dtype"] == "float32"
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp16.onnx", "model.onnx"]  # no leftovers
     assert onnx.load(str(model_path)).opset_import[0].version == 18
+    initializers = onnx.load(str(out / "model.fp16.onnx")).graph.initializer
+    assert {i.data_type for i in initializers if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}
 
     got = _ort_cpu(model_path).run(["logits"], {"input": x.numpy()})[0]  # batch 3: neither traced nor checked
     with torch.no_grad():
         expected = reference(x).numpy()
     diff = difference(expected, got)
-    assert diff.scaled < 2e-3 and diff.cosine > 0.99999 and diff.top1_agreement == 1.0, diff
+    assert diff.scaled < 1e-3 and diff.cosine > 0.99999 and diff.top1_agreement == 1.0, diff
 
 
 def test_untrained_export_says_so(tmp_path):
-    manifest = idp.export_onnx("v1", out_dir=tmp_path, samples=2)
-    assert manifest["untrained"] is True and manifest["bn_reestimated"] is True and manifest["weights"] is None
-    assert manifest["export"]["parity"]["passed"] and manifest["export"]["parity"]["samples"] == 2
+    manifest = idp.export_onnx("v1", out_dir=tmp_path, samples=2, fp16=True, fp16_io=True)
+    assert manifest["untrained"] is True and manifest["weights"] is None
+    assert manifest["untrained_init"] == {"init_seed": 0, "bn_shift": 1.0, "bn_samples": 4, "bn_seed": 1234}
+    fp32, fp16 = manifest["artifacts"]
+    assert fp32["parity"]["passed"] and fp32["parity"]["samples"] == 2
+    assert fp16["io_dtype"] == "float16"
+    session = ort.InferenceSession(str(tmp_path / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)" and session.get_outputs()[0].type == "tensor(float16)"
 
 
 def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity(tmp_path, library_checkpoints, monkeypatch):
@@ -96,6 +105,7 @@ def test_bad_export_arguments_are_input_errors(tmp_path):
         ({"batch": 0}, "--batch must be"),
         ({"opset": 9}, "--opset must be between"),
         ({"num_classes": 0}, "--num-classes must be at least 1"),
+        ({"fp16_io": True}, "--fp16-io applies to the fp16 model"),
     ]:
         with pytest.raises(InputError, match=expected):
             idp.export_onnx("v1", out_dir=tmp_path, **kwargs)

@@ -1,0 +1,59 @@
+"""Backends behind one Runner interface. Each is imported only when asked for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import BackendMissing, InputError
+from .base import Runner, TensorInfo
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    engine: str  # "torch", "onnxruntime", "tensorrt"
+    device: str  # for onnxruntime: the execution provider's short name
+    runs: str  # what it runs: "model" (the zoo model) or "onnx" / "engine" artifacts
+
+
+BACKENDS = {
+    b.name: b
+    for b in (
+        Backend("torch", "torch", "cpu", "model"),
+        Backend("torch-cuda", "torch", "cuda", "model"),
+        Backend("onnxruntime", "onnxruntime", "cpu", "onnx"),
+        Backend("onnxruntime-cuda", "onnxruntime", "cuda", "onnx"),
+        Backend("onnxruntime-trt", "onnxruntime", "tensorrt", "onnx"),
+        Backend("tensorrt", "tensorrt", "cuda", "engine"),
+    )
+}
+
+
+def parse_backends(text: str | list[str]) -> list[Backend]:
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise InputError(f"unknown backend '{', '.join(unknown) or text}': choose from {', '.join(BACKENDS)}")
+    return [BACKENDS[n] for n in dict.fromkeys(names)]
+
+
+def open_runner(backend: Backend, *, model=None, artifact=None, precision: str = "fp32") -> Runner:
+    """A runner for `backend`: the zoo `model` for torch, an ONNX/engine `artifact` path for the others.
+
+    Raises BackendMissing (exit 3) when the backend or its device is not available here.
+    """
+    if backend.engine == "torch":
+        from .torch_runner import TorchRunner
+
+        return TorchRunner(model, device=backend.device, precision=precision)
+    if backend.engine == "onnxruntime":
+        from .onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(artifact, device=backend.device, precision=precision)
+    raise BackendMissing(
+        "the tensorrt runner is not part of this version: check engines through onnxruntime-trt, "
+        "or compare the fp16/Q-DQ ONNX that TensorRT consumes with --backends onnxruntime"
+    )
+
+
+__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends"]

@@ -1,0 +1,121 @@
+"""Any ONNX artifact in ONNX Runtime, on the CPU, CUDA or TensorRT execution provider."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..deps import require
+from ..errors import BackendMissing, InputError
+from .base import Runner, TensorInfo
+
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+
+
+class OnnxRuntimeRunner(Runner):
+    backend = "onnxruntime"
+
+    def __init__(self, model: str | Path | onnx.ModelProto, *, device: str = "cpu", precision: str | None = None,
+                 threads: int | None = None):
+        ort = require("onnxruntime")
+        if device not in PROVIDERS:
+            raise InputError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}, not {device}")
+        provider = PROVIDERS[device]
+        if provider not in ort.get_available_providers():
+            raise BackendMissing(f"this onnxruntime has no {provider}: pip install onnxruntime-gpu, on a machine with an NVIDIA GPU")
+        self.device = device
+        self.precision = precision or "fp32"
+        self.source = str(model) if not isinstance(model, onnx.ModelProto) else "<in memory>"
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
+        if device == "tensorrt":
+            providers.insert(1, "CUDAExecutionProvider")
+        payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+        with _native_stderr_captured() as native_log:
+            if device != "cpu" and hasattr(ort, "preload_dlls"):
+                with contextlib.suppress(Exception):
+                    ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, where torch has not loaded them
+            try:
+                self.session = ort.InferenceSession(payload, sess_options=options, providers=providers)
+            except Exception as err:
+                raise InputError(f"ONNX Runtime cannot load {self.source}: {str(err).strip().splitlines()[0][:200]}") from None
+        # ORT falls back to the CPU silently when a GPU provider fails to start: a "CUDA" figure measured on
+        # the CPU would be the worst bug a parity or benchmark tool can have, so refuse instead.
+        if self.session.get_providers()[0] != provider:
+            reason = _last_line(native_log())
+            raise BackendMissing(
+                f"ONNX Runtime could not start {provider} here ({reason or 'no usable GPU'}): "
+                "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs"
+            )
+        self._inputs = [_info(i) for i in self.session.get_inputs()]
+        self._outputs = [_info(o) for o in self.session.get_outputs()]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self._outputs]
+        if self.device == "cpu":
+            return dict(zip(names, self.session.run(names, feed)))
+        # On a GPU: bind inputs once and keep outputs on the device until the run is over.
+        binding = self.session.io_binding()
+        for name, array in feed.items():
+            binding.bind_cpu_input(name, array)
+        for name in names:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+    def describe(self) -> str:
+        return f"onnxruntime ({self.device}, {self.precision})"
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _info(node) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int) else (d or "?") for d in node.shape)
+    return TensorInfo(node.name, shape, ORT_DTYPES.get(node.type, node.type))
+
+
+def _last_line(text: str) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # ORT colours its log lines
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """Capture what native libraries print on fd 2 (ORT's provider loader does), for our own message."""
+    captured = tempfile.TemporaryFile(mode="w+b")
+    saved = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+
+    def text() -> str:
+        captured.seek(0)
+        return captured.read().decode(errors="replace")
+
+    try:
+        yield text
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

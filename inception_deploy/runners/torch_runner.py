@@ -1,0 +1,57 @@
+"""The zoo model itself, on CPU or CUDA, in fp32 or fp16."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BackendMissing, InputError
+from .base import Runner, TensorInfo
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(self, model: nn.Module, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = False):
+        if precision not in DTYPES:
+            raise InputError(f"torch runs fp32 or fp16, not {precision}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendMissing(
+                "torch has no CUDA device here: run on a machine with an NVIDIA GPU and a CUDA build of torch"
+            )
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"torch device must be cpu or cuda, not {device}")
+        self.device, self.precision = device, precision
+        self.dtype = DTYPES[precision]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        # A copy: converting to half or moving to the GPU must not change the caller's model.
+        self.model = copy.deepcopy(model).to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
+        spec = model.spec
+        self._inputs = [TensorInfo("input", ("batch", *spec.input_size), "float32")]
+        num_classes = model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]
+        self._outputs = [TensorInfo("logits", ("batch", int(num_classes)), "float32")]
+
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
+
+    def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = torch.from_numpy(feed["input"]).to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode():
+            y = self.model(x)
+        return {"logits": y.float().cpu().numpy()}
+
+    def close(self) -> None:
+        self.model = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
