@@ -191,5 +191,55 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
                   "BatchNorm conditioned on seeded inputs); pass --weights to export a trained one")
 
 
+@app.command()
+def parity(
+    variant: str = typer.Argument(..., help="The variant whose artifacts to check (name or alias)."),
+    onnx_files: Optional[list[Path]] = typer.Option(None, "--onnx", help="ONNX file(s) to check; default: every artifact in the variant's manifest."),
+    export_dir: Optional[Path] = typer.Option(None, "--dir", help="Export directory holding manifest.json; default export/<name>/."),
+    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: torch, torch-cuda, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."),
+    reference: str = typer.Option("torch", "--reference", help="torch (fp32, CPU) or onnxruntime (model.onnx on the CPU)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint the artifacts came from; default: the one the manifest names."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Head size, when no checkpoint or manifest says."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images, fed through the variant's own preprocessing."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Seeded random inputs (default 8, or 0 with --images)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Elementwise: |a-b| <= atol + rtol*|ref|, instead of the precision's tolerance."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", help="See --atol."),
+    localize_failures: bool = typer.Option(False, "--localize", help="For a failing ONNX, name the first block whose output leaves tolerance."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH, or '-' for stdout."),
+    report_md: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report to PATH.md."),
+):
+    """Check that every backend computes what the PyTorch model computes. Exit 1 if any row fails."""
+    from .artifacts import write_text_atomic
+    from .parity import check_parity
+    from .report import localization_lines, markdown, rich_table, to_json
+
+    with StepReporter(err) as on_step:
+        report = check_parity(
+            variant, onnx_files=onnx_files or None, export_dir=export_dir, backends=backends, reference=reference,
+            precisions=precision, weights=weights, num_classes=num_classes, images=images, samples=samples, seed=seed,
+            atol=atol, rtol=rtol, localize_failures=localize_failures, on_step=on_step,
+        )
+    human = err if json_out == "-" else out  # keep stdout pure JSON when it carries the JSON
+    human.print(rich_table(report))
+    for skipped in report.inputs.get("skipped_images", []):
+        err.print(f"[yellow]skipped image[/] {skipped['file']}: {skipped['reason']}", highlight=False)
+    for line in localization_lines(report):
+        human.print(line, highlight=False, soft_wrap=True)
+    if report.untrained:
+        err.print("[yellow]note:[/] the reference is an [bold]untrained[/] model (seeded init): parity holds for these "
+                  "weights; pass --weights to check a trained checkpoint")
+    if json_out == "-":
+        sys.stdout.write(to_json(report))
+    elif json_out:
+        write_text_atomic(Path(json_out), to_json(report))
+    if report_md:
+        write_text_atomic(report_md, markdown(report))
+    human.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: a backend leaves tolerance")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

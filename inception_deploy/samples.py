@@ -1,10 +1,14 @@
-"""Seeded inputs, and making an untrained model's activations well scaled."""
+"""Inputs: seeded random batches, real images through a variant's preprocessing; conditioning untrained models."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputError
 from .spec import ModelSpec
 
 
@@ -57,3 +61,41 @@ def reestimate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         model.train(was_training)
+
+
+INTERPOLATIONS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC"}
+
+
+def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+    """Every readable image in `directory`, through the variant's own preprocessing (Pillow).
+
+    Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"--images {directory} is not a directory")
+    pre = spec.preprocessing
+    resample = getattr(Image.Resampling, INTERPOLATIONS[pre.interpolation])
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    tensors, used, skipped = [], [], []
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                scale = pre.resize / min(image.size)
+                image = image.resize((max(pre.crop, round(image.width * scale)), max(pre.crop, round(image.height * scale))), resample)
+                left, top = (image.width - pre.crop) // 2, (image.height - pre.crop) // 2
+                image = image.crop((left, top, left + pre.crop, top + pre.crop))
+                pixels = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            skipped.append((path.name, str(err).splitlines()[0][:120] if str(err) else type(err).__name__))
+            continue
+        tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
+        used.append(path.name)
+    if not tensors:
+        raise InputError(f"--images {directory} holds no readable image ({len(skipped)} files skipped): "
+                         "point it at a folder of JPEG/PNG photographs")
+    return torch.stack(tensors), used, skipped

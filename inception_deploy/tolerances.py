@@ -16,8 +16,33 @@ class Tolerance:
     def passes(self, diff: Difference) -> bool:
         return diff.scaled <= self.max_scaled and diff.cosine >= self.min_cosine and diff.top1_agreement >= self.min_top1
 
+    def describe(self) -> str:
+        parts = [f"≤{self.max_scaled:g} of scale"] if self.max_scaled != float("inf") else []
+        parts.append(f"cosine ≥{self.min_cosine:g}")
+        if self.min_top1:
+            parts.append(f"top-1 ≥{self.min_top1:.0%}")
+        return ", ".join(parts)
+
     def to_dict(self) -> dict:
         return {k: (None if v == float("inf") else v) for k, v in asdict(self).items()}  # JSON has no inf
+
+
+@dataclass(frozen=True)
+class ElementwiseTolerance:
+    """A user's --atol/--rtol: every element must satisfy |a - b| <= atol + rtol * |reference|."""
+
+    atol: float
+    rtol: float
+
+    def passes(self, diff: Difference) -> bool:
+        return diff.needed_atol <= self.atol
+
+    def describe(self) -> str:
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 
 # Measured on the zoo (conditioned untrained weights, ORT CPU vs torch): fp32 reaches 1e-6..3e-5 of the

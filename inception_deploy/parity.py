@@ -1,0 +1,327 @@
+"""Does every backend compute what the PyTorch model computes? The heart of the tool.
+
+reference (torch fp32 on the CPU, or ORT CPU on model.onnx) vs every backend × artifact × output,
+on seeded random inputs and/or real images, against the per-precision tolerance table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+
+from .artifacts import read_manifest, sha256_of
+from .compare import Difference, difference
+from .errors import InputError
+from .export import default_out_dir
+from .localize import BlockDivergence, first_divergence, localize
+from .registry import get_spec, list_models
+from .runners import Backend, Runner, open_runner, parse_backends
+from .samples import UNTRAINED_CONDITIONING, image_batch, random_batch
+from .tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
+from .zoo import DEFAULT_INIT_SEED, build_model, deployable_model
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_SAMPLES = 8
+CHUNK = 8  # samples per run: bounds memory on big inputs
+REFERENCES = {"torch": "torch-cpu-fp32", "onnxruntime": "onnxruntime-cpu-fp32"}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    precision: str
+
+
+@dataclass
+class ParityRow:
+    backend: str
+    device: str
+    artifact: str  # file name, or "model" for the torch backend
+    precision: str
+    output: str
+    diff: Difference | None
+    tolerance: Tolerance | ElementwiseTolerance | None
+    passed: bool | None  # None: skipped
+    skipped: str | None = None
+    seconds: float = 0.0
+    localization: list[BlockDivergence] | None = None
+
+    def to_dict(self) -> dict:
+        d = {"backend": self.backend, "device": self.device, "artifact": self.artifact, "precision": self.precision,
+             "output": self.output, "passed": self.passed, "skipped": self.skipped, "seconds": round(self.seconds, 3)}
+        if self.diff is not None:
+            d.update(self.diff.to_dict())
+            d["tolerance"] = self.tolerance.to_dict()
+        if self.localization is not None:
+            first = first_divergence(self.localization)
+            d["first_divergent_block"] = first.block if first else None
+            d["blocks"] = [b.to_dict() for b in self.localization]
+        return d
+
+
+@dataclass
+class ParityReport:
+    variant: str
+    reference: str
+    untrained: bool
+    inputs: dict
+    rows: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed is not False for r in self.rows) and any(r.passed for r in self.rows)
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "reference": self.reference, "untrained": self.untrained,
+                "inputs": self.inputs, "passed": self.passed, "rows": [r.to_dict() for r in self.rows]}
+
+
+def check_parity(
+    variant: str,
+    *,
+    onnx_files: list[str | Path] | None = None,
+    export_dir: str | Path | None = None,
+    backends: str | list[str] = "onnxruntime",
+    reference: str = "torch",
+    precisions: str | list[str] | None = None,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    images: str | Path | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+    atol: float | None = None,
+    rtol: float | None = None,
+    localize_failures: bool = False,
+    on_step: Callable[[str], None] | None = None,
+) -> ParityReport:
+    """Compare every artifact of `variant` (its export's manifest, or `onnx_files`) on every backend."""
+    step = on_step or (lambda _: None)
+    spec = get_spec(variant)
+    chosen_backends = parse_backends(backends)
+    if reference not in REFERENCES:
+        raise InputError(f"--reference must be one of {', '.join(REFERENCES)}, not '{reference}'")
+    wanted = _parse_precisions(precisions)
+    if rtol is not None and atol is None:
+        atol = 0.0  # --rtol alone: a purely relative elementwise tolerance
+    if samples is not None and (samples < 0 or (samples == 0 and images is None)):
+        raise InputError("--samples must be at least 1 (or 0 with --images)")
+
+    manifest, artifacts = _artifacts(spec.name, onnx_files, export_dir)
+    if wanted is not None:
+        missing = [p for p in wanted if p not in {a.precision for a in artifacts}
+                   and not any(b.runs == "model" for b in chosen_backends)]
+        if missing:
+            raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run `inception-deploy export "
+                             f"{spec.aliases[0]} --{missing[0]}` or name one with --onnx")
+        artifacts = [a for a in artifacts if a.precision in wanted]
+    weights, num_classes = _reference_weights(manifest, weights, num_classes)
+
+    step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
+    model = deployable_model(spec.name, weights=weights, num_classes=num_classes)
+    for artifact in artifacts:
+        _check_artifact_matches(artifact, model, spec)
+
+    x, inputs_info = _inputs(spec, images, samples, seed)
+    step(f"running the reference ({REFERENCES[reference]}) on {len(x)} inputs")
+    if reference == "torch":
+        with open_runner(parse_backends("torch")[0], model=model) as runner:
+            expected = _run_all(runner, x)
+    else:
+        fp32 = next((a for a in artifacts if a.precision == "fp32"), None)
+        if fp32 is None:
+            raise InputError("--reference onnxruntime needs the fp32 model.onnx among the artifacts")
+        with open_runner(parse_backends("onnxruntime")[0], artifact=fp32.path) as runner:
+            expected = _run_all(runner, x)
+
+    report = ParityReport(spec.name, REFERENCES[reference], model.untrained, inputs_info)
+    for backend in chosen_backends:
+        for target, precision in _targets(backend, artifacts, wanted, reference):
+            if isinstance(target, str):  # a reason to skip
+                report.rows.append(ParityRow(backend.name, backend.device, "model", precision, "logits", None, None,
+                                             None, skipped=target))
+                continue
+            label = "model" if target is None else target.path.name
+            step(f"{backend.name}: {label} ({precision})")
+            start = time.perf_counter()
+            with open_runner(backend, model=model, artifact=None if target is None else target.path,
+                             precision=precision) as runner:
+                outputs = _run_all(runner, x)
+            tolerance = ElementwiseTolerance(atol, rtol or 0.0) if atol is not None else TOLERANCES[precision]
+            for name, got in outputs.items():
+                diff = difference(expected["logits"], got, rtol=getattr(tolerance, "rtol", 0.0))
+                row = ParityRow(backend.name, backend.device, label, precision, name, diff, tolerance,
+                                tolerance.passes(diff), seconds=time.perf_counter() - start)
+                if localize_failures and not row.passed and target is not None:
+                    step(f"localizing the divergence in {label}")
+                    row.localization = localize(model, onnx.load(str(target.path)), x[:2].numpy(),
+                                                tolerance=TOLERANCES[precision],
+                                                device="cpu" if backend.device == "cpu" else backend.device,
+                                                precision=precision)
+                report.rows.append(row)
+    return report
+
+
+def _parse_precisions(precisions) -> list[str] | None:
+    if precisions is None:
+        return None
+    names = [p.strip().lower() for p in (precisions.split(",") if isinstance(precisions, str) else precisions) if p.strip()]
+    unknown = [p for p in names if p not in PRECISIONS]
+    if unknown or not names:
+        raise InputError(f"unknown precision '{', '.join(unknown) or precisions}': choose from {', '.join(PRECISIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[Artifact]]:
+    if onnx_files:
+        paths = [Path(p) for p in onnx_files]
+        for p in paths:
+            if not p.is_file():
+                raise InputError(f"--onnx {p} does not exist")
+        manifest = read_manifest(paths[0].parent)
+        if manifest is not None and manifest.get("variant") != variant:
+            manifest = None  # a manifest of another variant says nothing about this reference
+        return manifest, [Artifact(p, _precision_of(p)) for p in paths]
+    directory = Path(export_dir) if export_dir is not None else default_out_dir(variant)
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise InputError(f"no export of {variant} in {directory}: run `inception-deploy export {variant}` first, "
+                         "or name files with --onnx")
+    if manifest.get("variant") != variant:
+        raise InputError(f"{directory} holds an export of {manifest.get('variant')}, not {variant}")
+    artifacts = []
+    for entry in manifest.get("artifacts", []):
+        if entry.get("kind") != "onnx":
+            continue
+        path = directory / entry["path"]
+        if not path.is_file():
+            raise InputError(f"{path} is listed in the manifest but missing: re-run the export")
+        if sha256_of(path) != entry.get("sha256"):
+            raise InputError(f"{path} changed since it was exported (sha256 differs): re-run the export, or pass it with --onnx")
+        artifacts.append(Artifact(path, entry["precision"]))
+    return manifest, artifacts
+
+
+def _precision_of(path: Path) -> str:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise InputError(f"--onnx {path} is not a readable ONNX model ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}): "
+                         "it is corrupt or truncated; export it again") from None
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return "int8"
+    if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def _reference_weights(manifest: dict | None, weights, num_classes):
+    """The checkpoint (and head size) the artifacts were exported from, unless given."""
+    if weights is not None or manifest is None:
+        return weights, num_classes
+    num_classes = num_classes or manifest.get("num_classes")
+    if manifest.get("weights"):
+        path = Path(manifest["weights"]["path"])
+        if not path.is_file():
+            raise InputError(f"the checkpoint this export was made from, {path}, is gone: pass it with --weights")
+        if sha256_of(path) != manifest["weights"]["sha256"]:
+            raise InputError(f"{path} changed since the export (sha256 differs): re-export, or pass --weights")
+        return path, num_classes
+    init = manifest.get("untrained_init") or {}
+    if init and init != {"init_seed": DEFAULT_INIT_SEED, **UNTRAINED_CONDITIONING}:
+        raise InputError("this export's untrained init differs from this version's: re-export it")
+    return None, num_classes
+
+
+def _conv_shapes(model: torch.nn.Module) -> list[tuple[int, ...]]:
+    return sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+
+
+def _onnx_conv_shapes(graph: onnx.GraphProto) -> list[tuple[int, ...]]:
+    """Kernel shapes of the graph's Conv nodes, seen through DequantizeLinear (Q/DQ) and Cast (fp16)."""
+    initializers = {i.name: tuple(i.dims) for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    shapes = []
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        name = node.input[1]
+        while name not in initializers and name in producers and producers[name].op_type in ("DequantizeLinear", "Cast"):
+            name = producers[name].input[0]
+        shapes.append(initializers.get(name, ()))
+    return sorted(shapes)
+
+
+def _check_artifact_matches(artifact: Artifact, model: torch.nn.Module, spec) -> None:
+    """Refuse, in one line, an ONNX file of another variant (or head size)."""
+    graph = onnx.load(str(artifact.path), load_external_data=False).graph
+    onnx_convs = _onnx_conv_shapes(graph)
+    dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] if graph.input else []
+    classes = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] if graph.output else []
+    head = model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]
+    if onnx_convs == _conv_shapes(model) and dims[1:] == list(spec.input_size):
+        if classes != [head]:
+            raise InputError(f"{artifact.path} outputs {classes} classes but the reference model has {head}: "
+                             "pass the checkpoint it was exported from with --weights, or --num-classes")
+        return
+    owner = None
+    for other in list_models():
+        with torch.device("meta"):
+            candidate = build_model(other.name)
+        if onnx_convs == _conv_shapes(candidate):
+            owner = other
+    hint = (f": it looks like {owner.name} — run `inception-deploy parity {owner.aliases[0]} --onnx {artifact.path}`"
+            if owner is not None and owner.name != spec.name else "")
+    raise InputError(f"{artifact.path} is not an ONNX export of this {spec.name} (its convolutions or input "
+                     f"{dims[1:]} differ){hint}")
+
+
+def _inputs(spec, images, samples, seed) -> tuple[torch.Tensor, dict]:
+    parts, info = [], {"seed": seed, "random": 0, "images": [], "skipped_images": []}
+    if images is not None:
+        batch, used, skipped = image_batch(spec, images)
+        parts.append(batch)
+        info.update(images=used, skipped_images=[{"file": f, "reason": r} for f, r in skipped], image_dir=str(images))
+    n_random = samples if samples is not None else (0 if images is not None else DEFAULT_SAMPLES)
+    if n_random:
+        parts.append(random_batch(spec, n_random, seed=seed))
+        info["random"] = n_random
+    x = torch.cat(parts)
+    info["total"] = int(x.shape[0])
+    return x, info
+
+
+def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str):
+    """(artifact or None for the torch model, precision) pairs this backend checks; a str target is a skip reason."""
+    if backend.runs == "model":
+        for precision in wanted or ["fp32", "fp16"]:
+            if precision == "int8":
+                yield "torch runs no int8: int8 is checked through its Q/DQ ONNX", precision
+            elif precision == "fp32" and backend.device == "cpu" and reference == "torch":
+                continue  # the reference itself
+            else:
+                yield None, precision
+        return
+    for artifact in artifacts:
+        yield artifact, artifact.precision
+
+
+def _run_all(runner: Runner, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """Run x through the runner in chunks that respect a fixed batch size (padding the last chunk)."""
+    fixed = runner.inputs[0].fixed_batch
+    size = fixed or CHUNK
+    name = runner.inputs[0].name
+    pieces: dict[str, list[np.ndarray]] = {}
+    for start in range(0, len(x), size):
+        chunk = x[start:start + size]
+        n = len(chunk)
+        if fixed and n < fixed:
+            chunk = torch.cat([chunk, chunk[-1:].expand(fixed - n, *chunk.shape[1:])])
+        for out_name, value in runner.run({name: chunk.numpy()}).items():
+            pieces.setdefault(out_name, []).append(np.asarray(value, dtype=np.float32)[:n])
+    return {k: np.concatenate(v) for k, v in pieces.items()}

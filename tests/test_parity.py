@@ -1,0 +1,137 @@
+"""parity: every backend against the PyTorch model, on random and real inputs, and refusing bad ones."""
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+import inception_deploy as idp
+from inception_deploy.cli import app
+from inception_deploy.parity import check_parity
+
+from conftest import VARIANTS
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def photographs(tmp_path_factory):
+    """scikit-learn's two sample photographs (test data only), plus files that are not images."""
+    import sklearn.datasets
+
+    source = Path(sklearn.datasets.__file__).parent / "images"
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("china.jpg", "flower.jpg"):
+        shutil.copy(source / name, folder / name)
+    (folder / "broken.jpg").write_bytes((source / "china.jpg").read_bytes()[:200])
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_torch_vs_onnxruntime_cpu_fp32_and_fp16(name, exported):
+    out, _ = exported(name)
+    report = check_parity(name, export_dir=out, samples=4)
+    assert [(r.artifact, r.precision) for r in report.rows] == [("model.onnx", "fp32"), ("model.fp16.onnx", "fp16")]
+    assert report.passed and not report.untrained, report.to_dict()
+    fp32, fp16 = report.rows
+    assert fp32.diff.scaled < 1e-3 and fp32.diff.top1_agreement == 1.0
+    assert fp16.diff.cosine > 0.999 and fp16.diff.top5_overlap >= 0.8
+
+
+def test_parity_v3_on_real_photographs_with_torch_fp16_too(exported, photographs):
+    out, _ = exported("inception_v3")
+    result = runner.invoke(app, ["parity", "v3", "--dir", str(out), "--images", str(photographs), "--samples", "2",
+                                 "--backends", "onnxruntime,torch", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["passed"] and report["inputs"]["images"] == ["china.jpg", "flower.jpg"]
+    assert report["inputs"]["random"] == 2 and report["inputs"]["total"] == 4
+    assert {s["file"] for s in report["inputs"]["skipped_images"]} == {"broken.jpg", "notes.txt"}
+    assert "skipped image broken.jpg" in result.stderr
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    assert set(rows) == {("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("torch", "fp16")}
+    assert all(r["passed"] and r["cosine"] > 0.999 for r in rows.values())
+
+
+def _tamper(src: Path, dst: Path, kernel_shape: tuple) -> None:
+    """Flip the sign of the one-or-more convolution weights of this (unique to one block) shape."""
+    model = onnx.load(str(src))
+    initializers = {i.name: i for i in model.graph.initializer}
+    hit = 0
+    for node in model.graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "Conv" else None
+        if weight is not None and tuple(weight.dims) == kernel_shape:
+            weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))
+            hit += 1
+    assert hit
+    onnx.save(model, str(dst))
+
+
+def test_a_tampered_onnx_fails_and_localize_names_the_block(tmp_path, exported, library_checkpoints):
+    out, _ = exported("inception_v3")
+    weights, _, _ = library_checkpoints("inception_v3")
+    tampered = tmp_path / "tampered.onnx"
+    _tamper(out / "model.onnx", tampered, (128, 768, 1, 1))  # c7=128: only Mixed_6b has it
+    md = tmp_path / "parity.md"
+    result = runner.invoke(app, ["parity", "v3", "--onnx", str(tampered), "--weights", str(weights), "--samples", "2",
+                                 "--localize", "--report", str(md), "--json", str(tmp_path / "p.json")])
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.stdout and "first leaves tolerance at block Mixed_6b (InceptionC)" in result.stdout
+    report = json.loads((tmp_path / "p.json").read_text())
+    [row] = report["rows"]
+    assert row["passed"] is False and row["first_divergent_block"] == "Mixed_6b (InceptionC)"
+    blocks = {b["block"]: b for b in row["blocks"]}
+    assert blocks["Mixed_6a (InceptionB)"]["within"] and not blocks["Mixed_6b (InceptionC)"]["within"]
+    assert "## Where onnxruntime tampered.onnx (fp32) diverges" in md.read_text()
+
+
+def test_bad_inputs(tmp_path, exported, photographs):
+    v3_dir, _ = exported("inception_v3")
+    g_dir, _ = exported("googlenet")
+
+    def one_line(args, code, *fragments):
+        result = runner.invoke(app, ["parity", *args])
+        assert result.exit_code == code, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        for fragment in fragments:
+            assert fragment in lines[0], lines[0]
+
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes((v3_dir / "model.onnx").read_bytes()[:5000])
+    one_line(["v3", "--onnx", str(corrupt)], 2, "not a readable ONNX model")
+    one_line(["v3", "--onnx", str(g_dir / "model.onnx")], 2, "not an ONNX export of this inception_v3", "looks like googlenet")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line(["v3", "--dir", str(v3_dir), "--images", str(empty)], 2, "holds no readable image")
+    one_line(["v3", "--dir", str(v3_dir), "--backends", "onnxruntime,magic"], 2, "unknown backend 'magic'")
+    one_line(["v3", "--dir", str(tmp_path / "nowhere")], 2, "no export of inception_v3", "inception-deploy export")
+    one_line(["v3", "--dir", str(v3_dir), "--precision", "int8"], 2, "no int8 artifact", "--int8")
+    one_line(["v3", "--dir", str(v3_dir), "--precision", "fp64"], 2, "unknown precision 'fp64'")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown here")
+def test_a_gpu_backend_without_a_gpu_exits_3(exported):
+    out, _ = exported("googlenet")
+    for backend, fragment in (("onnxruntime-cuda", "could not start CUDAExecutionProvider"), ("torch-cuda", "no CUDA device")):
+        result = runner.invoke(app, ["parity", "v1", "--dir", str(out), "--backends", backend, "--samples", "1"])
+        assert result.exit_code == 3, result.output
+        assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
+@pytest.mark.parametrize("name", VARIANTS)
+def test_gpu_backends(name, exported):
+    out, _ = exported(name)
+    report = check_parity(name, export_dir=out, backends="onnxruntime-cuda,torch-cuda", samples=8)
+    assert report.passed, report.to_dict()
+    assert {(r.backend, r.precision) for r in report.rows} >= {
+        ("onnxruntime-cuda", "fp32"), ("onnxruntime-cuda", "fp16"), ("torch-cuda", "fp16")}
