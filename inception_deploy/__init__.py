@@ -15,7 +15,14 @@ def export_onnx(*args, **kwargs):
     return _export_onnx(*args, **kwargs)
 
 
+def check_parity(*args, **kwargs):
+    """Compare a variant's artifacts with its PyTorch model on every backend; see inception_deploy.parity."""
+    from .parity import check_parity as _check_parity
+
+    return _check_parity(*args, **kwargs)
+
+
 __all__ = [
     "BackendMissing", "CheckFailed", "InceptionDeployError", "InputError", "ModelSpec", "Preprocessing",
-    "create_model", "export_onnx", "get_spec", "list_models", "resolve_name", "__version__",
+    "check_parity", "create_model", "export_onnx", "get_spec", "list_models", "resolve_name", "__version__",
 ]

@@ -308,6 +308,8 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
                 yield None, precision
         return
     for artifact in artifacts:
+        if reference == "onnxruntime" and backend.device == "cpu" and artifact.precision == "fp32":
+            continue  # the reference itself
         yield artifact, artifact.precision
 
 

@@ -56,4 +56,17 @@ def open_runner(backend: Backend, *, model=None, artifact=None, precision: str =
     )
 
 
-__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends"]
+def __getattr__(name: str):
+    # The concrete runners import their backends: load them only when named.
+    if name == "OnnxRuntimeRunner":
+        from .onnxruntime_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner
+    if name == "TorchRunner":
+        from .torch_runner import TorchRunner
+
+        return TorchRunner
+    raise AttributeError(name)
+
+
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TorchRunner", "open_runner", "parse_backends"]
