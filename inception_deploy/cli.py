@@ -124,6 +124,11 @@ def export(
     simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxsim."),
     fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp16 weights and compute), verified against model.onnx."),
     fp16_io: bool = typer.Option(False, "--fp16-io", help="With --fp16: float16 graph inputs/outputs instead of float32."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx with explicit Q/DQ, calibrated on --calib images."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (fed through the variant's preprocessing)."),
+    calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
+    calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS ONLY."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; default export/<name>/."),
 ):
     """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
@@ -133,7 +138,9 @@ def export(
         raise typer.BadParameter("--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx")
     with StepReporter(err) as on_step:
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
-                               simplify=simplify, fp16=fp16, fp16_io=fp16_io, out_dir=out_dir, on_step=on_step)
+                               simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
+                               calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
+                               out_dir=out_dir, on_step=on_step)
     print_export_summary(manifest, out_dir)
 
 
@@ -177,15 +184,28 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
     table.add_row("opset / params", f"{manifest['opset']} / {manifest['params']:,}")
     for a in manifest["artifacts"]:
         p = a["parity"]
-        verdict = "[green]PASS[/]" if p["passed"] else "[red]FAIL[/]"
-        table.add_row(
-            a["path"],
-            f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…\n"
-            f"{verdict} vs {p['reference']} in ORT CPU: max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, "
-            f"{p['scaled']:.1e} of scale, cosine {p['cosine']:.6f} ({p['samples']} samples)",
-        )
+        verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
+        figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
+                   if a["precision"] == "int8" else
+                   f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, cosine {p['cosine']:.6f}")
+        lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
+                 f"{verdict} vs {p['reference']} in ORT CPU: {figures} ({p['samples']} samples)"]
+        if "calibration" in a:
+            c = a["calibration"]
+            lines.append(f"calibration: {c['method']} on {c['samples']} "
+                         + ("[bold yellow]SYNTHETIC inputs — smoke test only[/]" if c["synthetic"] else f"images from {c['source']}")
+                         + f"; cache {'reused' if c['cache_reused'] else 'written'}: {c['cache']}")
+        table.add_row(a["path"], "\n".join(lines))
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
     out.print(table)
+    for a in manifest["artifacts"]:
+        if not a["parity"]["passed"]:
+            err.print(f"[bold red]WARNING:[/] {a['path']} agrees poorly with the fp32 model (top-1 "
+                      f"{a['parity']['top1_agreement']:.0%}, cosine {a['parity']['cosine']:.4f}): calibrate on more, and more "
+                      "representative, images (--calib, --calib-samples) or try --calib-method entropy/percentile")
+        if a.get("calibration", {}).get("synthetic"):
+            err.print(f"[bold yellow]WARNING:[/] {a['path']} was calibrated on SYNTHETIC inputs: for smoke tests only, "
+                      "not for deployment")
     if manifest["untrained"]:
         err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (seeded random init, "
                   "BatchNorm conditioned on seeded inputs); pass --weights to export a trained one")
@@ -239,6 +259,44 @@ def parity(
     human.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: a backend leaves tolerance")
     if not report.passed:
         raise typer.Exit(1)
+
+
+@app.command()
+def trt(
+    variant: Optional[str] = typer.Argument(None, help="Variant to build; default: the most recent export under export/."),
+    fp16: bool = typer.Option(False, "--fp16", help="Compile model.fp16.onnx (the default; made from model.onnx if missing)."),
+    int8: bool = typer.Option(False, "--int8", help="Compile the Q/DQ model.int8.onnx (from export --int8)."),
+    fp32: bool = typer.Option(False, "--fp32", help="Compile model.onnx as is."),
+    min_batch: int = typer.Option(1, "--min-batch"),
+    opt_batch: int = typer.Option(32, "--opt-batch"),
+    max_batch: int = typer.Option(256, "--max-batch"),
+    workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", help="Builder workspace limit."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache to reuse and update; default beside the engine."),
+    builder_opt_level: Optional[int] = typer.Option(None, "--builder-opt-level", help="0..5; TensorRT's default is 3."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson), with GPU fallback."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="An engine later TensorRT versions can load."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."),
+):
+    """Compile an export's fp16 or Q/DQ ONNX into a TensorRT engine (strongly typed) and list it in the manifest."""
+    from .engine import BuildOptions, build_engine, find_export, require_tensorrt
+
+    chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
+    if len(chosen) > 1:
+        raise typer.BadParameter("pass one of --fp16, --int8, --fp32", param_hint="precision")
+    options = BuildOptions(precision=(chosen or ["fp16"])[0], min_batch=min_batch, opt_batch=opt_batch,
+                           max_batch=max_batch, workspace_gb=workspace_gb, timing_cache=timing_cache,
+                           builder_opt_level=builder_opt_level, dla_core=dla_core, version_compatible=version_compatible)
+    options.check()
+    require_tensorrt()
+    export_dir = out_dir or find_export(variant)
+    if out_dir is None and variant is None:
+        err.print(f"using the most recent export: {export_dir}", highlight=False)
+    with StepReporter(err) as on_step:
+        manifest = build_engine(export_dir, options, on_step=on_step)
+    engine = manifest["artifacts"][-1]
+    out.print(f"{engine['path']}: TensorRT {engine['tensorrt']['version']}, {engine['gpu']['name']} "
+              f"(sm {engine['gpu']['compute_capability']}), batch {engine['profile']['min']}/{engine['profile']['opt']}/"
+              f"{engine['profile']['max']}, built in {engine['build_seconds']} s → {export_dir}", highlight=False)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
 from .fp16 import convert_to_fp16
+from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8
 from .registry import get_spec
 from .runners.onnxruntime_runner import OnnxRuntimeRunner
 from .samples import UNTRAINED_CONDITIONING, random_batch
@@ -36,7 +37,8 @@ DEFAULT_OPSET = 18  # what TensorRT 8.6+/10 and ORT >= 1.14 all parse
 MIN_OPSET = 17
 DEFAULT_SAMPLES = 4
 EXPORT_BATCH = 2  # traced example batch; the parity batch differs, which proves the batch is dynamic
-FILENAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+FILENAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+INT8_EVAL_SAMPLES = 32
 
 StepCallback = Callable[[str], None]
 
@@ -68,15 +70,22 @@ def export_onnx(
     simplify: bool = True,
     fp16: bool = False,
     fp16_io: bool = False,
+    int8: bool = False,
+    calib: str | Path | None = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    calib_method: str = "minmax",
+    calib_synthetic: bool = False,
     out_dir: str | Path | None = None,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     on_step: StepCallback | None = None,
 ) -> dict:
-    """Export `variant` to `out_dir/model.onnx` (and `model.fp16.onnx` with fp16) plus manifest.json.
+    """Export `variant` to `out_dir/model.onnx` (+ `model.fp16.onnx`, `model.int8.onnx`) and manifest.json.
 
     Every artifact is run in ONNX Runtime (CPU) and compared before it is written: model.onnx against
-    the PyTorch model, model.fp16.onnx against model.onnx. Returns the manifest.
+    the PyTorch model, model.fp16.onnx and model.int8.onnx against model.onnx. fp32 and fp16 are refused
+    when out of tolerance; int8 is kept with its agreement figures, and a warning when they are poor.
+    Returns the manifest.
     Raises InputError for bad arguments or checkpoints, CheckFailed when a comparison fails (nothing is
     written then), BackendMissing when onnxruntime/onnxsim/onnxscript is not installed.
     """
@@ -91,6 +100,11 @@ def export_onnx(
         raise InputError(f"samples must be at least 1, got {samples}")
     if fp16_io and not fp16:
         raise InputError("--fp16-io applies to the fp16 model: add --fp16")
+    if (calib is not None or calib_synthetic) and not int8:
+        raise InputError("--calib and --calib-synthetic calibrate the int8 model: add --int8")
+    if int8 and calib_method not in CALIB_METHODS:
+        raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{calib_method}'")
+    calibration = calibration_inputs(spec, calib, calib_samples, synthetic=calib_synthetic) if int8 else None
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
@@ -127,6 +141,19 @@ def export_onnx(
             parity16, _ = _verify(proto16, check_input, fp32_out, "fp16", variant=spec.name,
                                   reference="onnxruntime-cpu-fp32", seed=seed)
             verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
+    if int8:
+        with timed("int8", f"quantizing to int8 ({calib_method} calibration)"):
+            out_dir.mkdir(parents=True, exist_ok=True)
+            proto8, facts = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
+                                          progress=lambda done, total: step(f"calibrating: image {done}/{total}"))
+            step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
+            probe = calibration.batch[:INT8_EVAL_SAMPLES]
+            with OnnxRuntimeRunner(proto) as runner:
+                fp32_probe = runner.run({INPUT_NAME: probe})[OUTPUT_NAME]
+            parity8, _ = _verify(proto8, probe, fp32_probe, "int8", variant=spec.name, reference="onnxruntime-cpu-fp32",
+                                 seed=seed, refuse=False)
+            parity8["inputs"] = "calibration images" if not calibration.synthetic else SYNTHETIC_LABEL
+            verified["int8"] = (proto8, parity8, facts)
 
     with timed("write", f"writing {out_dir}"):
         head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
@@ -168,14 +195,15 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-def _verify(proto, x: np.ndarray, expected: np.ndarray, precision: str, *, variant: str, reference: str, seed: int):
+def _verify(proto, x: np.ndarray, expected: np.ndarray, precision: str, *, variant: str, reference: str, seed: int,
+            refuse: bool = True):
     """Run `proto` in ORT CPU on x, compare with `expected`; CheckFailed (nothing written) if out of tolerance."""
     with OnnxRuntimeRunner(proto, precision=precision) as runner:
         actual = runner.run({INPUT_NAME: x})[OUTPUT_NAME].astype(np.float32)
     diff = difference(expected, actual)
     tolerance = TOLERANCES[precision]
     passed = tolerance.passes(diff)
-    if not passed:
+    if not passed and refuse:
         raise CheckFailed(
             f"ONNX Runtime does not reproduce {variant} ({precision} ONNX vs {reference}): max abs diff {diff.max_abs:.3g}, "
             f"{diff.scaled:.3g} of the output scale (allowed {tolerance.max_scaled:g}), cosine {diff.cosine:.6f}; "
@@ -253,3 +281,27 @@ def _write_artifacts(out_dir: Path, head: dict, verified: dict) -> dict:
         if entry.get("path") not in kept and stale.is_file() and stale.resolve().parent == out_dir.resolve():
             stale.unlink()  # derived from the previous export: it no longer matches this model
     return head
+
+
+def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+    """Make model.fp16.onnx from an existing export's model.onnx, verified against it, and list it."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    source = export_dir / FILENAMES["fp32"]
+    if manifest is None or not source.is_file():
+        raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
+    spec = get_spec(manifest["variant"])
+    proto = onnx.load(str(source))
+    x = random_batch(spec, samples, seed=seed).numpy()
+    with OnnxRuntimeRunner(proto) as runner:
+        expected = runner.run({INPUT_NAME: x})[OUTPUT_NAME]
+    proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
+    parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
+    path = export_dir / FILENAMES["fp16"]
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto16, tmp)
+    record = artifact_record(export_dir, path, kind="onnx", precision="fp16",
+                             io_dtype="float16" if fp16_io else "float32", parity=parity)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
+    write_manifest(export_dir, manifest)
+    return manifest

@@ -36,6 +36,7 @@ REFERENCES = {"torch": "torch-cpu-fp32", "onnxruntime": "onnxruntime-cpu-fp32"}
 class Artifact:
     path: Path
     precision: str
+    kind: str = "onnx"  # or "tensorrt-engine"
 
 
 @dataclass
@@ -107,6 +108,10 @@ def check_parity(
     if reference not in REFERENCES:
         raise InputError(f"--reference must be one of {', '.join(REFERENCES)}, not '{reference}'")
     wanted = _parse_precisions(precisions)
+    if any(b.engine == "tensorrt" for b in chosen_backends):
+        from .engine import require_tensorrt
+
+        require_tensorrt()  # exit 3 before any work when TensorRT or the GPU is missing
     if rtol is not None and atol is None:
         atol = 0.0  # --rtol alone: a purely relative elementwise tolerance
     if samples is not None and (samples < 0 or (samples == 0 and images is None)):
@@ -114,7 +119,7 @@ def check_parity(
 
     manifest, artifacts = _artifacts(spec.name, onnx_files, export_dir)
     if wanted is not None:
-        missing = [p for p in wanted if p not in {a.precision for a in artifacts}
+        missing = [p for p in wanted if p not in {a.precision for a in artifacts if a.kind == "onnx"}
                    and not any(b.runs == "model" for b in chosen_backends)]
         if missing:
             raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run `inception-deploy export "
@@ -125,7 +130,8 @@ def check_parity(
     step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
     model = deployable_model(spec.name, weights=weights, num_classes=num_classes)
     for artifact in artifacts:
-        _check_artifact_matches(artifact, model, spec)
+        if artifact.kind == "onnx":
+            _check_artifact_matches(artifact, model, spec)
 
     x, inputs_info = _inputs(spec, images, samples, seed)
     step(f"running the reference ({REFERENCES[reference]}) on {len(x)} inputs")
@@ -133,7 +139,7 @@ def check_parity(
         with open_runner(parse_backends("torch")[0], model=model) as runner:
             expected = _run_all(runner, x)
     else:
-        fp32 = next((a for a in artifacts if a.precision == "fp32"), None)
+        fp32 = next((a for a in artifacts if a.precision == "fp32" and a.kind == "onnx"), None)
         if fp32 is None:
             raise InputError("--reference onnxruntime needs the fp32 model.onnx among the artifacts")
         with open_runner(parse_backends("onnxruntime")[0], artifact=fp32.path) as runner:
@@ -143,7 +149,7 @@ def check_parity(
     for backend in chosen_backends:
         for target, precision in _targets(backend, artifacts, wanted, reference):
             if isinstance(target, str):  # a reason to skip
-                report.rows.append(ParityRow(backend.name, backend.device, "model", precision, "logits", None, None,
+                report.rows.append(ParityRow(backend.name, backend.device, "—", precision, "logits", None, None,
                                              None, skipped=target))
                 continue
             label = "model" if target is None else target.path.name
@@ -157,7 +163,7 @@ def check_parity(
                 diff = difference(expected["logits"], got, rtol=getattr(tolerance, "rtol", 0.0))
                 row = ParityRow(backend.name, backend.device, label, precision, name, diff, tolerance,
                                 tolerance.passes(diff), seconds=time.perf_counter() - start)
-                if localize_failures and not row.passed and target is not None:
+                if localize_failures and not row.passed and target is not None and target.kind == "onnx":
                     step(f"localizing the divergence in {label}")
                     row.localization = localize(model, onnx.load(str(target.path)), x[:2].numpy(),
                                                 tolerance=TOLERANCES[precision],
@@ -196,14 +202,14 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         raise InputError(f"{directory} holds an export of {manifest.get('variant')}, not {variant}")
     artifacts = []
     for entry in manifest.get("artifacts", []):
-        if entry.get("kind") != "onnx":
+        if entry.get("kind") not in ("onnx", "tensorrt-engine"):
             continue
         path = directory / entry["path"]
         if not path.is_file():
             raise InputError(f"{path} is listed in the manifest but missing: re-run the export")
         if sha256_of(path) != entry.get("sha256"):
             raise InputError(f"{path} changed since it was exported (sha256 differs): re-run the export, or pass it with --onnx")
-        artifacts.append(Artifact(path, entry["precision"]))
+        artifacts.append(Artifact(path, entry["precision"], entry["kind"]))
     return manifest, artifacts
 
 
@@ -307,7 +313,12 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
             else:
                 yield None, precision
         return
-    for artifact in artifacts:
+    kind = "tensorrt-engine" if backend.runs == "engine" else "onnx"
+    mine = [a for a in artifacts if a.kind == kind]
+    if not mine:
+        yield (f"no {'TensorRT engine' if kind != 'onnx' else 'ONNX artifact'} to run: "
+               + ("build one with `inception-deploy trt`" if kind != "onnx" else "export one")), "—"
+    for artifact in mine:
         if reference == "onnxruntime" and backend.device == "cpu" and artifact.precision == "fp32":
             continue  # the reference itself
         yield artifact, artifact.precision

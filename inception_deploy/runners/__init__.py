@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import BackendMissing, InputError
+from ..errors import InputError
 from .base import Runner, TensorInfo
 
 
@@ -50,10 +50,9 @@ def open_runner(backend: Backend, *, model=None, artifact=None, precision: str =
         from .onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(artifact, device=backend.device, precision=precision)
-    raise BackendMissing(
-        "the tensorrt runner is not part of this version: check engines through onnxruntime-trt, "
-        "or compare the fp16/Q-DQ ONNX that TensorRT consumes with --backends onnxruntime"
-    )
+    from .tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(artifact, precision=precision)
 
 
 def __getattr__(name: str):
@@ -62,6 +61,10 @@ def __getattr__(name: str):
         from .onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner
+    if name == "TensorRTRunner":
+        from .tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner
     if name == "TorchRunner":
         from .torch_runner import TorchRunner
 
@@ -69,4 +72,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TorchRunner", "open_runner", "parse_backends"]
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends"]

@@ -1,0 +1,149 @@
+"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form TensorRT fuses well.
+
+- symmetric int8 activations, per-channel symmetric int8 weights (onnxruntime.quantization, QDQ format);
+- Q/DQ on the inputs of every Conv and Gemm, and of residual Adds (Inception-ResNet); Concat and pooling
+  are left to TensorRT, which propagates scales through them;
+- calibration on images through the variant's own preprocessing, with a cache beside the artifact keyed
+  by the model, the inputs and the method, so that a re-run with the same inputs skips calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .artifacts import atomic_path
+from .deps import require
+from .errors import InputError
+from .samples import image_batch, random_batch
+from .spec import ModelSpec
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_SAMPLES = 64
+SYNTHETIC_LABEL = "SYNTHETIC calibration (random tensors): smoke tests only, not for deployment"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    batch: np.ndarray  # (N, C, H, W) float32, preprocessed
+    source: str  # the directory, or SYNTHETIC_LABEL
+    files: list[str]
+    skipped: list[tuple[str, str]]
+    synthetic: bool
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.batch.tobytes()).hexdigest()
+
+
+def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: int, *, synthetic: bool,
+                       seed: int = 0) -> Calibration:
+    if samples < 1:
+        raise InputError(f"--calib-samples must be at least 1, got {samples}")
+    if synthetic:
+        if calib_dir is not None:
+            raise InputError("--calib-synthetic replaces --calib DIR: pass one of them")
+        return Calibration(random_batch(spec, samples, seed=seed).numpy(), SYNTHETIC_LABEL, [], [], True)
+    if calib_dir is None:
+        raise InputError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
+    batch, files, skipped = image_batch(spec, calib_dir)
+    return Calibration(batch[:samples].numpy(), str(calib_dir), files[:samples], skipped, False)
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol, one image at a time, reporting progress."""
+
+    def __init__(self, batch: np.ndarray, input_name: str, progress: Callable[[int, int], None]):
+        self.batch, self.input_name, self.progress, self.index = batch, input_name, progress, 0
+
+    def get_next(self):
+        if self.index >= len(self.batch):
+            return None
+        item = {self.input_name: self.batch[self.index:self.index + 1]}
+        self.index += 1
+        self.progress(self.index, len(self.batch))
+        return item
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def quantization_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes to quantize: every Conv and Gemm, and Adds of two computed tensors (residuals)."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    names = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") or (
+            node.op_type == "Add" and len(node.input) == 2 and not any(i in constants for i in node.input)
+        ):
+            names.append(node.name)
+    return names
+
+
+def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict]:
+    """The Q/DQ model, and facts for the manifest (the cache used, whether it was reused)."""
+    if method not in CALIB_METHODS:
+        raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = _named(copy.deepcopy(model))
+    key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()).hexdigest()[:16]
+    cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
+    reused = cache.is_file()
+    nodes = quantization_nodes(model)
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if method == "percentile":
+        options["CalibPercentile"] = 99.99
+    reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
+    try:
+        with tempfile.TemporaryDirectory(prefix="inception-deploy-int8-") as tmp:
+            output = Path(tmp) / "model.int8.onnx"
+            # ORT reads and writes the cache in place: work on a copy, publish it atomically.
+            working_cache = Path(tmp) / cache.name
+            if reused:
+                shutil.copyfile(cache, working_cache)
+            quantize_static(
+                model, output, reader,
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
+                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                  "percentile": CalibrationMethod.Percentile}[method],
+                extra_options=options, calibration_cache_path=working_cache,
+            )
+            quantized = onnx.load(str(output))
+            if not reused:
+                cache_dir.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cache) as final:
+                    shutil.copyfile(working_cache, final)
+                for stale in cache_dir.glob(f"model.int8.calib-{method}-*.json"):
+                    if stale != cache:
+                        stale.unlink()  # made for other inputs or another model
+    finally:
+        logging.getLogger().setLevel(quiet)
+    facts = {"calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
+                             "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
+                             "quantized_nodes": len(nodes)}}
+    return quantized, facts
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every node needs a name for nodes_to_quantize; onnxsim may leave some unnamed."""
+    seen = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return model
