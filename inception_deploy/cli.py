@@ -299,5 +299,82 @@ def trt(
               f"{engine['profile']['max']}, built in {engine['build_seconds']} s → {export_dir}", highlight=False)
 
 
+def _csv(text: Optional[str], cast=str) -> Optional[list]:
+    if text is None:
+        return None
+    try:
+        return [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma-separated list, got '{text}'") from None
+
+
+@app.command()
+def bench(
+    variants: Optional[list[str]] = typer.Argument(None, help="Variants to measure (default: the suite's)."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt (default torch,onnxruntime)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8 (default fp32)."),
+    batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda, for the torch backends (default cpu)."),
+    warmup_s: Optional[float] = typer.Option(None, "--warmup-s", help="Warm-up per row, seconds (default 2)."),
+    duration_s: Optional[float] = typer.Option(None, "--duration-s", help="Timed window per row, seconds (default 5)."),
+    include_transfers: Optional[bool] = typer.Option(None, "--include-transfers/--exclude-transfers", help="Time host↔device copies too (default: excluded)."),
+    check_parity: bool = typer.Option(False, "--check-parity", help="Run parity now instead of reading it from the manifests."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="A sweep from benchmarks/suites/NAME.toml (or a .toml path); options given here override it."),
+    export_root: Path = typer.Option(Path("export"), "--export-root", help="Where the artifacts are (missing fp32/fp16 ONNX are exported there)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per combination."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the records as CSV."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, CSV, a Markdown summary and PNG plots into DIR."),
+):
+    """Measure throughput and latency across backends, precisions and batch sizes."""
+    import dataclasses
+    import shlex
+
+    from .bench import BenchPlan, environment, load_suite, run_bench
+    from .bench_report import write_reports
+    from .registry import resolve_name
+
+    base = load_suite(suite) if suite else BenchPlan(variants=[], backends=["torch", "onnxruntime"],
+                                                     precisions=["fp32"], batches=[1, 8])
+    overrides = {k: v for k, v in {
+        "variants": [resolve_name(v) for v in variants] if variants else None, "backends": _csv(backends),
+        "precisions": _csv(precision), "batches": _csv(batch, int), "device": device, "warmup_s": warmup_s,
+        "duration_s": duration_s, "include_transfers": include_transfers,
+    }.items() if v is not None}
+    plan = dataclasses.replace(base, **overrides, check_parity=check_parity, export_root=export_root).check()
+    env = environment(plan.device)
+
+    table = Table(title=f"bench on {env.get('gpu') or env['cpu']}", box=None)
+    for column in ("variant", "backend", "prec", "batch", "img/s", "p50 ms", "p99 ms", "parity", "note"):
+        table.add_column(column, justify="right" if column in ("batch", "img/s", "p50 ms", "p99 ms") else "left")
+
+    def on_record(r) -> None:
+        if r.status == "ok":
+            s = r.stats
+            row = [r.variant, r.backend, r.precision, str(r.batch), f"{s['throughput']:,.1f}", f"{s['p50_ms']:.2f}",
+                   f"{s['p99_ms']:.2f}", r.parity, r.warning or ""]
+        else:
+            row = [r.variant, r.backend, r.precision, str(r.batch), "—", "—", "—", r.parity, f"{r.status}: {r.reason}"]
+        table.add_row(*row)
+        if not out.is_terminal:
+            out.print("  ".join(row), highlight=False, soft_wrap=True)
+
+    with StepReporter(err) as on_step:
+        if out.is_terminal:
+            from rich.live import Live
+
+            with Live(table, console=out, refresh_per_second=4):
+                records = run_bench(plan, on_step=on_step, on_record=on_record)
+        else:
+            records = run_bench(plan, on_step=on_step, on_record=on_record)
+    plan_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(plan).items()}
+    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    for path in write_reports(records, env, plan_dict, json_path=json_out, csv_path=csv_out, report_dir=report_dir):
+        err.print(f"wrote {path}", highlight=False)
+    failed = [r for r in records if r.status == "failed"]
+    if failed:
+        raise InceptionDeployError(f"{len(failed)} combination(s) failed: first {failed[0].variant} {failed[0].backend} "
+                                   f"{failed[0].precision} b{failed[0].batch}: {failed[0].reason}")
+
+
 def main() -> None:
     app()

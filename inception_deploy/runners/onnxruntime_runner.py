@@ -27,7 +27,7 @@ class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
 
     def __init__(self, model: str | Path | onnx.ModelProto, *, device: str = "cpu", precision: str | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, provider_options: dict | None = None):
         ort = require("onnxruntime")
         if device not in PROVIDERS:
             raise InputError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}, not {device}")
@@ -41,7 +41,9 @@ class OnnxRuntimeRunner(Runner):
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
-        providers = [provider] if device == "cpu" else [provider, "CPUExecutionProvider"]
+        self.provider_options = dict(provider_options or {})
+        first = (provider, self.provider_options) if self.provider_options else provider
+        providers = [first] if device == "cpu" else [first, "CPUExecutionProvider"]
         if device == "tensorrt":
             providers.insert(1, "CUDAExecutionProvider")
         payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
@@ -84,6 +86,32 @@ class OnnxRuntimeRunner(Runner):
             binding.bind_output(name, "cuda")
         self.session.run_with_iobinding(binding)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
+
+    def prepare(self, feed):
+        arrays = self._host_arrays(feed)
+        if self.device == "cpu":
+            return arrays
+        # Inputs copied to the device once, outputs pre-allocated there: fixed addresses, as CUDA graphs need.
+        ort = require("onnxruntime")
+        binding = self.session.io_binding()
+        keep = []
+        for name, array in arrays.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+            binding.bind_ortvalue_input(name, value)
+            keep.append(value)
+        batch = next(iter(arrays.values())).shape[0]
+        for info in self._outputs:
+            shape = [batch if isinstance(d, str) else d for d in info.shape]  # the symbolic dim is the batch
+            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(info.dtype), "cuda", 0)
+            binding.bind_ortvalue_output(info.name, value)
+            keep.append(value)
+        return binding, keep
+
+    def run_prepared(self, prepared) -> None:
+        if self.device == "cpu":
+            self.session.run(None, prepared)
+        else:
+            self.session.run_with_iobinding(prepared[0])
 
     def describe(self) -> str:
         return f"onnxruntime ({self.device}, {self.precision})"
