@@ -26,14 +26,16 @@ class Runner(ABC):
     backend: str  # "torch", "onnxruntime", ...
     device: str  # "cpu", "cuda"
     precision: str  # "fp32", "fp16", "int8"
+    _inputs: list[TensorInfo]  # set by each runner from its backend's metadata
+    _outputs: list[TensorInfo]
 
     @property
-    @abstractmethod
-    def inputs(self) -> list[TensorInfo]: ...
+    def inputs(self) -> list[TensorInfo]:
+        return self._inputs
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorInfo]: ...
+    def outputs(self) -> list[TensorInfo]:
+        return self._outputs
 
     @abstractmethod
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -42,14 +42,6 @@ class TensorRTRunner(Runner):
         # -1 in an engine shape is a dynamic dimension
         self._inputs = [TensorInfo(t.name, tuple("batch" if d == -1 else d for d in t.shape), t.dtype) for t in self._inputs]
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
         keep = []  # device buffers must outlive the asynchronous run

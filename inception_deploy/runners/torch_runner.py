@@ -43,14 +43,6 @@ class TorchRunner(Runner):
         num_classes = model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]
         self._outputs = [TensorInfo("logits", ("batch", int(num_classes)), "float32")]
 
-    @property
-    def inputs(self) -> list[TensorInfo]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorInfo]:
-        return self._outputs
-
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
             y = self.model(self.prepare(feed))
