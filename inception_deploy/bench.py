@@ -124,10 +124,14 @@ def environment(device: str) -> dict:
 
 def run_bench(plan: BenchPlan, *, on_step: Callable[[str], None] | None = None,
               on_record: Callable[[BenchRecord], None] | None = None) -> list[BenchRecord]:
-    step = on_step or (lambda _: None)
+    report_step = on_step or (lambda *_: None)
     emit = on_record or (lambda _: None)
     plan.check()
     records: list[BenchRecord] = []
+    total = len(plan.variants) * len(plan.backends) * len(plan.precisions) * len(plan.batches)
+
+    def step(label: str) -> None:
+        report_step(label, len(records), total)  # the sweep's progress, in combinations
 
     def add(record: BenchRecord) -> None:
         records.append(record)

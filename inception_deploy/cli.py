@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from typer.core import TyperGroup
@@ -158,15 +158,16 @@ class StepReporter:
     def __enter__(self):
         return self
 
-    def __call__(self, label: str) -> None:
+    def __call__(self, label: str, done: int | None = None, total: int | None = None) -> None:
+        """A step's label; with done/total, the bar shows how far a counted step (calibration, a sweep) is."""
         if not self.console.is_terminal:
             return
         if self.progress is None:
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                     TimeElapsedColumn(), console=self.console, transient=True)
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
             self.progress.start()
             self.task = self.progress.add_task(label, total=None)
-        self.progress.update(self.task, description=label, advance=1)
+        self.progress.update(self.task, description=label, completed=done or 0, total=total)
 
     def __exit__(self, *exc) -> None:
         if self.progress is not None:

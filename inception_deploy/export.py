@@ -40,7 +40,7 @@ EXPORT_BATCH = 2  # traced example batch; the parity batch differs, which proves
 FILENAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 INT8_EVAL_SAMPLES = 32
 
-StepCallback = Callable[[str], None]
+StepCallback = Callable[..., None]  # (label) or (label, done, total)
 
 
 def default_out_dir(variant: str) -> Path:
@@ -89,7 +89,7 @@ def export_onnx(
     Raises InputError for bad arguments or checkpoints, CheckFailed when a comparison fails (nothing is
     written then), BackendMissing when onnxruntime/onnxsim/onnxscript is not installed.
     """
-    step = on_step or (lambda _: None)
+    step = on_step or (lambda *_: None)
     spec = get_spec(variant)
     fixed_batch = parse_batch(batch)
     max_opset = onnx.defs.onnx_opset_version()
@@ -145,7 +145,7 @@ def export_onnx(
         with timed("int8", f"quantizing to int8 ({calib_method} calibration)"):
             out_dir.mkdir(parents=True, exist_ok=True)
             proto8, facts = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
-                                          progress=lambda done, total: step(f"calibrating: image {done}/{total}"))
+                                          progress=lambda done, total: step("calibrating on images", done, total))
             step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
             probe = calibration.batch[:INT8_EVAL_SAMPLES]
             with OnnxRuntimeRunner(proto) as runner:
