@@ -292,7 +292,8 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
         raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
     spec = get_spec(manifest["variant"])
     proto = onnx.load(str(source))
-    x = random_batch(spec, samples, seed=seed).numpy()
+    fixed = manifest.get("batch")
+    x = random_batch(spec, fixed if isinstance(fixed, int) else samples, seed=seed).numpy()
     with OnnxRuntimeRunner(proto) as runner:
         expected = runner.run({INPUT_NAME: x})[OUTPUT_NAME]
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)

@@ -89,6 +89,14 @@ def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity
         expected = reference(x).numpy()
     assert difference(expected, _ort_cpu(out / "model.onnx").run(None, {"input": x.numpy()})[0]).scaled < 1e-3
 
+    # What `trt --fp16` does when the fp16 model is missing: make it from model.onnx, verified, and list it.
+    from inception_deploy.export import add_fp16
+
+    manifest = add_fp16(out)
+    fp16 = next(a for a in manifest["artifacts"] if a["path"] == "model.fp16.onnx")
+    assert fp16["parity"]["passed"] and fp16["parity"]["reference"] == "onnxruntime-cpu-fp32"
+    assert json.loads((out / "manifest.json").read_text()) == manifest and (out / "model.fp16.onnx").is_file()
+
     # A failed parity check writes nothing: the previous artifacts stay as they were.
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     impossible = tolerances.Tolerance(max_scaled=0.0, min_cosine=1.1)
