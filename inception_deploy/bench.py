@@ -20,7 +20,7 @@ import torch
 
 from . import __version__
 from .artifacts import read_manifest
-from .errors import BackendMissing, InceptionDeployError, InputError
+from .errors import BackendMissing, InceptionDeployError, InputError, first_line
 from .registry import get_spec, resolve_name
 from .samples import random_batch
 from .timing import measure
@@ -216,7 +216,7 @@ def _bench_combination(plan: BenchPlan, spec, backend: str, precision: str, add,
         except BackendMissing:
             raise
         except (InceptionDeployError, RuntimeError, ValueError, MemoryError) as err:
-            add(BenchRecord(spec.name, backend, precision, batch, device, "failed", _first_line(err), parity=parity,
+            add(BenchRecord(spec.name, backend, precision, batch, device, "failed", first_line(err), parity=parity,
                             include_transfers=plan.include_transfers))
             continue
         stats, settings, memory, kind = max(candidates, key=lambda c: c[0].throughput)
@@ -311,9 +311,6 @@ def _fill_parity(plan: BenchPlan, records: list[BenchRecord], step) -> None:
                     r.parity = "pass" if verdicts[r.precision] else "fail"
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
 
 
 def _cpu_name() -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .spec import ModelSpec
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
@@ -40,7 +40,7 @@ def _load_safetensors(path: Path) -> dict:
         return load_file(str(path), device="cpu")
     except Exception as err:  # safetensors raises its own error types, and OSError on short reads
         raise InputError(
-            f"checkpoint {path} is not a readable safetensors file ({_first_line(err)}): it is corrupt or "
+            f"checkpoint {path} is not a readable safetensors file ({_first_sentence(err)}): it is corrupt or "
             "truncated; download or save it again"
         ) from None
 
@@ -57,16 +57,14 @@ def _load_torch(path: Path):
         raise InputError(f"checkpoint {path} is not a readable PyTorch file: it is corrupt or truncated; download or save it again") from None
     except Exception as err:  # garbage bytes make the unpickler fail in arbitrary ways (KeyError, struct.error…)
         raise InputError(
-            f"checkpoint {path} cannot be read ({_first_line(err)}): it is corrupt or truncated; "
+            f"checkpoint {path} cannot be read ({_first_sentence(err)}): it is corrupt or truncated; "
             "download or save it again"
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
-    """The first sentence of an error, which is the part that names the problem."""
-    text = str(err).strip().splitlines()
-    first = text[0] if text else type(err).__name__
-    return first.split(". ")[0].rstrip(".")[:160]
+def _first_sentence(err: BaseException) -> str:
+    """torch's and safetensors' errors name the problem in their first sentence, then advise at length."""
+    return first_line(err, 400).split(". ")[0].rstrip(".")[:160]
 
 
 def _tensor_count(obj) -> int:

@@ -23,3 +23,9 @@ class BackendMissing(InceptionDeployError):
     """A backend, device or package needed for the request is not available here."""
 
     exit_code = 3
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The part of a library's exception that names the problem: its first non-empty line, shortened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

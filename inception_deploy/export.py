@@ -22,7 +22,7 @@ from . import __version__
 from .artifacts import artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
 from .compare import difference
 from .deps import require
-from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
+from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
 from .fp16 import convert_to_fp16
 from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8
 from .registry import get_spec
@@ -174,14 +174,14 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, 
             )
         return program.model_proto
     except Exception as err:
-        raise InceptionDeployError(f"torch.onnx export failed: {_first_line(err)}") from None
+        raise InceptionDeployError(f"torch.onnx export failed: {first_line(err)}") from None
 
 
 def _check(proto: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:
-        raise CheckFailed(f"the exported graph fails the ONNX checker: {_first_line(err)}") from None
+        raise CheckFailed(f"the exported graph fails the ONNX checker: {first_line(err)}") from None
 
 
 def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -189,7 +189,7 @@ def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     try:
         simplified, ok = onnxsim.simplify(proto)
     except Exception as err:
-        raise CheckFailed(f"onnxsim failed ({_first_line(err)}): re-run with --no-simplify") from None
+        raise CheckFailed(f"onnxsim failed ({first_line(err)}): re-run with --no-simplify") from None
     if not ok:
         raise CheckFailed("onnxsim could not validate its simplified graph: re-run with --no-simplify")
     return simplified
@@ -214,9 +214,6 @@ def _verify(proto, x: np.ndarray, expected: np.ndarray, precision: str, *, varia
     return parity, actual
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def _graph_io(value_info: onnx.ValueInfoProto) -> dict:

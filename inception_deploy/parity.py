@@ -17,7 +17,7 @@ import torch
 
 from .artifacts import read_manifest, sha256_of
 from .compare import Difference, difference
-from .errors import InputError
+from .errors import InputError, first_line
 from .export import default_out_dir
 from .localize import BlockDivergence, first_divergence, localize
 from .registry import get_spec, list_models
@@ -217,7 +217,7 @@ def _precision_of(path: Path) -> str:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:
-        raise InputError(f"--onnx {path} is not a readable ONNX model ({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}): "
+        raise InputError(f"--onnx {path} is not a readable ONNX model ({first_line(err, 120)}): "
                          "it is corrupt or truncated; export it again") from None
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         return "int8"

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .spec import ModelSpec
 
 
@@ -91,7 +91,7 @@ def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, l
                 image = image.crop((left, top, left + pre.crop, top + pre.crop))
                 pixels = np.asarray(image, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            skipped.append((path.name, str(err).splitlines()[0][:120] if str(err) else type(err).__name__))
+            skipped.append((path.name, first_line(err, 120)))
             continue
         tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
         used.append(path.name)

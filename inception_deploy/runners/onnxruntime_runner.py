@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..deps import require
-from ..errors import BackendMissing, InputError
+from ..errors import BackendMissing, InputError, first_line
 from .base import Runner, TensorInfo
 
 PROVIDERS = {
@@ -54,7 +54,7 @@ class OnnxRuntimeRunner(Runner):
             try:
                 self.session = ort.InferenceSession(payload, sess_options=options, providers=providers)
             except Exception as err:
-                raise InputError(f"ONNX Runtime cannot load {self.source}: {str(err).strip().splitlines()[0][:200]}") from None
+                raise InputError(f"ONNX Runtime cannot load {self.source}: {first_line(err)}") from None
         # ORT falls back to the CPU silently when a GPU provider fails to start: a "CUDA" figure measured on
         # the CPU would be the worst bug a parity or benchmark tool can have, so refuse instead.
         if self.session.get_providers()[0] != provider:
