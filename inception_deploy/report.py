@@ -42,7 +42,7 @@ def rich_table(report: ParityReport) -> Table:
     table = Table(title=_title(report), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     for column in ("backend / artifact", "prec", "max |Δ|", "max rel", "cosine", "top-1", "top-5", "result"):
         table.add_column(column, justify="left" if column in ("backend / artifact", "prec", "result") else "right",
-                         min_width=16 if column == "backend / artifact" else None)
+                         min_width=15 if column == "backend / artifact" else None)
     for row in report.rows:
         target = f"{row.backend}\n{row.artifact}" if row.artifact != "model" else f"{row.backend} ({row.device})"
         if row.diff is None:
