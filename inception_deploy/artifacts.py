@@ -11,6 +11,12 @@ from pathlib import Path
 from typing import Iterator
 
 MANIFEST_NAME = "manifest.json"
+# The file each precision's ONNX lands in, inside an export directory; engines are model.<precision>.engine.
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+def engine_file(precision: str) -> str:
+    return f"model.{precision}.engine"
 
 
 @contextlib.contextmanager
@@ -60,6 +66,13 @@ def read_manifest(out_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def add_artifact(out_dir: Path, manifest: dict, record: dict) -> dict:
+    """List `record` in the manifest (replacing an entry of the same path) and write the manifest."""
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
+    write_manifest(out_dir, manifest)
+    return manifest
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from . import __version__
-from .artifacts import read_manifest
+from .artifacts import ONNX_FILES, engine_file, read_manifest
 from .errors import BackendMissing, InceptionDeployError, InputError, first_line
 from .registry import get_spec, resolve_name
 from .samples import random_batch
@@ -27,7 +27,6 @@ from .timing import measure
 
 BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt")
 
 
@@ -178,7 +177,7 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: str, precision: str) ->
             import tensorrt  # noqa: F401
         except ImportError:
             return "TensorRT is not installed (pip install 'inception-deploy[tensorrt]')"
-        engine = plan.export_root / variant / f"model.{precision}.engine"
+        engine = plan.export_root / variant / engine_file(precision)
         if not engine.is_file():
             return f"no {engine}: build it with `inception-deploy trt {variant} --{precision}`"
     if backend.startswith("onnxruntime") and precision == "int8":
@@ -228,7 +227,7 @@ def _bench_combination(plan: BenchPlan, spec, backend: str, precision: str, add,
 def _artifact(plan: BenchPlan, variant: str, backend: str, precision: str, step) -> Path:
     directory = plan.export_root / variant
     if backend == "tensorrt":
-        return directory / f"model.{precision}.engine"
+        return directory / engine_file(precision)
     path = directory / ONNX_FILES[precision]
     if not path.is_file() and precision in ("fp32", "fp16"):
         from .export import export_onnx

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
+from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, engine_file, read_manifest, sha256_of
 from .errors import BackendMissing, CheckFailed, InputError
 from .registry import get_spec
 
-ONNX_FOR = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 INSTALL_HINT = "pip install 'inception-deploy[tensorrt]', on a machine with an NVIDIA GPU"
 
 
@@ -34,8 +33,8 @@ class BuildOptions:
     version_compatible: bool = False
 
     def check(self) -> None:
-        if self.precision not in ONNX_FOR:
-            raise InputError(f"precision must be one of {', '.join(ONNX_FOR)}, not {self.precision}")
+        if self.precision not in ONNX_FILES:
+            raise InputError(f"precision must be one of {', '.join(ONNX_FILES)}, not {self.precision}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise InputError(f"batch profile must satisfy 1 <= min <= opt <= max, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if self.builder_opt_level is not None and not 0 <= self.builder_opt_level <= 5:
@@ -53,7 +52,7 @@ def require_tensorrt():
     import torch
 
     if not torch.cuda.is_available():
-        raise BackendMissing(f"TensorRT needs a CUDA GPU and none is visible here: run on a machine with an NVIDIA GPU")
+        raise BackendMissing("TensorRT needs a CUDA GPU and none is visible here: run on a machine with an NVIDIA GPU")
     return tensorrt
 
 
@@ -84,7 +83,7 @@ def build_engine(export_dir: Path, options: BuildOptions, *, on_step: Callable[[
     manifest = read_manifest(export_dir)
     if manifest is None:
         raise InputError(f"no manifest.json in {export_dir}: run `inception-deploy export` first")
-    onnx_path = export_dir / ONNX_FOR[options.precision]
+    onnx_path = export_dir / ONNX_FILES[options.precision]
     if not onnx_path.is_file() and options.precision == "fp16":
         from .export import add_fp16
 
@@ -94,7 +93,7 @@ def build_engine(export_dir: Path, options: BuildOptions, *, on_step: Callable[[
         flag = {"fp32": "--onnx", "int8": "--int8 --calib DIR"}[options.precision]
         raise InputError(f"{onnx_path} does not exist: run `inception-deploy export {manifest['variant']} {flag}` first")
     spec = get_spec(manifest["variant"])
-    engine_path = export_dir / f"model.{options.precision}.engine"
+    engine_path = export_dir / engine_file(options.precision)
     cache_path = options.timing_cache or export_dir / "timing.cache"
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -155,9 +154,7 @@ def build_engine(export_dir: Path, options: BuildOptions, *, on_step: Callable[[
         profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
         build_seconds=round(seconds, 1), timing_cache=str(cache_path),
     )
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
-    write_manifest(export_dir, manifest)
-    return manifest
+    return add_artifact(export_dir, manifest, record)
 
 
 def _parser_errors(parser) -> str:

@@ -19,7 +19,7 @@ import onnx
 import torch
 
 from . import __version__
-from .artifacts import artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
+from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
 from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
@@ -37,7 +37,6 @@ DEFAULT_OPSET = 18  # what TensorRT 8.6+/10 and ORT >= 1.14 all parse
 MIN_OPSET = 17
 DEFAULT_SAMPLES = 4
 EXPORT_BATCH = 2  # traced example batch; the parity batch differs, which proves the batch is dynamic
-FILENAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 INT8_EVAL_SAMPLES = 32
 
 StepCallback = Callable[..., None]  # (label) or (label, done, total)
@@ -264,7 +263,7 @@ def _write_artifacts(out_dir: Path, head: dict, verified: dict) -> dict:
     old = read_manifest(out_dir)
     records = []
     for precision, (proto, parity, facts) in verified.items():
-        path = out_dir / FILENAMES[precision]
+        path = out_dir / ONNX_FILES[precision]
         with atomic_path(path) as tmp:
             onnx.save_model(proto, tmp)
         records.append(artifact_record(out_dir, path, kind="onnx", precision=precision, **facts, parity=parity))
@@ -284,7 +283,7 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     """Make model.fp16.onnx from an existing export's model.onnx, verified against it, and list it."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    source = export_dir / FILENAMES["fp32"]
+    source = export_dir / ONNX_FILES["fp32"]
     if manifest is None or not source.is_file():
         raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
     spec = get_spec(manifest["variant"])
@@ -295,11 +294,9 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
         expected = runner.run({INPUT_NAME: x})[OUTPUT_NAME]
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
     parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
-    path = export_dir / FILENAMES["fp16"]
+    path = export_dir / ONNX_FILES["fp16"]
     with atomic_path(path) as tmp:
         onnx.save_model(proto16, tmp)
     record = artifact_record(export_dir, path, kind="onnx", precision="fp16",
                              io_dtype="float16" if fp16_io else "float32", parity=parity)
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
-    write_manifest(export_dir, manifest)
-    return manifest
+    return add_artifact(export_dir, manifest, record)
