@@ -24,6 +24,7 @@ from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
 from .fp16 import convert_to_fp16
+from .qdq_rules import check_qdq, qdq_summary
 from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8
 from .registry import get_spec
 from .runners.onnxruntime_runner import OnnxRuntimeRunner
@@ -145,6 +146,8 @@ def export_onnx(
             out_dir.mkdir(parents=True, exist_ok=True)
             proto8, facts = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
                                           progress=lambda done, total: step("calibrating on images", done, total))
+            check_qdq(proto8, "the int8 model")  # before it is kept: nothing is written when it fails
+            facts["qdq"] = qdq_summary(proto8)
             step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
             probe = calibration.batch[:INT8_EVAL_SAMPLES]
             with OnnxRuntimeRunner(proto) as runner:

@@ -1,8 +1,14 @@
-"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form TensorRT fuses well.
+"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form TensorRT's explicit quantization wants.
 
-- symmetric int8 activations, per-channel symmetric int8 weights (onnxruntime.quantization, QDQ format);
-- Q/DQ on the inputs of every Conv and Gemm, and of residual Adds (Inception-ResNet); Concat and pooling
-  are left to TensorRT, which propagates scales through them;
+NVIDIA's Q/DQ placement recommendations, for a strongly typed build:
+- symmetric int8 activations, per-channel symmetric int8 weights (axis 0), zero points 0;
+- Q/DQ on the activation and weight inputs of every Conv and Gemm, none on their outputs, float biases
+  (TensorRT's parser takes DequantizeLinear only on 8-bit and narrower inputs, so no int32 bias);
+- in Inception-ResNet's residual Adds, Q/DQ on the skip input only, so that TensorRT fuses the Add into
+  the convolution that computes the other input; Concat and pooling are left to TensorRT, which
+  propagates scales through them.
+onnxruntime.quantization does all of this but the last point: it quantizes every input of an Add, so the
+Q/DQ pair on the convolution side is taken out afterwards (_skip_input_only). qdq_rules.py checks the result.
 - calibration on images through the variant's own preprocessing, with a cache beside the artifact keyed
   by the model, the inputs and the method, so that a re-run with the same inputs skips calibration.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -98,13 +105,16 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = _named(copy.deepcopy(model))
-    key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()).hexdigest()[:16]
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+               "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "Add"]}
+    if method == "percentile":
+        options["CalibPercentile"] = 99.99
+    # The cache holds the ranges of the tensors these options quantize: key it by them too.
+    key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
+                         + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
     reused = cache.is_file()
     nodes = quantization_nodes(model)
-    options = {"ActivationSymmetric": True, "WeightSymmetric": True}
-    if method == "percentile":
-        options["CalibPercentile"] = 99.99
     reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
     quiet = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice at WARNING on the root logger
@@ -123,7 +133,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                                   "percentile": CalibrationMethod.Percentile}[method],
                 extra_options=options, calibration_cache_path=working_cache,
             )
-            quantized = onnx.load(str(output))
+            quantized = _skip_input_only(onnx.load(str(output)))
             if not reused:
                 cache_dir.mkdir(parents=True, exist_ok=True)
                 with atomic_path(cache) as final:
@@ -137,6 +147,53 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                              "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
                              "quantized_nodes": len(nodes)}}
     return quantized, facts
+
+
+def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Take the Q/DQ pair off the convolution side of each residual Add, keeping the one on its skip input.
+
+    The convolution side is the input computed by a Conv or Gemm, possibly through a Mul by a constant (the
+    residual scale); TensorRT fuses the Add into that convolution when the skip input is quantized.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+    def through_qdq(name: str) -> str | None:
+        dq = producers.get(name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def from_conv(name: str) -> bool:
+        node = producers.get(name)
+        while node is not None and node.op_type in ("Mul", "Div") and any(i in constants for i in node.input):
+            node = producers.get(next(i for i in node.input if i not in constants))
+        return node is not None and node.op_type in ("Conv", "Gemm")
+
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        sources = [through_qdq(i) for i in node.input]
+        branch = [k for k, source in enumerate(sources) if source is not None and from_conv(source)]
+        if branch and all(sources):  # both inputs quantized, one of them computed by a convolution
+            node.input[branch[0]] = sources[branch[0]]
+    _drop_unused(model)
+    return model
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes (and their initializers) that no longer feed anything."""
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
 
 
 def _named(model: onnx.ModelProto) -> onnx.ModelProto:
