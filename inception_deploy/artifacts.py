@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Iterator
 
 MANIFEST_NAME = "manifest.json"
-# The file each precision's ONNX lands in, inside an export directory; engines are model.<precision>.engine.
+# The file each precision's ONNX lands in, inside an export directory.
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+# Engines: model.<precision>.engine (TensorRT), model.<precision>.rtx.engine (TensorRT-RTX); and their kind.
+ENGINE_SUFFIXES = {"tensorrt": "engine", "tensorrt-rtx": "rtx.engine"}
+ENGINE_KINDS = {"tensorrt": "tensorrt-engine", "tensorrt-rtx": "tensorrt-rtx-engine"}
 
 
-def engine_file(precision: str) -> str:
-    return f"model.{precision}.engine"
+def engine_file(precision: str, compiler: str = "tensorrt") -> str:
+    return f"model.{precision}.{ENGINE_SUFFIXES[compiler]}"
 
 
 @contextlib.contextmanager

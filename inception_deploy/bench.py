@@ -7,6 +7,7 @@ are recorded as skipped with the reason, never dropped.
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import resource
@@ -19,15 +20,16 @@ from typing import Callable
 import torch
 
 from . import __version__
-from .artifacts import ONNX_FILES, engine_file, read_manifest
+from .artifacts import ONNX_FILES, read_manifest
+from .compilers import COMPILERS, installed
 from .errors import BackendMissing, InceptionDeployError, InputError, first_line
 from .registry import get_spec, resolve_name
 from .samples import random_batch
 from .timing import measure
 
-BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "tensorrt")
+BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx")
 PRECISIONS = ("fp32", "fp16", "int8")
-GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt")
+GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt", "tensorrt-rtx")
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,8 @@ def environment(device: str) -> dict:
     if device == "cuda" and torch.cuda.is_available():
         env.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                    driver=_nvidia_driver())
-    try:
-        import tensorrt
-
-        env["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        env["tensorrt"] = None
+    for name, compiler in COMPILERS.items():
+        env[name] = importlib.import_module(compiler.module).__version__ if installed(compiler) else None
     return env
 
 
@@ -167,19 +165,18 @@ def _device_of(backend: str, plan: BenchPlan) -> str:
 def _skip_reason(plan: BenchPlan, variant: str, backend: str, precision: str) -> str | None:
     device = _device_of(backend, plan)
     if backend.startswith("torch") and precision == "int8":
-        return "torch runs no int8: the Q/DQ ONNX runs on onnxruntime or tensorrt"
+        return "torch runs no int8: the Q/DQ ONNX runs on onnxruntime, tensorrt or tensorrt-rtx"
     if device == "cuda" and not torch.cuda.is_available():
         return "no CUDA GPU here"
     if backend == "onnxruntime" and precision == "fp16":
         return "ONNX Runtime's CPU provider runs fp16 through inserted Casts: a timing would measure the Casts"
-    if backend == "tensorrt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            return "TensorRT is not installed (pip install 'inception-deploy[tensorrt]')"
-        engine = plan.export_root / variant / engine_file(precision)
+    if backend in COMPILERS:
+        compiler = COMPILERS[backend]
+        if not installed(compiler):
+            return f"{compiler.title} is not installed ({compiler.install})"
+        engine = plan.export_root / variant / compiler.engine_file(precision)
         if not engine.is_file():
-            return f"no {engine}: build it with `inception-deploy trt {variant} --{precision}`"
+            return f"no {engine}: build it with `inception-deploy trt {variant} --{precision} --compiler {backend}`"
     if backend.startswith("onnxruntime") and precision == "int8":
         if not (plan.export_root / variant / ONNX_FILES["int8"]).is_file():
             return f"no {plan.export_root / variant / ONNX_FILES['int8']}: make it with `export {variant} --int8 --calib DIR`"
@@ -189,7 +186,7 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: str, precision: str) ->
 def _bench_combination(plan: BenchPlan, spec, backend: str, precision: str, add, step) -> None:
     device = _device_of(backend, plan)
     artifact = None
-    if backend.startswith("onnxruntime") or backend == "tensorrt":
+    if backend.startswith("onnxruntime") or backend in COMPILERS:
         artifact = _artifact(plan, spec.name, backend, precision, step)
     parity = _manifest_parity(plan, spec.name, artifact, backend, precision)
     for batch in plan.batches:
@@ -226,8 +223,8 @@ def _bench_combination(plan: BenchPlan, spec, backend: str, precision: str, add,
 
 def _artifact(plan: BenchPlan, variant: str, backend: str, precision: str, step) -> Path:
     directory = plan.export_root / variant
-    if backend == "tensorrt":
-        return directory / engine_file(precision)
+    if backend in COMPILERS:
+        return directory / COMPILERS[backend].engine_file(precision)
     path = directory / ONNX_FILES[precision]
     if not path.is_file() and precision in ("fp32", "fp16"):
         from .export import export_onnx
@@ -271,10 +268,10 @@ def _runners(spec, backend: str, precision: str, device: str, artifact: Path | N
             if not include_transfers:  # a CUDA graph replays fixed device addresses: only with prepared inputs
                 options["enable_cuda_graph"] = "1"
             yield options, OnnxRuntimeRunner(artifact, device="cuda", precision=precision, provider_options=options)
-    elif backend == "tensorrt":
-        from .runners.tensorrt_runner import TensorRTRunner
+    elif backend in COMPILERS:
+        from .runners import BACKENDS, open_runner
 
-        yield {}, TensorRTRunner(artifact, precision=precision)
+        yield {}, open_runner(BACKENDS[backend], artifact=artifact, precision=precision)
 
 
 def _memory(device: str, backend: str, baseline: float | None) -> tuple[float | None, str]:
@@ -296,7 +293,7 @@ def _fill_parity(plan: BenchPlan, records: list[BenchRecord], step) -> None:
     from .parity import check_parity
 
     backend_names = {"torch": "torch" if plan.device == "cpu" else "torch-cuda", "onnxruntime": "onnxruntime",
-                     "onnxruntime-cuda": "onnxruntime-cuda", "tensorrt": "tensorrt"}
+                     "onnxruntime-cuda": "onnxruntime-cuda", "tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx"}
     for variant in plan.variants:
         for backend in {r.backend for r in records if r.variant == variant and r.status == "ok"}:
             if backend not in backend_names:

@@ -217,7 +217,7 @@ def parity(
     variant: str = typer.Argument(..., help="The variant whose artifacts to check (name or alias)."),
     onnx_files: Optional[list[Path]] = typer.Option(None, "--onnx", help="ONNX file(s) to check; default: every artifact in the variant's manifest."),
     export_dir: Optional[Path] = typer.Option(None, "--dir", help="Export directory holding manifest.json; default export/<name>/."),
-    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: torch, torch-cuda, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt."),
+    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: torch, torch-cuda, onnxruntime, onnxruntime-cuda, onnxruntime-trt, tensorrt, tensorrt-rtx."),
     reference: str = typer.Option("torch", "--reference", help="torch (fp32, CPU) or onnxruntime (model.onnx on the CPU)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint the artifacts came from; default: the one the manifest names."),
@@ -266,38 +266,55 @@ def parity(
 def trt(
     variant: Optional[str] = typer.Argument(None, help="Variant to build; default: the most recent export under export/."),
     fp16: bool = typer.Option(False, "--fp16", help="Compile model.fp16.onnx (the default; made from model.onnx if missing)."),
-    int8: bool = typer.Option(False, "--int8", help="Compile the Q/DQ model.int8.onnx (from export --int8)."),
+    int8: bool = typer.Option(False, "--int8", help="Compile the Q/DQ model.int8.onnx (from export --int8 --calib DIR)."),
     fp32: bool = typer.Option(False, "--fp32", help="Compile model.onnx as is."),
+    compiler: str = typer.Option("auto", "--compiler", help="auto (TensorRT where it imports and a GPU is visible, else TensorRT-RTX), tensorrt or tensorrt-rtx."),
+    target: Optional[str] = typer.Option(None, "--target", help="TensorRT-RTX: compute capabilities, e.g. sm80,sm86,sm89,sm120 (default: sm80,sm86,sm89,sm120,sm121)."),
     min_batch: int = typer.Option(1, "--min-batch"),
     opt_batch: int = typer.Option(32, "--opt-batch"),
     max_batch: int = typer.Option(256, "--max-batch"),
     workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", help="Builder workspace limit."),
-    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache to reuse and update; default beside the engine."),
-    builder_opt_level: Optional[int] = typer.Option(None, "--builder-opt-level", help="0..5; TensorRT's default is 3."),
-    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson), with GPU fallback."),
-    version_compatible: bool = typer.Option(False, "--version-compatible", help="An engine later TensorRT versions can load."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache to reuse and update; default beside the engine."),
+    builder_opt_level: Optional[int] = typer.Option(None, "--builder-opt-level", help="TensorRT: 0..5; its default is 3."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT: build for this DLA core (Jetson), with GPU fallback."),
+    version_compatible: bool = typer.Option(False, "--version-compatible", help="TensorRT: an engine later TensorRT versions can load."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."),
 ):
-    """Compile an export's fp16 or Q/DQ ONNX into a TensorRT engine (strongly typed) and list it in the manifest."""
-    from .engine import BuildOptions, build_engine, find_export, require_tensorrt
+    """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine and list it in the manifest."""
+    from .compilers import parse_targets, require_builder
+    from .engine import BuildOptions, build_engine, find_export
+    from .registry import get_spec
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
     if len(chosen) > 1:
         raise typer.BadParameter("pass one of --fp16, --int8, --fp32", param_hint="precision")
     options = BuildOptions(precision=(chosen or ["fp16"])[0], min_batch=min_batch, opt_batch=opt_batch,
-                           max_batch=max_batch, workspace_gb=workspace_gb, timing_cache=timing_cache,
+                           max_batch=max_batch, workspace_gb=workspace_gb, compiler=compiler,
+                           targets=parse_targets(target) if target is not None else None, timing_cache=timing_cache,
                            builder_opt_level=builder_opt_level, dla_core=dla_core, version_compatible=version_compatible)
-    options.check()
-    require_tensorrt()
+    if variant is not None:
+        get_spec(variant)  # an unknown variant is a usage error, whatever is installed
+    require_builder(options.check())  # exit 2 for bad options, then 3 for a missing compiler, before any work
     export_dir = out_dir or find_export(variant)
     if out_dir is None and variant is None:
         err.print(f"using the most recent export: {export_dir}", highlight=False)
     with StepReporter(err) as on_step:
         manifest = build_engine(export_dir, options, on_step=on_step)
-    engine = manifest["artifacts"][-1]
-    out.print(f"{engine['path']}: TensorRT {engine['tensorrt']['version']}, {engine['gpu']['name']} "
-              f"(sm {engine['gpu']['compute_capability']}), batch {engine['profile']['min']}/{engine['profile']['opt']}/"
-              f"{engine['profile']['max']}, built in {engine['build_seconds']} s → {export_dir}", highlight=False)
+    print_engine_summary(manifest["artifacts"][-1], export_dir)
+
+
+def print_engine_summary(engine: dict, export_dir: Path) -> None:
+    compiler = engine["compiler"]
+    where = (f"for {', '.join(engine['targets'])} (built on {engine['built_on']})" if "targets" in engine else
+             f"for {engine['gpu']['name']} (sm {engine['gpu']['compute_capability']})")
+    out.print(f"{engine['path']}: {compiler['name']} {compiler['version']}, {where}, batch {engine['profile']['min']}/"
+              f"{engine['profile']['opt']}/{engine['profile']['max']}, {engine['bytes'] / 2**20:.1f} MiB, "
+              f"built in {engine['build_seconds']} s → {export_dir}", highlight=False, soft_wrap=True)
+    layers = engine.get("layers")
+    if layers:
+        compute = ", ".join(f"{n} {signature}" for signature, n in layers["conv_matmul"].items())
+        inputs = ", ".join(f"{precision} {n}" for precision, n in layers["by_input_precision"].items())
+        out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}", highlight=False, soft_wrap=True)
 
 
 def _csv(text: Optional[str], cast=str) -> Optional[list]:
@@ -312,7 +329,7 @@ def _csv(text: Optional[str], cast=str) -> Optional[list]:
 @app.command()
 def bench(
     variants: Optional[list[str]] = typer.Argument(None, help="Variants to measure (default: the suite's)."),
-    backends: Optional[str] = typer.Option(None, "--backends", help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt (default torch,onnxruntime)."),
+    backends: Optional[str] = typer.Option(None, "--backends", help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt,tensorrt-rtx (default torch,onnxruntime)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8 (default fp32)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda, for the torch backends (default cpu)."),

@@ -1,23 +1,28 @@
-"""TensorRT engines from the precision-carrying ONNX: fp16 tensors or Q/DQ nodes, compiled strongly typed.
+"""Engines from the precision-carrying ONNX (fp16 tensors or Q/DQ nodes), compiled strongly typed by
+TensorRT or TensorRT-RTX (compilers.py), with one build path for both.
 
 TensorRT 10.1+ deprecates the INT8 calibrators and TensorRT 11 removes them with the FP16/INT8 builder
 flags: precision lives in the ONNX, which export made and proved in ONNX Runtime. This module compiles
-exactly that file. It imports tensorrt lazily and is the only place (with runners/tensorrt_runner.py)
-that touches it.
+exactly that file, after checking it is the file the manifest lists, and records in the manifest which
+compiler built what, for which GPUs, and in which precision each layer runs.
 """
 
 from __future__ import annotations
 
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, engine_file, read_manifest, sha256_of
-from .errors import BackendMissing, CheckFailed, InputError
-from .registry import get_spec
+import onnx
 
-INSTALL_HINT = "pip install 'inception-deploy[tensorrt]', on a machine with an NVIDIA GPU"
+from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, sha256_of
+from .compilers import (RTX_TARGETS, TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name,
+                        parse_targets, require_builder, resolve)
+from .errors import CheckFailed, InputError
+from .qdq_rules import check_qdq
+from .registry import get_spec
 
 
 @dataclass(frozen=True)
@@ -27,12 +32,16 @@ class BuildOptions:
     opt_batch: int = 32
     max_batch: int = 256
     workspace_gb: float | None = None
+    compiler: str = "auto"  # "auto", "tensorrt" or "tensorrt-rtx"
+    targets: tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities; None: all of them
+    # enterprise TensorRT only
     timing_cache: Path | None = None  # default: beside the engine
     builder_opt_level: int | None = None
     dla_core: int | None = None
     version_compatible: bool = False
 
-    def check(self) -> None:
+    def check(self) -> Compiler:
+        """Refuse bad or contradictory options (InputError, exit 2); return the compiler they resolve to."""
         if self.precision not in ONNX_FILES:
             raise InputError(f"precision must be one of {', '.join(ONNX_FILES)}, not {self.precision}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
@@ -41,19 +50,16 @@ class BuildOptions:
             raise InputError(f"--builder-opt-level must be 0..5, got {self.builder_opt_level}")
         if self.workspace_gb is not None and self.workspace_gb <= 0:
             raise InputError(f"--workspace-gb must be positive, got {self.workspace_gb}")
+        if self.dla_core is not None and self.dla_core < 0:
+            raise InputError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        if self.targets is not None:
+            parse_targets(self.targets)
+        return resolve(self.compiler, tensorrt_options=self.tensorrt_options(), targets=self.targets is not None)
 
-
-def require_tensorrt():
-    """tensorrt and a CUDA GPU, or BackendMissing (exit 3) saying what is missing and how to get it."""
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendMissing(f"TensorRT is not installed: {INSTALL_HINT}") from None
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BackendMissing("TensorRT needs a CUDA GPU and none is visible here: run on a machine with an NVIDIA GPU")
-    return tensorrt
+    def tensorrt_options(self) -> list[str]:
+        """The enterprise-only options that are set, as their flags."""
+        return [flag for name, flag in TENSORRT_ONLY_OPTIONS.items()
+                if getattr(self, name) is not None and getattr(self, name) is not False]  # --dla-core 0 is set
 
 
 def find_export(variant: str | None, export_root: Path = Path("export")) -> Path:
@@ -69,16 +75,18 @@ def find_export(variant: str | None, export_root: Path = Path("export")) -> Path
     return max(candidates, key=lambda d: (d / "manifest.json").stat().st_mtime)
 
 
-def build_engine(export_dir: Path, options: BuildOptions, *, on_step: Callable[[str], None] | None = None) -> dict:
-    """Compile export_dir's ONNX of the requested precision into model.<precision>.engine; return the manifest.
+def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Callable[[str], None] | None = None) -> dict:
+    """Compile export_dir's ONNX of the requested precision into an engine beside it; return the manifest.
 
-    The ONNX must exist (export --fp16 / --int8 make and verify it); the engine and its facts (TensorRT
-    version, GPU, compute capability, profile, build time) are added to the manifest.
+    The ONNX must be the one the manifest lists (sha256); an int8 file must keep TensorRT's Q/DQ rules.
+    The engine, its compiler, targets or GPU, profile, build time and per-layer precisions are added to
+    the manifest. Raises InputError (exit 2), BackendMissing (exit 3) or CheckFailed (exit 1).
     """
     step = on_step or (lambda _: None)
-    options.check()
-    trt = require_tensorrt()
-    import torch
+    export_dir = Path(export_dir)
+    compiler = options.check()
+    targets = parse_targets(options.targets) if compiler is TENSORRT_RTX else None
+    trt = require_builder(compiler)
 
     manifest = read_manifest(export_dir)
     if manifest is None:
@@ -92,76 +100,219 @@ def build_engine(export_dir: Path, options: BuildOptions, *, on_step: Callable[[
     if not onnx_path.is_file():
         flag = {"fp32": "--onnx", "int8": "--int8 --calib DIR"}[options.precision]
         raise InputError(f"{onnx_path} does not exist: run `inception-deploy export {manifest['variant']} {flag}` first")
+    source_sha = _verified_source(export_dir, manifest, onnx_path)
+    if options.precision == "int8":
+        check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
+                  f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
     spec = get_spec(manifest["variant"])
-    engine_path = export_dir / engine_file(options.precision)
-    cache_path = options.timing_cache or export_dir / "timing.cache"
+    engine_path = export_dir / compiler.engine_file(options.precision)
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = _make_logger(trt)
     builder = trt.Builder(logger)
-    strongly_typed = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
-    step(f"parsing {onnx_path.name}")
+    step(f"parsing {onnx_path.name} with {compiler.title}")
     if not parser.parse_from_file(str(onnx_path)):
-        raise CheckFailed(f"TensorRT's ONNX parser rejects {onnx_path.name}: {_parser_errors(parser)}")
+        raise CheckFailed(f"{compiler.title}'s ONNX parser rejects {onnx_path.name}: {_parser_errors(parser)}")
 
     config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list, with precisions
     if options.workspace_gb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
+    input_name = network.get_input(0).name
+    c, h, w = spec.input_size
+    profile = builder.create_optimization_profile()
+    profile.set_shape(input_name, (options.min_batch, c, h, w), (options.opt_batch, c, h, w), (options.max_batch, c, h, w))
+    config.add_optimization_profile(profile)
+    if compiler is TENSORRT_RTX:
+        facts = _configure_rtx(trt, config, targets)
+    else:
+        facts = _configure_tensorrt(trt, config, options, engine_path)
+
+    step(f"building the {options.precision} engine with {compiler.title}")
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - start
+    if serialized is None:
+        turing = (" (TensorRT-RTX compiles only fp16 for Turing: build sm75 on its own, from model.fp16.onnx)"
+                  if targets and "sm75" in targets and options.precision != "fp16" else "")
+        raise CheckFailed(f"{compiler.title} could not build an engine from {onnx_path.name}: {logger.last_error()}{turing}")
+    data = bytes(serialized)
+    layers = (_inspected_layers(trt, data, logger) if compiler is TENSORRT else _logged_layers(logger))
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(data)
+    if compiler is TENSORRT:
+        cache_path = Path(facts["timing_cache"])
+        with atomic_path(cache_path) as tmp:
+            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+
+    record = artifact_record(
+        export_dir, engine_path, kind=compiler.kind, precision=options.precision,
+        source={"path": onnx_path.name, "sha256": source_sha},
+        compiler={"name": compiler.name, "version": trt.__version__},
+        strongly_typed=True, **facts,
+        profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+        workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
+    )
+    return add_artifact(export_dir, manifest, record)
+
+
+def _verified_source(export_dir: Path, manifest: dict, onnx_path: Path) -> str:
+    """The ONNX's sha256, refusing a file that is not the one the manifest lists."""
+    entry = next((a for a in manifest.get("artifacts", []) if a.get("path") == onnx_path.name), None)
+    digest = sha256_of(onnx_path)
+    if entry is None:
+        raise InputError(f"{onnx_path} is not listed in {export_dir / 'manifest.json'}: re-run the export")
+    if entry.get("sha256") != digest:
+        raise InputError(f"{onnx_path} changed since it was exported (sha256 differs from {export_dir / 'manifest.json'}): "
+                         "re-run the export")
+    return digest
+
+
+def _configure_rtx(trt, config, targets: tuple[str, ...]) -> dict:
+    """Ahead-of-time compilation for a list of compute capabilities, with or without a GPU here."""
+    config.num_compute_capabilities = len(targets)
+    for index, target in enumerate(targets):
+        if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
+            raise InputError(f"TensorRT-RTX {trt.__version__} refuses --target {target}")
+    here = gpu_name()
+    return {"targets": list(targets), "built_on": "cpu" if here is None else f"{here} ({gpu_capability()})",
+            "tf32": bool(config.get_flag(trt.BuilderFlag.TF32))}
+
+
+def _configure_tensorrt(trt, config, options: BuildOptions, engine_path: Path) -> dict:
+    """Building on the GPU the engine is for: timing cache, builder level, DLA, version compatibility."""
+    cache_path = options.timing_cache or engine_path.parent / "timing.cache"
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
     if options.builder_opt_level is not None:
         config.builder_optimization_level = options.builder_opt_level
-    if not strongly_typed:
-        # An older TensorRT: precision comes from builder flags, where it still has them.
-        for precision, flag in (("fp16", "FP16"), ("int8", "INT8")):
-            if options.precision == precision and hasattr(trt.BuilderFlag, flag):
-                config.set_flag(getattr(trt.BuilderFlag, flag))
     if options.dla_core is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+    capability = gpu_capability()
+    return {"gpu": {"name": gpu_name(), "compute_capability": f"{capability[2:-1]}.{capability[-1]}"},
+            "tf32": bool(config.get_flag(trt.BuilderFlag.TF32)), "timing_cache": str(cache_path),
+            "version_compatible": options.version_compatible, "dla_core": options.dla_core,
+            "builder_optimization_level": options.builder_opt_level}
 
-    input_name = network.get_input(0).name
-    c, h, w = spec.input_size
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (options.min_batch, c, h, w), (options.opt_batch, c, h, w), (options.max_batch, c, h, w))
-    config.add_optimization_profile(profile)
 
-    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+def _make_logger(trt):
+    """TensorRT's logger, keeping every message: the layer list and the build errors come from here."""
 
-    step(f"building the {options.precision} engine (minutes for the larger variants)")
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
-    if serialized is None:
-        raise CheckFailed(f"TensorRT could not build an engine from {onnx_path.name}: see its log above")
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    with atomic_path(cache_path) as tmp:
-        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[object, str]] = []
 
-    major, minor = torch.cuda.get_device_capability()
-    record = artifact_record(
-        export_dir, engine_path, kind="tensorrt-engine", precision=options.precision,
-        source={"path": onnx_path.name, "sha256": sha256_of(onnx_path)},
-        tensorrt={"version": trt.__version__, "strongly_typed": strongly_typed,
-                  "version_compatible": options.version_compatible, "dla_core": options.dla_core,
-                  "builder_optimization_level": options.builder_opt_level},
-        gpu={"name": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}"},
-        profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
-        build_seconds=round(seconds, 1), timing_cache=str(cache_path),
-    )
-    return add_artifact(export_dir, manifest, record)
+        def log(self, severity, msg):
+            self.messages.append((severity, msg))
+
+        def last_error(self) -> str:
+            errors = [m for s, m in self.messages
+                      if s in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR) and m.strip()]
+            return errors[-1].strip().splitlines()[0][:300] if errors else "it reported no error"
+
+    return Logger()
 
 
 def _parser_errors(parser) -> str:
     errors = []
     for i in range(parser.num_errors):
         e = parser.get_error(i)
-        node = getattr(e, "node_name", lambda: "")() or f"node #{e.node()}"
-        op = getattr(e, "node_operator", lambda: "")()
-        errors.append(f"{node}{f' ({op})' if op else ''}: {e.desc()}")
+        node = e.node_name() or f"node #{e.node()}"
+        errors.append(f"node '{node}' ({e.node_operator() or 'unknown operator'}): {e.desc().strip().splitlines()[0]}")
     return "; ".join(errors[:3]) + (f"; … {len(errors) - 3} more" if len(errors) > 3 else "")
+
+
+# Layer precisions. TensorRT-RTX prints its final layer list (one line a layer) when built with
+# ProfilingVerbosity.DETAILED and a verbose logger, which needs no GPU; enterprise TensorRT's engine
+# inspector gives the same facts as JSON, from an engine deserialized on the GPU it was built on.
+DTYPES = {"int8": "int8", "fp8": "fp8", "int4": "int4", "fp4": "fp4", "half": "fp16", "fp16": "fp16", "bfloat16": "bf16",
+          "bf16": "bf16", "float": "fp32", "fp32": "fp32", "int32": "int32", "int64": "int64", "bool": "bool"}
+_DTYPE_WORD = re.compile(r"\b(" + "|".join(sorted(DTYPES, key=len, reverse=True)) + r")\b", re.IGNORECASE)
+
+
+@dataclass
+class LayerInfo:
+    type: str
+    inputs: list[str] = field(default_factory=list)
+    weights: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def computes(self) -> bool:
+        """A convolution or matrix product: the layers whose precision decides speed and accuracy."""
+        return any(k in self.type.lower() for k in ("conv", "correlation", "gemm", "matrix", "matmul"))
+
+    @property
+    def signature(self) -> str:
+        first = lambda kinds: kinds[0] if kinds else "?"  # noqa: E731
+        if self.weights:
+            return f"{first(self.inputs)} x {first(self.weights)} -> {first(self.outputs)}"
+        return f"{first(self.inputs)} -> {first(self.outputs)}"
+
+
+def summarize_layers(layers: list[LayerInfo], source: str) -> dict:
+    """Counts of convolution/matmul layers by precision signature ('input x weights -> output'), and of all layers
+    by input precision: enough to see that INT8 convolutions really run in INT8."""
+    compute: dict[str, int] = {}
+    by_input: dict[str, int] = {}
+    for layer in layers:
+        if layer.computes:
+            compute[layer.signature] = compute.get(layer.signature, 0) + 1
+        key = layer.inputs[0] if layer.inputs else "none"
+        by_input[key] = by_input.get(key, 0) + 1
+    return {"source": source, "total": len(layers), "conv_matmul": dict(sorted(compute.items(), key=lambda kv: -kv[1])),
+            "by_input_precision": dict(sorted(by_input.items(), key=lambda kv: -kv[1]))}
+
+
+def parse_layer_log(text: str) -> list[LayerInfo]:
+    """The layers of a 'Layers:' message: 'Name: …, LayerType: …, Inputs: [ … ], Constants: [ … ], Outputs: [ … ]'."""
+    layers = []
+    for line in text.splitlines():
+        kind = re.search(r"LayerType: ([^,]+),", line)
+        if not kind:
+            continue
+        parts = {}
+        for section in ("Inputs", "Constants", "Outputs"):
+            match = re.search(section + r": \[(.*?)\](?:, (?:Constants|Outputs|TacticName)|$)", line)
+            parts[section] = [DTYPES[d.lower()] for d in re.findall(r"Datatype: (\w+)", match.group(1))] if match else []
+        layers.append(LayerInfo(kind.group(1).strip(), parts["Inputs"], parts["Constants"], parts["Outputs"]))
+    return layers
+
+
+def _logged_layers(logger) -> dict | None:
+    text = next((m for _, m in reversed(logger.messages) if m.lstrip().startswith("Layers:")), None)
+    if text is None:
+        return None
+    return summarize_layers(parse_layer_log(text), "builder layer list (ProfilingVerbosity.DETAILED)")
+
+
+def _inspected_layers(trt, data: bytes, logger) -> dict | None:
+    import json
+
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        return None
+    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    layers = []
+    for layer in info.get("Layers", []):
+        if not isinstance(layer, dict):
+            continue
+        weights = layer.get("Weights") if isinstance(layer.get("Weights"), dict) else None
+        layers.append(LayerInfo(str(layer.get("LayerType", "?")),
+                                [_dtype_in(t.get("Format/Datatype")) for t in layer.get("Inputs", [])],
+                                [_dtype_in(weights.get("Type"))] if weights else [],
+                                [_dtype_in(t.get("Format/Datatype")) for t in layer.get("Outputs", [])]))
+    return summarize_layers(layers, "engine inspector (JSON)")
+
+
+def _dtype_in(text) -> str:
+    """The data type named in an inspector string such as 'Channel major FP16 format where …'."""
+    match = _DTYPE_WORD.search(str(text or ""))
+    return DTYPES[match.group(1).lower()] if match else "?"

@@ -15,8 +15,9 @@ import numpy as np
 import onnx
 import torch
 
-from .artifacts import read_manifest, sha256_of
+from .artifacts import ENGINE_KINDS, read_manifest, sha256_of
 from .compare import Difference, difference
+from .compilers import COMPILERS, require_runtime
 from .errors import InputError, first_line
 from .export import default_out_dir
 from .localize import BlockDivergence, first_divergence, localize
@@ -36,7 +37,7 @@ REFERENCES = {"torch": "torch-cpu-fp32", "onnxruntime": "onnxruntime-cpu-fp32"}
 class Artifact:
     path: Path
     precision: str
-    kind: str = "onnx"  # or "tensorrt-engine"
+    kind: str = "onnx"  # or an engine kind: "tensorrt-engine", "tensorrt-rtx-engine"
 
 
 @dataclass
@@ -108,10 +109,9 @@ def check_parity(
     if reference not in REFERENCES:
         raise InputError(f"--reference must be one of {', '.join(REFERENCES)}, not '{reference}'")
     wanted = _parse_precisions(precisions)
-    if any(b.engine == "tensorrt" for b in chosen_backends):
-        from .engine import require_tensorrt
-
-        require_tensorrt()  # exit 3 before any work when TensorRT or the GPU is missing
+    for backend in chosen_backends:
+        if backend.engine in COMPILERS:
+            require_runtime(COMPILERS[backend.engine])  # exit 3 before any work when the library or the GPU is missing
     if rtol is not None and atol is None:
         atol = 0.0  # --rtol alone: a purely relative elementwise tolerance
     if samples is not None and (samples < 0 or (samples == 0 and images is None)):
@@ -202,7 +202,7 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         raise InputError(f"{directory} holds an export of {manifest.get('variant')}, not {variant}")
     artifacts = []
     for entry in manifest.get("artifacts", []):
-        if entry.get("kind") not in ("onnx", "tensorrt-engine"):
+        if entry.get("kind") not in ("onnx", *ENGINE_KINDS.values()):
             continue
         path = directory / entry["path"]
         if not path.is_file():
@@ -313,11 +313,11 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
             else:
                 yield None, precision
         return
-    kind = "tensorrt-engine" if backend.runs == "engine" else "onnx"
-    mine = [a for a in artifacts if a.kind == kind]
+    mine = [a for a in artifacts if a.kind == backend.runs]
     if not mine:
-        yield (f"no {'TensorRT engine' if kind != 'onnx' else 'ONNX artifact'} to run: "
-               + ("build one with `inception-deploy trt`" if kind != "onnx" else "export one")), "—"
+        yield ("no ONNX artifact to run: export one" if backend.runs == "onnx" else
+               f"no {COMPILERS[backend.engine].title} engine to run: build one with "
+               f"`inception-deploy trt --compiler {backend.engine}`"), "—"
     for artifact in mine:
         if reference == "onnxruntime" and backend.device == "cpu" and artifact.precision == "fp32":
             continue  # the reference itself

@@ -77,8 +77,37 @@ def library_checkpoints(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, library_checkpoints):
-    """name -> (export dir, manifest): each variant exported once, fp32 and fp16, from its library checkpoint."""
+def calib_dir(tmp_path_factory):
+    """scikit-learn's two sample photographs and seeded augmentations of them (crops, flips, brightness): 24 images."""
+    import random
+    import shutil
+    from pathlib import Path
+
+    import sklearn.datasets
+    from PIL import Image, ImageEnhance, ImageOps
+
+    source = Path(sklearn.datasets.__file__).parent / "images"
+    folder = tmp_path_factory.mktemp("calib")
+    rng = random.Random(0)
+    for name in ("china.jpg", "flower.jpg"):
+        image = Image.open(source / name).convert("RGB")
+        shutil.copy(source / name, folder / name)
+        for i in range(11):
+            w, h = image.size
+            s = rng.uniform(0.4, 0.95)
+            cw, ch = int(w * s), int(h * s)
+            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            crop = image.crop((x, y, x + cw, y + ch))
+            if rng.random() < 0.5:
+                crop = ImageOps.mirror(crop)
+            ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3)).save(folder / f"{name[:-4]}_{i}.jpg")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, library_checkpoints, calib_dir):
+    """name -> (export dir, manifest): each variant exported once, fp32, fp16 and int8 (calibrated on calib_dir),
+    from its library checkpoint. Shared: tests that add to an export work on a copy (export_copy)."""
     from inception_deploy import export_onnx
 
     root = tmp_path_factory.mktemp("export")
@@ -88,7 +117,27 @@ def exported(tmp_path_factory, library_checkpoints):
         if name not in made:
             weights, _, _ = library_checkpoints(name)
             out = root / name
-            made[name] = (out, export_onnx(name, weights=weights, fp16=True, out_dir=out))
+            made[name] = (out, export_onnx(name, weights=weights, fp16=True, int8=True, calib=calib_dir, out_dir=out))
         return made[name]
+
+    return get
+
+
+@pytest.fixture
+def export_copy(exported, tmp_path):
+    """name -> a private copy of exported(name)'s directory (artifacts hard-linked, manifest copied)."""
+    import os
+    import shutil
+
+    def get(name: str):
+        source, _ = exported(name)
+        target = tmp_path / name
+        target.mkdir()
+        for path in source.iterdir():
+            if path.name == "manifest.json":
+                shutil.copy(path, target / path.name)
+            else:
+                os.link(path, target / path.name)
+        return target
 
     return get

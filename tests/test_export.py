@@ -38,12 +38,15 @@ def test_export_reproduces_the_source_model_in_onnxruntime(name, exported, libra
     assert manifest["output"] == {"name": "logits", "dtype": "float32", "shape": ["batch", 1000]}
     assert manifest["params"] == spec.params and manifest["opset"] == 18
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
-    fp32, fp16 = manifest["artifacts"]
+    fp32, fp16, int8 = manifest["artifacts"]
     assert fp32["path"] == "model.onnx" and fp32["sha256"] == sha256_of(model_path) and fp32["precision"] == "fp32"
     assert fp32["parity"]["passed"] and fp32["parity"]["scaled"] <= 1e-3 and fp32["parity"]["reference"] == "torch-cpu-fp32"
     assert fp16["path"] == "model.fp16.onnx" and fp16["sha256"] == sha256_of(out / "model.fp16.onnx")
     assert fp16["parity"]["passed"] and fp16["parity"]["cosine"] >= 0.999 and fp16["io_dtype"] == "float32"
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.fp16.onnx", "model.onnx"]  # no leftovers
+    assert int8["path"] == "model.int8.onnx" and int8["parity"]["passed"] and int8["parity"]["cosine"] >= 0.98
+    assert int8["calibration"]["samples"] == 24 and not int8["calibration"]["synthetic"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([  # no leftovers
+        "manifest.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx", int8["calibration"]["cache"]])
     assert onnx.load(str(model_path)).opset_import[0].version == 18
     initializers = onnx.load(str(out / "model.fp16.onnx")).graph.initializer
     assert {i.data_type for i in initializers if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}

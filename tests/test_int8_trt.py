@@ -1,46 +1,21 @@
-"""INT8 with explicit Q/DQ (checked in ONNX Runtime), and the TensorRT path (run only where TensorRT is)."""
+"""INT8 with explicit Q/DQ in the form TensorRT wants (checked in ONNX Runtime and by the static rules), and
+enterprise TensorRT, run only where `import tensorrt` works and a GPU is present."""
 
 import importlib.util
 import json
-import random
-import shutil
-from pathlib import Path
 
 import onnx
 import pytest
 import torch
-from PIL import Image, ImageEnhance, ImageOps
 from typer.testing import CliRunner
 
 import inception_deploy as idp
 from inception_deploy.cli import app
+from inception_deploy.qdq_rules import qdq_violations
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
-
-
-@pytest.fixture(scope="module")
-def calib_dir(tmp_path_factory):
-    """scikit-learn's two sample photographs and seeded augmentations of them (crops, flips, brightness)."""
-    import sklearn.datasets
-
-    source = Path(sklearn.datasets.__file__).parent / "images"
-    folder = tmp_path_factory.mktemp("calib")
-    rng = random.Random(0)
-    for name in ("china.jpg", "flower.jpg"):
-        image = Image.open(source / name).convert("RGB")
-        shutil.copy(source / name, folder / name)
-        for i in range(11):
-            w, h = image.size
-            s = rng.uniform(0.4, 0.95)
-            cw, ch = int(w * s), int(h * s)
-            x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
-            crop = image.crop((x, y, x + cw, y + ch))
-            if rng.random() < 0.5:
-                crop = ImageOps.mirror(crop)
-            ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3)).save(folder / f"{name[:-4]}_{i}.jpg")
-    return folder
 
 
 def _every_conv_is_qdq(model: onnx.ModelProto) -> bool:
@@ -50,21 +25,37 @@ def _every_conv_is_qdq(model: onnx.ModelProto) -> bool:
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "googlenet"])
-def test_int8_qdq_export_agrees_with_fp32(name, tmp_path, calib_dir, library_checkpoints):
-    weights, _, _ = library_checkpoints(name)
-    manifest = idp.export_onnx(name, weights=weights, int8=True, calib=calib_dir, out_dir=tmp_path)
+def test_int8_qdq_export_agrees_with_fp32(name, exported, calib_dir):
+    out, manifest = exported(name)
     record = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
     assert record["path"] == "model.int8.onnx" and record["calibration"]["samples"] == 24
     assert record["calibration"]["synthetic"] is False and record["calibration"]["cache_reused"] is False
     assert record["parity"]["cosine"] >= 0.98 and record["parity"]["passed"], record["parity"]
-    model = onnx.load(str(tmp_path / "model.int8.onnx"))
-    assert _every_conv_is_qdq(model)
-    assert (tmp_path / record["calibration"]["cache"]).is_file()
+    model = onnx.load(str(out / "model.int8.onnx"))
+    assert _every_conv_is_qdq(model) and qdq_violations(model) == []
+    assert record["qdq"]["conv"] == sum(n.op_type == "Conv" for n in model.graph.node) and record["qdq"]["gemm"] == 1
+    assert (out / record["calibration"]["cache"]).is_file()
 
     # parity on the real photographs, through the variant's preprocessing, judged by agreement
-    report = idp.check_parity(name, export_dir=tmp_path, precisions="int8", images=calib_dir, samples=0)
+    report = idp.check_parity(name, export_dir=out, precisions="int8", images=calib_dir, samples=0)
     [row] = report.rows
     assert row.precision == "int8" and row.passed and row.diff.cosine >= 0.98, row.to_dict()
+
+
+def test_residual_adds_keep_qdq_on_the_skip_input_only(exported):
+    """Inception-ResNet: each residual Add takes the conv branch as it is and the skip input through Q/DQ."""
+    out, manifest = exported("inception_resnet_v2")
+    model = onnx.load(str(out / "model.int8.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    adds = [n for n in model.graph.node if n.op_type == "Add" and all(i in producer for i in n.input)]
+    assert len(adds) == 40  # 10 Block35 + 20 Block17 + 10 Block8
+    for add in adds:
+        kinds = sorted(producer[i].op_type for i in add.input)
+        assert kinds == ["Conv", "DequantizeLinear"], (add.name, kinds)
+    assert not any(producer.get(n.input[0], n).op_type in ("Conv", "Gemm")
+                   for n in model.graph.node if n.op_type == "QuantizeLinear")  # no Q/DQ on conv outputs
+    record = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+    assert record["qdq"]["residual_add_skip_inputs"] == 40 and record["parity"]["cosine"] >= 0.98
 
 
 def test_calibration_cache_is_reused_and_synthetic_is_labelled(tmp_path, calib_dir, library_checkpoints):
@@ -100,26 +91,31 @@ def test_int8_arguments_are_checked_before_work(tmp_path):
 
 
 @pytest.mark.skipif(HAS_TENSORRT and torch.cuda.is_available(), reason="TensorRT and a GPU are here: the missing path cannot be shown")
-def test_trt_without_tensorrt_or_gpu_exits_3(tmp_path):
-    for args in (["trt", "--fp16"], ["trt", "v3", "--int8"]):
+def test_enterprise_tensorrt_without_it_or_a_gpu_exits_3(export_copy):
+    out = export_copy("googlenet")
+    for args in (["trt", "--compiler", "tensorrt", "--out", str(out)], ["trt", "v1", "--int8", "--dla-core", "0", "--out", str(out)]):
         result = runner.invoke(app, args)
         assert result.exit_code == 3, result.output
-        assert "pip install 'inception-deploy[tensorrt]'" in result.stderr or "CUDA GPU" in result.stderr
+        assert "pip install 'inception-deploy[tensorrt]'" in result.stderr or "no CUDA GPU" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
-    result = runner.invoke(app, ["parity", "v3", "--backends", "tensorrt"])
+    result = runner.invoke(app, ["parity", "v1", "--dir", str(out), "--backends", "tensorrt"])
     assert result.exit_code == 3 and "TensorRT" in result.stderr
+    assert sorted(p.name for p in out.iterdir() if "engine" in p.name) == []
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not (HAS_TENSORRT and torch.cuda.is_available()), reason="needs `import tensorrt` and a CUDA GPU; TensorRT cannot be installed in this workplace")
+@pytest.mark.skipif(not (HAS_TENSORRT and torch.cuda.is_available()),
+                    reason="needs `import tensorrt` and a CUDA GPU; enterprise TensorRT cannot be installed in this workplace")
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_tensorrt_build_and_parity(precision, tmp_path, calib_dir, library_checkpoints):
+def test_tensorrt_build_and_parity(precision, export_copy, calib_dir):
     from inception_deploy.engine import BuildOptions, build_engine
 
-    weights, _, _ = library_checkpoints("googlenet")
-    idp.export_onnx("v1", weights=weights, fp16=True, int8=True, calib=calib_dir, out_dir=tmp_path)
-    manifest = build_engine(tmp_path, BuildOptions(precision=precision, opt_batch=8, max_batch=32))
+    out = export_copy("googlenet")
+    manifest = build_engine(out, BuildOptions(precision=precision, compiler="tensorrt", opt_batch=8, max_batch=32))
     engine = manifest["artifacts"][-1]
-    assert engine["kind"] == "tensorrt-engine" and (tmp_path / engine["path"]).is_file()
-    report = idp.check_parity("v1", export_dir=tmp_path, backends="tensorrt", precisions=precision, images=calib_dir)
+    assert engine["kind"] == "tensorrt-engine" and engine["path"] == f"model.{precision}.engine"
+    assert engine["compiler"]["name"] == "tensorrt" and engine["gpu"]["compute_capability"]
+    if precision == "int8":
+        assert set(engine["layers"]["conv_matmul"]) and all(k.startswith("int8") for k in engine["layers"]["conv_matmul"])
+    report = idp.check_parity("v1", export_dir=out, backends="tensorrt", precisions=precision, images=calib_dir)
     assert report.passed, report.to_dict()

@@ -37,7 +37,7 @@ def photographs(tmp_path_factory):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_torch_vs_onnxruntime_cpu_fp32_and_fp16(name, exported):
     out, _ = exported(name)
-    report = check_parity(name, export_dir=out, samples=4)
+    report = check_parity(name, export_dir=out, precisions="fp32,fp16", samples=4)
     assert [(r.artifact, r.precision) for r in report.rows] == [("model.onnx", "fp32"), ("model.fp16.onnx", "fp16")]
     assert report.passed and not report.untrained, report.to_dict()
     fp32, fp16 = report.rows
@@ -48,7 +48,7 @@ def test_torch_vs_onnxruntime_cpu_fp32_and_fp16(name, exported):
 def test_parity_v3_on_real_photographs_with_torch_fp16_too(exported, photographs):
     out, _ = exported("inception_v3")
     result = runner.invoke(app, ["parity", "v3", "--dir", str(out), "--images", str(photographs), "--samples", "2",
-                                 "--backends", "onnxruntime,torch", "--json", "-"])
+                                 "--backends", "onnxruntime,torch", "--precision", "fp32,fp16", "--json", "-"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["passed"] and report["inputs"]["images"] == ["china.jpg", "flower.jpg"]
@@ -113,7 +113,7 @@ def test_bad_inputs(tmp_path, exported, photographs):
     one_line(["v3", "--dir", str(v3_dir), "--images", str(empty)], 2, "holds no readable image")
     one_line(["v3", "--dir", str(v3_dir), "--backends", "onnxruntime,magic"], 2, "unknown backend 'magic'")
     one_line(["v3", "--dir", str(tmp_path / "nowhere")], 2, "no export of inception_v3", "inception-deploy export")
-    one_line(["v3", "--dir", str(v3_dir), "--precision", "int8"], 2, "no int8 artifact", "--int8")
+    one_line(["v3", "--onnx", str(v3_dir / "model.onnx"), "--precision", "int8"], 2, "no int8 artifact", "--int8")
     one_line(["v3", "--dir", str(v3_dir), "--precision", "fp64"], 2, "unknown precision 'fp64'")
 
 
@@ -131,7 +131,7 @@ def test_a_gpu_backend_without_a_gpu_exits_3(exported):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_gpu_backends(name, exported):
     out, _ = exported(name)
-    report = check_parity(name, export_dir=out, backends="onnxruntime-cuda,torch-cuda", samples=8)
+    report = check_parity(name, export_dir=out, backends="onnxruntime-cuda,torch-cuda", precisions="fp32,fp16", samples=8)
     assert report.passed, report.to_dict()
     assert {(r.backend, r.precision) for r in report.rows} >= {
         ("onnxruntime-cuda", "fp32"), ("onnxruntime-cuda", "fp16"), ("torch-cuda", "fp16")}

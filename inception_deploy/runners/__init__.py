@@ -11,9 +11,9 @@ from .base import Runner, TensorInfo
 @dataclass(frozen=True)
 class Backend:
     name: str
-    engine: str  # "torch", "onnxruntime", "tensorrt"
+    engine: str  # the library: "torch", "onnxruntime", "tensorrt", "tensorrt-rtx"
     device: str  # for onnxruntime: the execution provider's short name
-    runs: str  # what it runs: "model" (the zoo model) or "onnx" / "engine" artifacts
+    runs: str  # what it runs: "model" (the zoo model), or an artifact kind: "onnx", "tensorrt-engine", …
 
 
 BACKENDS = {
@@ -24,7 +24,8 @@ BACKENDS = {
         Backend("onnxruntime", "onnxruntime", "cpu", "onnx"),
         Backend("onnxruntime-cuda", "onnxruntime", "cuda", "onnx"),
         Backend("onnxruntime-trt", "onnxruntime", "tensorrt", "onnx"),
-        Backend("tensorrt", "tensorrt", "cuda", "engine"),
+        Backend("tensorrt", "tensorrt", "cuda", "tensorrt-engine"),
+        Backend("tensorrt-rtx", "tensorrt-rtx", "cuda", "tensorrt-rtx-engine"),
     )
 }
 
@@ -50,9 +51,10 @@ def open_runner(backend: Backend, *, model=None, artifact=None, precision: str =
         from .onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(artifact, device=backend.device, precision=precision)
-    from .tensorrt_runner import TensorRTRunner
+    from .tensorrt_runner import TensorRTRTXRunner, TensorRTRunner
 
-    return TensorRTRunner(artifact, precision=precision)
+    runner = TensorRTRTXRunner if backend.engine == "tensorrt-rtx" else TensorRTRunner
+    return runner(artifact, precision=precision)
 
 
 def __getattr__(name: str):
@@ -61,10 +63,10 @@ def __getattr__(name: str):
         from .onnxruntime_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner
-    if name == "TensorRTRunner":
-        from .tensorrt_runner import TensorRTRunner
+    if name in ("TensorRTRunner", "TensorRTRTXRunner"):
+        from . import tensorrt_runner
 
-        return TensorRTRunner
+        return getattr(tensorrt_runner, name)
     if name == "TorchRunner":
         from .torch_runner import TorchRunner
 
@@ -72,4 +74,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends"]
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRTXRunner", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends"]

@@ -1,96 +1,192 @@
-"""A serialized TensorRT engine behind the Runner interface: tensor-address API on a CUDA stream."""
+"""Serialized TensorRT and TensorRT-RTX engines behind the Runner interface: tensor-address API on a CUDA stream.
+
+Both compilers share the runtime API; TensorRT-RTX adds a runtime cache (the kernels it finishes on the GPU,
+kept beside the engine for the next start) and a CUDA-graph strategy. An engine is refused, in one line,
+when it is not the file its manifest lists, or was built for another GPU or library version.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ..engine import require_tensorrt
-from ..errors import InputError
+from ..artifacts import atomic_path, read_manifest, sha256_of
+from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
+from ..errors import BackendMissing, InputError
 from .base import Runner, TensorInfo
 
 
 class TensorRTRunner(Runner):
     backend = "tensorrt"
     device = "cuda"
+    compiler: Compiler = TENSORRT
 
     def __init__(self, engine_path: str | Path, *, precision: str | None = None):
-        trt = require_tensorrt()
+        engine_path = Path(engine_path)
+        trt = require_runtime(self.compiler)
         import torch
 
-        engine_path = Path(engine_path)
         if not engine_path.is_file():
             raise InputError(f"engine {engine_path} does not exist: build it with `inception-deploy trt`")
-        _refuse_foreign(engine_path, trt, torch)
-        self.precision = precision or "fp32"
-        self.torch = torch
+        self.engine_path, self.trt, self.torch = engine_path, trt, torch
+        self.record = _manifest_record(engine_path)
+        data = engine_path.read_bytes()
+        self._refuse_foreign(data)
+        self.precision = precision or (self.record or {}).get("precision", "fp32")
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._configure_runtime()
+        self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise InputError(f"engine {engine_path} cannot be loaded here: it was built for another GPU or "
-                             f"TensorRT version (this is TensorRT {trt.__version__}); rebuild it with `inception-deploy trt`")
-        self.context = self.engine.create_execution_context()
+                             f"{self.compiler.title} version (this is {trt.__version__}); rebuild it with `inception-deploy trt`")
+        self.context = self._create_context()
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._dtypes = {n: _torch_dtype(trt, torch, self.engine.get_tensor_dtype(n)) for n in names}
-        self._inputs = [TensorInfo(n, tuple(self.engine.get_tensor_shape(n)), _np_name(self._dtypes[n])) for n in names if is_input[n]]
-        self._outputs = [TensorInfo(n, tuple(self.engine.get_tensor_shape(n)), _np_name(self._dtypes[n])) for n in names if not is_input[n]]
-        self.profile = {n.name: self.engine.get_tensor_profile_shape(n.name, 0) for n in self._inputs}
-        # -1 in an engine shape is a dynamic dimension
-        self._inputs = [TensorInfo(t.name, tuple("batch" if d == -1 else d for d in t.shape), t.dtype) for t in self._inputs]
+
+        def info(name: str) -> TensorInfo:  # -1 in an engine shape is a dynamic dimension
+            shape = tuple("batch" if d == -1 else d for d in self.engine.get_tensor_shape(name))
+            return TensorInfo(name, shape, str(self._dtypes[name]).replace("torch.", ""))
+
+        self._inputs = [info(n) for n in names if is_input[n]]
+        self._outputs = [info(n) for n in names if not is_input[n]]
+        self.profile = {t.name: self.engine.get_tensor_profile_shape(t.name, 0) for t in self._inputs}
+
+    # Hooks for what differs between the compilers.
+    def _refuse_foreign(self, data: bytes) -> None:
+        """Refuse an engine the manifest says was built for another GPU or TensorRT version."""
+        record = self.record
+        if not record or "gpu" not in record:
+            return
+        built, here = record["compiler"]["version"], self.trt.__version__
+        if built != here and not record.get("version_compatible"):
+            raise InputError(f"{self.engine_path.name} was built with TensorRT {built}, this is {here}: "
+                             "rebuild it here with `inception-deploy trt`")
+        here_cc = gpu_capability()
+        built_cc = "sm" + record["gpu"]["compute_capability"].replace(".", "")
+        if built_cc != here_cc:
+            raise InputError(f"{self.engine_path.name} was built for {record['gpu']['name']} ({built_cc}), this GPU is "
+                             f"{gpu_name()} ({here_cc}): rebuild it here with `inception-deploy trt`")
+
+    def _configure_runtime(self) -> None:
+        if self.record and self.record.get("version_compatible"):
+            self.runtime.engine_host_code_allowed = True  # a version-compatible engine carries its lean runtime
+
+    def _create_context(self):
+        return self.engine.create_execution_context()
+
+    # Running.
+    def _bind(self, feed: dict) -> dict:
+        """Set shapes and addresses for device tensors `feed`; allocate and bind the outputs; return them."""
+        for name, tensor in feed.items():
+            low, _, high = self.profile[name]
+            if not all(lo <= d <= hi for lo, d, hi in zip(low, tensor.shape, high)):
+                raise InputError(f"input {name} of shape {list(tensor.shape)} is outside the engine's profile "
+                                 f"{list(low)}..{list(high)}: rebuild with other --min-batch/--max-batch")
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = {}
+        for info in self._outputs:
+            shape = tuple(self.context.get_tensor_shape(info.name))
+            outputs[info.name] = self.torch.empty(shape, dtype=self._dtypes[info.name], device="cuda")
+            self.context.set_tensor_address(info.name, outputs[info.name].data_ptr())
+        return outputs
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise RuntimeError(f"{self.compiler.title} execute_async_v3 failed")
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         torch = self.torch
-        keep = []  # device buffers must outlive the asynchronous run
         with torch.cuda.stream(self.stream):
-            for name, array in feed.items():
-                low, _, high = self.profile[name]
-                if not all(lo <= d <= hi for lo, d, hi in zip(low, array.shape, high)):
-                    raise InputError(f"input {name} of shape {list(array.shape)} is outside the engine's profile "
-                                     f"{list(low)}..{list(high)}: rebuild with other --min/--max-batch")
-                tensor = torch.from_numpy(array).to("cuda", self._dtypes[name], non_blocking=True).contiguous()
-                self.context.set_input_shape(name, tuple(array.shape))
-                self.context.set_tensor_address(name, tensor.data_ptr())
-                keep.append(tensor)
-            outputs = {}
-            for info in self._outputs:
-                shape = tuple(self.context.get_tensor_shape(info.name))
-                outputs[info.name] = torch.empty(shape, dtype=self._dtypes[info.name], device="cuda")
-                self.context.set_tensor_address(info.name, outputs[info.name].data_ptr())
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed")
-        self.stream.synchronize()
+            inputs = {name: torch.from_numpy(array).to("cuda", self._dtypes[name], non_blocking=True).contiguous()
+                      for name, array in feed.items()}
+            outputs = self._bind(inputs)
+            self._execute()
+        self.stream.synchronize()  # the device buffers above stay alive until here
         return {name: t.float().cpu().numpy() for name, t in outputs.items()}
+
+    # For benchmarks: inputs on the device, outputs pre-allocated, shapes and addresses set once;
+    # run_prepared is execute_async_v3 alone.
+    def prepare(self, feed):
+        arrays = self._host_arrays(feed)
+        torch = self.torch
+        with torch.cuda.stream(self.stream):
+            inputs = {name: torch.from_numpy(a).to("cuda", self._dtypes[name]).contiguous() for name, a in arrays.items()}
+            outputs = self._bind(inputs)
+        self.stream.synchronize()
+        return inputs, outputs  # kept alive by the caller while it runs
+
+    def run_prepared(self, prepared) -> None:
+        self._execute()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def describe(self) -> str:
+        return f"{self.backend} ({gpu_name() or 'cuda'}, {self.precision})"
 
     def close(self) -> None:
         self.context = self.engine = self.runtime = None
 
 
-def _refuse_foreign(engine_path: Path, trt, torch) -> None:
-    """Refuse, in one line, an engine the manifest says was built for another GPU or TensorRT version."""
-    manifest_path = engine_path.parent / "manifest.json"
-    if not manifest_path.is_file():
-        return
-    record = next((a for a in json.loads(manifest_path.read_text()).get("artifacts", []) if a.get("path") == engine_path.name), None)
-    if not record:
-        return
-    built_trt = record["tensorrt"]["version"]
-    built_cc = record["gpu"]["compute_capability"]
-    here_cc = "{}.{}".format(*torch.cuda.get_device_capability())
-    if built_trt != trt.__version__ and not record["tensorrt"].get("version_compatible"):
-        raise InputError(f"{engine_path.name} was built with TensorRT {built_trt}, this is {trt.__version__}: rebuild it here with `inception-deploy trt`")
-    if built_cc != here_cc:
-        raise InputError(f"{engine_path.name} was built for compute capability {built_cc} ({record['gpu']['name']}), "
-                         f"this GPU is {here_cc}: rebuild it here with `inception-deploy trt`")
+class TensorRTRTXRunner(TensorRTRunner):
+    """A TensorRT-RTX engine: checked against its targets and the library before loading, its runtime
+    cache kept beside the engine, CUDA graphs captured for the whole engine."""
+
+    backend = "tensorrt-rtx"
+    compiler = TENSORRT_RTX
+
+    def _refuse_foreign(self, data: bytes) -> None:
+        here = gpu_capability()
+        targets = (self.record or {}).get("targets")
+        if here == "sm90":
+            raise BackendMissing(f"{gpu_name()} (sm90) is not a TensorRT-RTX target: use --compiler tensorrt")
+        if targets and here not in targets:
+            raise BackendMissing(f"{gpu_name()} ({here}) is not among {self.engine_path.name}'s targets "
+                                 f"({', '.join(targets)}): rebuild with `inception-deploy trt --compiler tensorrt-rtx "
+                                 f"--target {here}`")
+        runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.ERROR))
+        validity, diagnostics = runtime.get_engine_validity(data)
+        if validity == self.trt.EngineValidity.INVALID:
+            reasons = [name.lower().replace("_", " ") for name, flag in self.trt.EngineInvalidityDiagnostics.__members__.items()
+                       if int(diagnostics) & int(flag)]
+            raise InputError(f"{self.engine_path.name} cannot run here ({', '.join(reasons) or 'TensorRT-RTX says invalid'}): "
+                             "rebuild it with `inception-deploy trt --compiler tensorrt-rtx`")
+
+    def _configure_runtime(self) -> None:
+        pass
+
+    def _create_context(self):
+        config = self.engine.create_runtime_config()
+        self.cache_path = self.engine_path.with_name(self.engine_path.name + ".runtime-cache")
+        self.cache = config.create_runtime_cache()
+        if self.cache_path.is_file():
+            self.cache.deserialize(self.cache_path.read_bytes())  # an incompatible cache is ignored by the library
+        config.set_runtime_cache(self.cache)
+        config.cuda_graph_strategy = self.trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        return self.engine.create_execution_context(config)
+
+    def close(self) -> None:
+        if getattr(self, "cache", None) is not None:
+            with atomic_path(self.cache_path) as tmp:  # the kernels compiled on this GPU, for the next start
+                tmp.write_bytes(bytes(self.cache.serialize()))
+            self.cache = None
+        super().close()
+
+
+def _manifest_record(engine_path: Path) -> dict | None:
+    """The engine's manifest entry, after checking the file is the one listed there (sha256)."""
+    manifest = read_manifest(engine_path.parent)
+    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == engine_path.name), None)
+    if record is not None and sha256_of(engine_path) != record.get("sha256"):
+        raise InputError(f"{engine_path} changed since it was built (sha256 differs from "
+                         f"{engine_path.parent / 'manifest.json'}): rebuild it with `inception-deploy trt`")
+    return record
 
 
 def _torch_dtype(trt, torch, dtype):
     table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int8: torch.int8, trt.int32: torch.int32}
     return table[dtype]
-
-
-def _np_name(dtype) -> str:
-    return str(dtype).replace("torch.", "")

@@ -1,0 +1,197 @@
+"""TensorRT-RTX, for real, on the CPU: every variant's fp16 and int8 ONNX parsed and compiled ahead of time;
+the Q/DQ rules that TensorRT's parser enforces; the options each compiler refuses. Running an engine needs an
+RTX-class GPU: that test is marked gpu."""
+
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+import inception_deploy as idp
+from inception_deploy.cli import app
+from inception_deploy.compilers import RTX_PORTABLE, gpu_capability
+from inception_deploy.engine import BuildOptions, build_engine
+from inception_deploy.errors import BackendMissing
+from inception_deploy.qdq_rules import qdq_violations
+from inception_deploy.samples import image_batch
+
+from conftest import VARIANTS
+
+runner = CliRunner()
+pytestmark = pytest.mark.slow
+tensorrt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is in the dev extra on Linux x86-64")
+
+
+def _one_line_error(result, code: int, *fragments: str) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
+    out = export_copy(name)
+    int8_onnx = onnx.load(str(out / "model.int8.onnx"))
+    assert qdq_violations(int8_onnx) == []
+    quantized = sum(1 for n in int8_onnx.graph.node if n.op_type in ("Conv", "Gemm"))
+
+    for precision in ("fp16", "int8"):
+        manifest = build_engine(out, BuildOptions(precision=precision, compiler="tensorrt-rtx", opt_batch=8, max_batch=32))
+        engine = manifest["artifacts"][-1]
+        path = out / f"model.{precision}.rtx.engine"
+        assert engine["path"] == path.name and engine["kind"] == "tensorrt-rtx-engine" and engine["precision"] == precision
+        assert engine["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and engine["bytes"] > 1_000_000
+        assert engine["compiler"] == {"name": "tensorrt-rtx", "version": tensorrt_rtx.__version__}
+        assert engine["targets"] == list(RTX_PORTABLE) and engine["strongly_typed"] is True
+        assert engine["source"]["path"] == f"model.{precision}.onnx"
+        assert engine["profile"] == {"input": "input", "min": 1, "opt": 8, "max": 32}
+        if not torch.cuda.is_available():
+            assert engine["built_on"] == "cpu"
+        layers = engine["layers"]["conv_matmul"]
+        if precision == "int8":  # every convolution and the classifier run int8 x int8
+            assert set(layers) == {"int8 x int8 -> fp32"} and layers["int8 x int8 -> fp32"] == quantized, layers
+        else:
+            assert set(layers) == {"fp16 x fp16 -> fp16"}, layers
+    assert json.loads((out / "manifest.json").read_text())["artifacts"][-1] == engine
+    assert not list(out.glob(".*partial"))  # nothing half-written
+
+
+def test_trt_command_on_a_machine_without_a_gpu(export_copy):
+    """The README's `trt VARIANT --int8`: auto picks TensorRT-RTX here, and the summary shows what it built."""
+    out = export_copy("googlenet")
+    result = runner.invoke(app, ["trt", "v1", "--int8", "--target", "sm86,8.9", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "model.int8.rtx.engine: tensorrt-rtx" in result.stdout and "for sm86, sm89" in result.stdout
+    assert "conv/matmul: 58 int8 x int8 -> fp32" in result.stdout
+    engine = json.loads((out / "manifest.json").read_text())["artifacts"][-1]
+    assert engine["targets"] == ["sm86", "sm89"] and engine["kind"] == "tensorrt-rtx-engine"
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--compiler", "tensorrt-rtx", "--target", "sm90"], "sm90 (H100/H200, Hopper) is not a TensorRT-RTX target"),
+    (["--target", "sm_90"], "is not a TensorRT-RTX target"),
+    (["--target", "sm99"], "unknown --target 'sm99'"),
+    (["--compiler", "tensorrt-rtx", "--dla-core", "0"], "--dla-core is refused with --compiler tensorrt-rtx"),
+    (["--compiler", "tensorrt-rtx", "--version-compatible"], "--version-compatible is refused"),
+    (["--compiler", "tensorrt-rtx", "--timing-cache", "t.cache"], "--timing-cache is refused"),
+    (["--compiler", "tensorrt-rtx", "--builder-opt-level", "3"], "--builder-opt-level is refused"),
+    (["--compiler", "tensorrt", "--target", "sm86"], "--target is a TensorRT-RTX option"),
+    (["--dla-core", "0", "--target", "sm86"], "pick one with --compiler"),
+    (["--compiler", "magic"], "--compiler must be one of auto, tensorrt, tensorrt-rtx"),
+    (["--fp16", "--int8"], "pass one of --fp16, --int8, --fp32"),
+    (["--min-batch", "8", "--max-batch", "4"], "batch profile"),
+])
+def test_refused_options_exit_2_before_any_work(args, fragment, tmp_path):
+    result = runner.invoke(app, ["trt", "v1", *args, "--out", str(tmp_path / "none")])
+    _one_line_error(result, 2, fragment)
+    assert not (tmp_path / "none").exists()
+
+
+def test_an_unknown_variant_is_exit_2_whatever_is_installed():
+    _one_line_error(runner.invoke(app, ["trt", "v9", "--compiler", "tensorrt"]), 2, "unknown variant 'v9'")
+
+
+def _listed(out, name: str, precision: str) -> None:
+    """Put out/name in the manifest, as the export would have (path, sha256)."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != name] + [{
+        "path": name, "kind": "onnx", "precision": precision,
+        "sha256": hashlib.sha256((out / name).read_bytes()).hexdigest()}]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_operator_tensorrt_lacks_fails_in_one_line_naming_the_node(export_copy):
+    out = export_copy("googlenet")
+    (out / "model.onnx").unlink()  # a hard link: replace it, never write through it
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["input"], ["logits"], name="frobnicate_7", domain="example.custom")], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("example.custom", 1)]),
+              str(out / "model.onnx"))
+    _listed(out, "model.onnx", "fp32")
+    line = _one_line_error(runner.invoke(app, ["trt", "v1", "--fp32", "--compiler", "tensorrt-rtx", "--out", str(out)]), 1,
+                           "TensorRT-RTX's ONNX parser rejects model.onnx", "node 'frobnicate_7' (Frobnicate)")
+    assert "Traceback" not in line and not list(out.glob("*.engine"))
+
+
+def test_an_int8_file_with_int32_biases_is_refused_naming_the_node(export_copy, calib_dir):
+    """What onnxruntime's quantizer writes by default (and this tool wrote before): int32 Conv biases."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    out = export_copy("googlenet")
+    batch = image_batch(idp.get_spec("googlenet"), calib_dir)[0][:2].numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"input": batch[i:i + 1]} for i in range(len(batch))])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    (out / "model.int8.onnx").unlink()
+    quantize_static(str(out / "model.onnx"), str(out / "model.int8.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=["Conv", "Gemm"])
+    violations = qdq_violations(onnx.load(str(out / "model.int8.onnx")))
+    assert any("int32 (a quantized bias)" in v.rule for v in violations), violations[:3]
+    _listed(out, "model.int8.onnx", "int8")
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 1,
+                    "breaks TensorRT's Q/DQ rules at DequantizeLinear", "int32 (a quantized bias)", "re-export it with `inception-deploy export googlenet --int8 --calib DIR`")
+
+
+def test_the_rules_name_per_tensor_weights_and_nonzero_zero_points(exported):
+    out, _ = exported("googlenet")
+    model = onnx.load(str(out / "model.int8.onnx"))
+    initializers = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    weight_dq = producers[conv.input[1]]
+    scale = initializers[weight_dq.input[1]]
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.array(onnx.numpy_helper.to_array(scale).max(), np.float32), scale.name))
+    activation_q = producers[producers[conv.input[0]].input[0]]
+    zero_point = initializers[activation_q.input[2]]
+    zero_point.CopyFrom(onnx.numpy_helper.from_array(np.array(3, np.int8), zero_point.name))
+    found = [str(v) for v in qdq_violations(model)]
+    assert any(f"Conv '{conv.name}'" in v and "per tensor" in v for v in found), found
+    assert any(f"QuantizeLinear '{activation_q.name}'" in v and "zero point is not 0" in v for v in found), found
+
+
+def test_a_changed_source_onnx_is_refused(export_copy):
+    out = export_copy("googlenet")
+    data = (out / "model.fp16.onnx").read_bytes()
+    (out / "model.fp16.onnx").unlink()
+    (out / "model.fp16.onnx").write_bytes(data + b"\0")
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--out", str(out)]), 2, "model.fp16.onnx changed since it was exported")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown here")
+def test_running_an_rtx_engine_without_a_gpu_exits_3(export_copy):
+    out = export_copy("googlenet")
+    build_engine(out, BuildOptions(precision="fp16", compiler="tensorrt-rtx", opt_batch=4, max_batch=8))
+    result = runner.invoke(app, ["parity", "v1", "--dir", str(out), "--backends", "tensorrt-rtx"])
+    _one_line_error(result, 3, "TensorRT-RTX runs engines on a CUDA GPU and none is visible here")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_rtx_engine_on_this_gpu(precision, export_copy, calib_dir):
+    """On an RTX target, parity passes; on anything else (H100: sm90), the runner refuses in one line, exit 3."""
+    out = export_copy("googlenet")
+    build_engine(out, BuildOptions(precision=precision, compiler="tensorrt-rtx", opt_batch=8, max_batch=32))
+    if gpu_capability() in RTX_PORTABLE:
+        report = idp.check_parity("v1", export_dir=out, backends="tensorrt-rtx", precisions=precision, images=calib_dir)
+        assert report.passed, report.to_dict()
+        assert (out / f"model.{precision}.rtx.engine.runtime-cache").is_file()
+    else:
+        with pytest.raises(BackendMissing, match="is not a TensorRT-RTX target|is not among"):
+            idp.check_parity("v1", export_dir=out, backends="tensorrt-rtx", precisions=precision, images=calib_dir)
