@@ -115,7 +115,10 @@ def environment(device: str) -> dict:
         env.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
                    driver=_nvidia_driver())
     for name, compiler in COMPILERS.items():
-        env[name] = importlib.import_module(compiler.module).__version__ if installed(compiler) else None
+        try:
+            env[name] = importlib.import_module(compiler.module).__version__ if installed(compiler) else None
+        except Exception as err:  # noqa: BLE001 - installed but broken (native libraries): say so, measure the rest
+            env[name] = f"unusable: {first_line(err)}"
     return env
 
 

@@ -281,8 +281,10 @@ def trt(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."),
 ):
     """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine and list it in the manifest."""
-    from .compilers import parse_targets, require_builder
+    from .artifacts import read_manifest
+    from .compilers import gpu_capability, parse_targets, require_builder
     from .engine import BuildOptions, build_engine, find_export
+    from .errors import InputError
     from .registry import get_spec
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
@@ -294,10 +296,20 @@ def trt(
                            builder_opt_level=builder_opt_level, dla_core=dla_core, version_compatible=version_compatible)
     if variant is not None:
         get_spec(variant)  # an unknown variant is a usage error, whatever is installed
-    require_builder(options.check())  # exit 2 for bad options, then 3 for a missing compiler, before any work
+    chosen_compiler = options.check()
+    require_builder(chosen_compiler)  # exit 2 for bad options, then 3 for a missing compiler, before any work
     export_dir = out_dir or find_export(variant)
     if out_dir is None and variant is None:
         err.print(f"using the most recent export: {export_dir}", highlight=False)
+    manifest = read_manifest(export_dir)
+    if variant is not None and manifest is not None and manifest.get("variant") != get_spec(variant).name:
+        raise InputError(f"{export_dir} holds an export of {manifest.get('variant')}, not {get_spec(variant).name}: "
+                         "name the right VARIANT or --out")
+    here = gpu_capability()
+    if chosen_compiler.name == "tensorrt-rtx" and here is not None and here not in parse_targets(options.targets):
+        err.print(f"[yellow]note:[/] this GPU ({here}) is not among the engine's targets: the engine is for other "
+                  + ("GPUs; TensorRT (--compiler tensorrt) builds for this one" if here == "sm90" else f"GPUs; add --target {here}"),
+                  highlight=False, soft_wrap=True)
     with StepReporter(err) as on_step:
         manifest = build_engine(export_dir, options, on_step=on_step)
     print_engine_summary(manifest["artifacts"][-1], export_dir)
@@ -311,7 +323,7 @@ def print_engine_summary(engine: dict, export_dir: Path) -> None:
               f"{engine['profile']['opt']}/{engine['profile']['max']}, {engine['bytes'] / 2**20:.1f} MiB, "
               f"built in {engine['build_seconds']} s → {export_dir}", highlight=False, soft_wrap=True)
     layers = engine.get("layers")
-    if layers:
+    if layers and "conv_matmul" in layers:
         compute = ", ".join(f"{n} {signature}" for signature, n in layers["conv_matmul"].items())
         inputs = ", ".join(f"{precision} {n}" for precision, n in layers["by_input_precision"].items())
         out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}", highlight=False, soft_wrap=True)

@@ -128,7 +128,7 @@ def parse_targets(text: str | list[str] | None) -> tuple[str, ...]:
 def import_module(compiler: Compiler) -> ModuleType:
     try:
         return importlib.import_module(compiler.module)
-    except ImportError as err:
+    except (ImportError, OSError) as err:  # OSError: installed, but its native libraries do not load
         raise BackendMissing(f"{compiler.title} is not installed ({err}): {compiler.install}") from None
 
 

@@ -20,7 +20,7 @@ import onnx
 from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, sha256_of
 from .compilers import (RTX_TARGETS, TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name,
                         parse_targets, require_builder, resolve)
-from .errors import CheckFailed, InputError
+from .errors import CheckFailed, InputError, first_line
 from .qdq_rules import check_qdq
 from .registry import get_spec
 
@@ -33,7 +33,7 @@ class BuildOptions:
     max_batch: int = 256
     workspace_gb: float | None = None
     compiler: str = "auto"  # "auto", "tensorrt" or "tensorrt-rtx"
-    targets: tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities; None: all of them
+    targets: tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities; None: its portable set
     # enterprise TensorRT only
     timing_cache: Path | None = None  # default: beside the engine
     builder_opt_level: int | None = None
@@ -107,7 +107,7 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     spec = get_spec(manifest["variant"])
     engine_path = export_dir / compiler.engine_file(options.precision)
 
-    logger = _make_logger(trt)
+    logger = _make_logger(trt)  # kept for the layer list and the build's errors
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -138,9 +138,13 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
                   if targets and "sm75" in targets and options.precision != "fp16" else "")
         raise CheckFailed(f"{compiler.title} could not build an engine from {onnx_path.name}: {logger.last_error()}{turing}")
     data = bytes(serialized)
-    layers = (_inspected_layers(trt, data, logger) if compiler is TENSORRT else _logged_layers(logger))
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(data)
+    try:  # a summary the compiler's output no longer yields must not cost the engine
+        layers = (_inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
+                  else _logged_layers(logger))
+    except Exception as err:  # noqa: BLE001
+        layers = {"source": None, "error": first_line(err)}
     if compiler is TENSORRT:
         cache_path = Path(facts["timing_cache"])
         with atomic_path(cache_path) as tmp:
@@ -209,7 +213,9 @@ def _make_logger(trt):
             self.messages: list[tuple[object, str]] = []
 
         def log(self, severity, msg):
-            self.messages.append((severity, msg))
+            # TensorRT-RTX prints its layer list at VERBOSE; enterprise TensorRT's VERBOSE is tactic timing.
+            if severity != trt.ILogger.Severity.VERBOSE or msg.lstrip().startswith("Layers:"):
+                self.messages.append((severity, msg))
 
         def last_error(self) -> str:
             errors = [m for s, m in self.messages
@@ -224,7 +230,7 @@ def _parser_errors(parser) -> str:
     for i in range(parser.num_errors):
         e = parser.get_error(i)
         node = e.node_name() or f"node #{e.node()}"
-        errors.append(f"node '{node}' ({e.node_operator() or 'unknown operator'}): {e.desc().strip().splitlines()[0]}")
+        errors.append(f"node '{node}' ({e.node_operator() or 'unknown operator'}): {first_line(RuntimeError(e.desc()))}")
     return "; ".join(errors[:3]) + (f"; … {len(errors) - 3} more" if len(errors) > 3 else "")
 
 
@@ -280,7 +286,7 @@ def parse_layer_log(text: str) -> list[LayerInfo]:
         parts = {}
         for section in ("Inputs", "Constants", "Outputs"):
             match = re.search(section + r": \[(.*?)\](?:, (?:Constants|Outputs|TacticName)|$)", line)
-            parts[section] = [DTYPES[d.lower()] for d in re.findall(r"Datatype: (\w+)", match.group(1))] if match else []
+            parts[section] = [DTYPES.get(d.lower(), d.lower()) for d in re.findall(r"Datatype: (\w+)", match.group(1))] if match else []
         layers.append(LayerInfo(kind.group(1).strip(), parts["Inputs"], parts["Constants"], parts["Outputs"]))
     return layers
 
@@ -292,10 +298,11 @@ def _logged_layers(logger) -> dict | None:
     return summarize_layers(parse_layer_log(text), "builder layer list (ProfilingVerbosity.DETAILED)")
 
 
-def _inspected_layers(trt, data: bytes, logger) -> dict | None:
+def _inspected_layers(trt, data: bytes, logger, version_compatible: bool) -> dict | None:
     import json
 
     runtime = trt.Runtime(logger)
+    runtime.engine_host_code_allowed = version_compatible  # such an engine carries its lean runtime
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
         return None

@@ -146,7 +146,7 @@ def export_onnx(
             out_dir.mkdir(parents=True, exist_ok=True)
             proto8, facts = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
                                           progress=lambda done, total: step("calibrating on images", done, total))
-            check_qdq(proto8, "the int8 model")  # before it is kept: nothing is written when it fails
+            check_qdq(proto8, "the int8 model")  # before any artifact is written (the calibration cache is kept)
             facts["qdq"] = qdq_summary(proto8)
             step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
             probe = calibration.batch[:INT8_EVAL_SAMPLES]

@@ -167,7 +167,7 @@ def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:
     def from_conv(name: str) -> bool:
         node = producers.get(name)
         while node is not None and node.op_type in ("Mul", "Div") and any(i in constants for i in node.input):
-            node = producers.get(next(i for i in node.input if i not in constants))
+            node = producers.get(next((i for i in node.input if i not in constants), ""))
         return node is not None and node.op_type in ("Conv", "Gemm")
 
     for node in model.graph.node:
@@ -182,7 +182,8 @@ def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _drop_unused(model: onnx.ModelProto) -> None:
-    """Remove Q/DQ nodes (and their initializers) that no longer feed anything."""
+    """Remove Q/DQ nodes that no longer feed anything, and the scales and zero points only they used."""
+    orphans: set[str] = set()
     while True:
         used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
         dead = [n for n in model.graph.node
@@ -190,9 +191,10 @@ def _drop_unused(model: onnx.ModelProto) -> None:
         if not dead:
             break
         for n in dead:
+            orphans.update(n.input)
             model.graph.node.remove(n)
     used = {i for n in model.graph.node for i in n.input}
-    for init in [i for i in model.graph.initializer if i.name not in used]:
+    for init in [i for i in model.graph.initializer if i.name in orphans and i.name not in used]:
         model.graph.initializer.remove(init)
 
 

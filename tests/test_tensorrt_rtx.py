@@ -61,7 +61,6 @@ def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
         else:
             assert set(layers) == {"fp16 x fp16 -> fp16"}, layers
     assert json.loads((out / "manifest.json").read_text())["artifacts"][-1] == engine
-    assert not list(out.glob(".*partial"))  # nothing half-written
 
 
 def test_trt_command_on_a_machine_without_a_gpu(export_copy):
@@ -89,14 +88,21 @@ def test_trt_command_on_a_machine_without_a_gpu(export_copy):
     (["--fp16", "--int8"], "pass one of --fp16, --int8, --fp32"),
     (["--min-batch", "8", "--max-batch", "4"], "batch profile"),
 ])
-def test_refused_options_exit_2_before_any_work(args, fragment, tmp_path):
-    result = runner.invoke(app, ["trt", "v1", *args, "--out", str(tmp_path / "none")])
+def test_refused_options_exit_2_before_any_work(args, fragment, export_copy):
+    out = export_copy("googlenet")  # a real export: only the refusal stands between it and a build
+    manifest = (out / "manifest.json").read_text()
+    result = runner.invoke(app, ["trt", "v1", *args, "--out", str(out)])
     _one_line_error(result, 2, fragment)
-    assert not (tmp_path / "none").exists()
+    assert not list(out.glob("*.engine")) and (out / "manifest.json").read_text() == manifest
 
 
 def test_an_unknown_variant_is_exit_2_whatever_is_installed():
     _one_line_error(runner.invoke(app, ["trt", "v9", "--compiler", "tensorrt"]), 2, "unknown variant 'v9'")
+
+
+def test_a_variant_that_is_not_the_export_in_out_is_refused(export_copy):
+    out = export_copy("googlenet")
+    _one_line_error(runner.invoke(app, ["trt", "v3", "--out", str(out)]), 2, "holds an export of googlenet, not inception_v3")
 
 
 def _listed(out, name: str, precision: str) -> None:

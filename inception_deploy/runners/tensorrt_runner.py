@@ -60,8 +60,9 @@ class TensorRTRunner(Runner):
         record = self.record
         if not record or "gpu" not in record:
             return
-        built, here = record["compiler"]["version"], self.trt.__version__
-        if built != here and not record.get("version_compatible"):
+        built = (record.get("compiler") or record.get("tensorrt") or {}).get("version")  # "tensorrt": before 0.2
+        here = self.trt.__version__
+        if built and built != here and not record.get("version_compatible"):
             raise InputError(f"{self.engine_path.name} was built with TensorRT {built}, this is {here}: "
                              "rebuild it here with `inception-deploy trt`")
         here_cc = gpu_capability()
