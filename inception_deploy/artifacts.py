@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import InputError
+
 MANIFEST_NAME = "manifest.json"
 # The file each precision's ONNX lands in, inside an export directory.
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -69,6 +71,17 @@ def read_manifest(out_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def verified_record(path: Path, manifest: dict | None, *, made: str = "exported",
+                    fix: str = "re-run the export") -> dict | None:
+    """`path`'s entry in `manifest` (None when it is not listed), after checking the file is the one listed:
+    InputError (exit 2) when its sha256 differs."""
+    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == path.name), None)
+    if record is not None and sha256_of(path) != record.get("sha256"):
+        raise InputError(f"{path} changed since it was {made} (sha256 differs from "
+                         f"{path.parent / MANIFEST_NAME}): {fix}")
+    return record
 
 
 def add_artifact(out_dir: Path, manifest: dict, record: dict) -> dict:

@@ -295,15 +295,15 @@ def _fill_parity(plan: BenchPlan, records: list[BenchRecord], step) -> None:
     """--check-parity: run parity now for every combination that ran."""
     from .parity import check_parity
 
-    backend_names = {"torch": "torch" if plan.device == "cpu" else "torch-cuda", "onnxruntime": "onnxruntime",
-                     "onnxruntime-cuda": "onnxruntime-cuda", "tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx"}
+    from .runners import BACKENDS
+
     for variant in plan.variants:
         for backend in {r.backend for r in records if r.variant == variant and r.status == "ok"}:
-            if backend not in backend_names:
+            name = ("torch" if plan.device == "cpu" else "torch-cuda") if backend == "torch" else backend
+            if name not in BACKENDS:
                 continue  # torch-compile computes what torch does; no separate artifact
             step(f"checking parity: {variant} on {backend}")
-            report = check_parity(variant, export_dir=plan.export_root / variant, backends=backend_names[backend],
-                                  samples=4)
+            report = check_parity(variant, export_dir=plan.export_root / variant, backends=name, samples=4)
             verdicts = {r.precision: r.passed for r in report.rows if r.passed is not None}
             for r in records:
                 if r.variant == variant and r.backend == backend and r.precision in verdicts:

@@ -33,6 +33,7 @@ TENSORRT_ONLY_OPTIONS = {"timing_cache": "--timing-cache", "dla_core": "--dla-co
 @dataclass(frozen=True)
 class Compiler:
     name: str  # "tensorrt" or "tensorrt-rtx": the --compiler value and the backend name
+    title: str  # for people
     module: str  # the Python module that implements it
     install: str  # how to get it
     builds_without_gpu: bool
@@ -45,14 +46,10 @@ class Compiler:
     def engine_file(self, precision: str) -> str:
         return engine_file(precision, self.name)
 
-    @property
-    def title(self) -> str:
-        return {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT-RTX"}[self.name]
 
-
-TENSORRT = Compiler("tensorrt", "tensorrt", "pip install 'inception-deploy[tensorrt]', on a machine with an NVIDIA GPU",
+TENSORRT = Compiler("tensorrt", "TensorRT", "tensorrt", "pip install 'inception-deploy[tensorrt]', on a machine with an NVIDIA GPU",
                     builds_without_gpu=False)
-TENSORRT_RTX = Compiler("tensorrt-rtx", "tensorrt_rtx", "pip install 'inception-deploy[rtx]' (Linux x86-64 or Windows)",
+TENSORRT_RTX = Compiler("tensorrt-rtx", "TensorRT-RTX", "tensorrt_rtx", "pip install 'inception-deploy[rtx]' (Linux x86-64 or Windows)",
                         builds_without_gpu=True)
 COMPILERS = {c.name: c for c in (TENSORRT, TENSORRT_RTX)}
 COMPILER_CHOICES = ("auto", *COMPILERS)

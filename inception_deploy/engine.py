@@ -9,17 +9,17 @@ compiler built what, for which GPUs, and in which precision each layer runs.
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import onnx
 
-from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, sha256_of
-from .compilers import (RTX_TARGETS, TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name,
-                        parse_targets, require_builder, resolve)
+from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, verified_record
+from .compilers import (TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, parse_targets,
+                        require_builder, resolve)
+from .engine_layers import inspected_layers, logged_layers
 from .errors import CheckFailed, InputError, first_line
 from .qdq_rules import check_qdq
 from .registry import get_spec
@@ -100,7 +100,9 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     if not onnx_path.is_file():
         flag = {"fp32": "--onnx", "int8": "--int8 --calib DIR"}[options.precision]
         raise InputError(f"{onnx_path} does not exist: run `inception-deploy export {manifest['variant']} {flag}` first")
-    source_sha = _verified_source(export_dir, manifest, onnx_path)
+    listed = verified_record(onnx_path, manifest)
+    if listed is None:
+        raise InputError(f"{onnx_path} is not listed in {export_dir / 'manifest.json'}: re-run the export")
     if options.precision == "int8":
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
                   f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
@@ -141,8 +143,8 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(data)
     try:  # a summary the compiler's output no longer yields must not cost the engine
-        layers = (_inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
-                  else _logged_layers(logger))
+        layers = (inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
+                  else logged_layers(logger.messages))
     except Exception as err:  # noqa: BLE001
         layers = {"source": None, "error": first_line(err)}
     if compiler is TENSORRT:
@@ -152,25 +154,13 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
 
     record = artifact_record(
         export_dir, engine_path, kind=compiler.kind, precision=options.precision,
-        source={"path": onnx_path.name, "sha256": source_sha},
+        source={"path": onnx_path.name, "sha256": listed["sha256"]},
         compiler={"name": compiler.name, "version": trt.__version__},
         strongly_typed=True, **facts,
         profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
         workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
     )
     return add_artifact(export_dir, manifest, record)
-
-
-def _verified_source(export_dir: Path, manifest: dict, onnx_path: Path) -> str:
-    """The ONNX's sha256, refusing a file that is not the one the manifest lists."""
-    entry = next((a for a in manifest.get("artifacts", []) if a.get("path") == onnx_path.name), None)
-    digest = sha256_of(onnx_path)
-    if entry is None:
-        raise InputError(f"{onnx_path} is not listed in {export_dir / 'manifest.json'}: re-run the export")
-    if entry.get("sha256") != digest:
-        raise InputError(f"{onnx_path} changed since it was exported (sha256 differs from {export_dir / 'manifest.json'}): "
-                         "re-run the export")
-    return digest
 
 
 def _configure_rtx(trt, config, targets: tuple[str, ...]) -> dict:
@@ -232,94 +222,3 @@ def _parser_errors(parser) -> str:
         node = e.node_name() or f"node #{e.node()}"
         errors.append(f"node '{node}' ({e.node_operator() or 'unknown operator'}): {first_line(RuntimeError(e.desc()))}")
     return "; ".join(errors[:3]) + (f"; … {len(errors) - 3} more" if len(errors) > 3 else "")
-
-
-# Layer precisions. TensorRT-RTX prints its final layer list (one line a layer) when built with
-# ProfilingVerbosity.DETAILED and a verbose logger, which needs no GPU; enterprise TensorRT's engine
-# inspector gives the same facts as JSON, from an engine deserialized on the GPU it was built on.
-DTYPES = {"int8": "int8", "fp8": "fp8", "int4": "int4", "fp4": "fp4", "half": "fp16", "fp16": "fp16", "bfloat16": "bf16",
-          "bf16": "bf16", "float": "fp32", "fp32": "fp32", "int32": "int32", "int64": "int64", "bool": "bool"}
-_DTYPE_WORD = re.compile(r"\b(" + "|".join(sorted(DTYPES, key=len, reverse=True)) + r")\b", re.IGNORECASE)
-
-
-@dataclass
-class LayerInfo:
-    type: str
-    inputs: list[str] = field(default_factory=list)
-    weights: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-
-    @property
-    def computes(self) -> bool:
-        """A convolution or matrix product: the layers whose precision decides speed and accuracy."""
-        return any(k in self.type.lower() for k in ("conv", "correlation", "gemm", "matrix", "matmul"))
-
-    @property
-    def signature(self) -> str:
-        first = lambda kinds: kinds[0] if kinds else "?"  # noqa: E731
-        if self.weights:
-            return f"{first(self.inputs)} x {first(self.weights)} -> {first(self.outputs)}"
-        return f"{first(self.inputs)} -> {first(self.outputs)}"
-
-
-def summarize_layers(layers: list[LayerInfo], source: str) -> dict:
-    """Counts of convolution/matmul layers by precision signature ('input x weights -> output'), and of all layers
-    by input precision: enough to see that INT8 convolutions really run in INT8."""
-    compute: dict[str, int] = {}
-    by_input: dict[str, int] = {}
-    for layer in layers:
-        if layer.computes:
-            compute[layer.signature] = compute.get(layer.signature, 0) + 1
-        key = layer.inputs[0] if layer.inputs else "none"
-        by_input[key] = by_input.get(key, 0) + 1
-    return {"source": source, "total": len(layers), "conv_matmul": dict(sorted(compute.items(), key=lambda kv: -kv[1])),
-            "by_input_precision": dict(sorted(by_input.items(), key=lambda kv: -kv[1]))}
-
-
-def parse_layer_log(text: str) -> list[LayerInfo]:
-    """The layers of a 'Layers:' message: 'Name: …, LayerType: …, Inputs: [ … ], Constants: [ … ], Outputs: [ … ]'."""
-    layers = []
-    for line in text.splitlines():
-        kind = re.search(r"LayerType: ([^,]+),", line)
-        if not kind:
-            continue
-        parts = {}
-        for section in ("Inputs", "Constants", "Outputs"):
-            match = re.search(section + r": \[(.*?)\](?:, (?:Constants|Outputs|TacticName)|$)", line)
-            parts[section] = [DTYPES.get(d.lower(), d.lower()) for d in re.findall(r"Datatype: (\w+)", match.group(1))] if match else []
-        layers.append(LayerInfo(kind.group(1).strip(), parts["Inputs"], parts["Constants"], parts["Outputs"]))
-    return layers
-
-
-def _logged_layers(logger) -> dict | None:
-    text = next((m for _, m in reversed(logger.messages) if m.lstrip().startswith("Layers:")), None)
-    if text is None:
-        return None
-    return summarize_layers(parse_layer_log(text), "builder layer list (ProfilingVerbosity.DETAILED)")
-
-
-def _inspected_layers(trt, data: bytes, logger, version_compatible: bool) -> dict | None:
-    import json
-
-    runtime = trt.Runtime(logger)
-    runtime.engine_host_code_allowed = version_compatible  # such an engine carries its lean runtime
-    engine = runtime.deserialize_cuda_engine(data)
-    if engine is None:
-        return None
-    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
-    layers = []
-    for layer in info.get("Layers", []):
-        if not isinstance(layer, dict):
-            continue
-        weights = layer.get("Weights") if isinstance(layer.get("Weights"), dict) else None
-        layers.append(LayerInfo(str(layer.get("LayerType", "?")),
-                                [_dtype_in(t.get("Format/Datatype")) for t in layer.get("Inputs", [])],
-                                [_dtype_in(weights.get("Type"))] if weights else [],
-                                [_dtype_in(t.get("Format/Datatype")) for t in layer.get("Outputs", [])]))
-    return summarize_layers(layers, "engine inspector (JSON)")
-
-
-def _dtype_in(text) -> str:
-    """The data type named in an inspector string such as 'Channel major FP16 format where …'."""
-    match = _DTYPE_WORD.search(str(text or ""))
-    return DTYPES[match.group(1).lower()] if match else "?"

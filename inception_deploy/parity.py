@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from .artifacts import ENGINE_KINDS, read_manifest, sha256_of
+from .artifacts import ENGINE_KINDS, read_manifest, sha256_of, verified_record
 from .compare import Difference, difference
 from .compilers import COMPILERS, require_runtime
 from .errors import InputError, first_line
@@ -207,8 +207,7 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         path = directory / entry["path"]
         if not path.is_file():
             raise InputError(f"{path} is listed in the manifest but missing: re-run the export")
-        if sha256_of(path) != entry.get("sha256"):
-            raise InputError(f"{path} changed since it was exported (sha256 differs): re-run the export, or pass it with --onnx")
+        verified_record(path, manifest, fix="re-run the export, or pass it with --onnx")
         artifacts.append(Artifact(path, entry["precision"], entry["kind"]))
     return manifest, artifacts
 

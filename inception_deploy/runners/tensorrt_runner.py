@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_path, read_manifest, sha256_of
+from ..artifacts import atomic_path, read_manifest, verified_record
 from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
 from ..errors import BackendMissing, InputError
 from .base import Runner, TensorInfo
@@ -30,11 +30,12 @@ class TensorRTRunner(Runner):
         if not engine_path.is_file():
             raise InputError(f"engine {engine_path} does not exist: build it with `inception-deploy trt`")
         self.engine_path, self.trt, self.torch = engine_path, trt, torch
-        self.record = _manifest_record(engine_path)
+        self.record = verified_record(engine_path, read_manifest(engine_path.parent), made="built",
+                                      fix="rebuild it with `inception-deploy trt`")
         data = engine_path.read_bytes()
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self._refuse_foreign(data)
         self.precision = precision or (self.record or {}).get("precision", "fp32")
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self._configure_runtime()
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
@@ -149,8 +150,7 @@ class TensorRTRTXRunner(TensorRTRunner):
             raise BackendMissing(f"{gpu_name()} ({here}) is not among {self.engine_path.name}'s targets "
                                  f"({', '.join(targets)}): rebuild with `inception-deploy trt --compiler tensorrt-rtx "
                                  f"--target {here}`")
-        runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.ERROR))
-        validity, diagnostics = runtime.get_engine_validity(data)
+        validity, diagnostics = self.runtime.get_engine_validity(data)
         if validity == self.trt.EngineValidity.INVALID:
             reasons = [name.lower().replace("_", " ") for name, flag in self.trt.EngineInvalidityDiagnostics.__members__.items()
                        if int(diagnostics) & int(flag)]
@@ -176,16 +176,6 @@ class TensorRTRTXRunner(TensorRTRunner):
                 tmp.write_bytes(bytes(self.cache.serialize()))
             self.cache = None
         super().close()
-
-
-def _manifest_record(engine_path: Path) -> dict | None:
-    """The engine's manifest entry, after checking the file is the one listed there (sha256)."""
-    manifest = read_manifest(engine_path.parent)
-    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == engine_path.name), None)
-    if record is not None and sha256_of(engine_path) != record.get("sha256"):
-        raise InputError(f"{engine_path} changed since it was built (sha256 differs from "
-                         f"{engine_path.parent / 'manifest.json'}): rebuild it with `inception-deploy trt`")
-    return record
 
 
 def _torch_dtype(trt, torch, dtype):
