@@ -19,6 +19,10 @@ from typer.core import TyperGroup
 from .errors import InceptionDeployError
 from .registry import list_models
 
+INTERRUPTED = 130  # Ctrl-C, as shells report it
+INTERRUPTED_MESSAGE = "interrupted: nothing was written"
+
+
 class OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr and a documented exit code, never a traceback.
 
@@ -29,10 +33,12 @@ class OneLineErrors(TyperGroup):
         try:
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
+            if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into a silent Exit(130)
+                code = _fail(INTERRUPTED_MESSAGE, INTERRUPTED)
         except InceptionDeployError as error:
             code = _fail(str(error), error.exit_code)
         except (typer.Abort, KeyboardInterrupt):
-            code = _fail("interrupted: nothing was written", 130)
+            code = _fail(INTERRUPTED_MESSAGE, INTERRUPTED)
         except Exception as error:
             if _is_click_error(error):  # a usage error: unknown option, missing argument, bad value
                 ctx, message = getattr(error, "ctx", None), error.format_message()

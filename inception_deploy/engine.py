@@ -21,6 +21,7 @@ from .compilers import (TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler,
                         require_builder, resolve)
 from .engine_layers import inspected_layers, logged_layers
 from .errors import CheckFailed, InputError, first_line
+from .interrupts import deferred_interrupt
 from .qdq_rules import check_qdq
 from .registry import get_spec
 
@@ -110,31 +111,35 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     engine_path = export_dir / compiler.engine_file(options.precision)
 
     logger = _make_logger(trt)  # kept for the layer list and the build's errors
-    builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    parser = trt.OnnxParser(network, logger)
-    step(f"parsing {onnx_path.name} with {compiler.title}")
-    if not parser.parse_from_file(str(onnx_path)):
+    with deferred_interrupt() as interrupted:  # TensorRT would swallow Ctrl-C raised in its callbacks
+        builder = trt.Builder(logger)
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, logger)
+        step(f"parsing {onnx_path.name} with {compiler.title}")
+        parsed = parser.parse_from_file(str(onnx_path))
+        if parsed and not interrupted():
+            config = builder.create_builder_config()
+            config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list, with precisions
+            config.progress_monitor = _make_monitor(trt, interrupted)
+            if options.workspace_gb:
+                config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
+            input_name = network.get_input(0).name
+            c, h, w = spec.input_size
+            profile = builder.create_optimization_profile()
+            profile.set_shape(input_name, (options.min_batch, c, h, w), (options.opt_batch, c, h, w),
+                              (options.max_batch, c, h, w))
+            config.add_optimization_profile(profile)
+            if compiler is TENSORRT_RTX:
+                facts = _configure_rtx(trt, config, targets)
+            else:
+                facts = _configure_tensorrt(trt, config, options, engine_path)
+            step(f"building the {options.precision} engine with {compiler.title}")
+            start = time.perf_counter()
+            serialized = builder.build_serialized_network(network, config)
+            seconds = time.perf_counter() - start
+    # past this point Ctrl-C behaves as usual: the writes below are atomic
+    if not parsed:
         raise CheckFailed(f"{compiler.title}'s ONNX parser rejects {onnx_path.name}: {_parser_errors(parser)}")
-
-    config = builder.create_builder_config()
-    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list, with precisions
-    if options.workspace_gb:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
-    input_name = network.get_input(0).name
-    c, h, w = spec.input_size
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, (options.min_batch, c, h, w), (options.opt_batch, c, h, w), (options.max_batch, c, h, w))
-    config.add_optimization_profile(profile)
-    if compiler is TENSORRT_RTX:
-        facts = _configure_rtx(trt, config, targets)
-    else:
-        facts = _configure_tensorrt(trt, config, options, engine_path)
-
-    step(f"building the {options.precision} engine with {compiler.title}")
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - start
     if serialized is None:
         turing = (" (TensorRT-RTX compiles only fp16 for Turing: build sm75 on its own, from model.fp16.onnx)"
                   if targets and "sm75" in targets and options.precision != "fp16" else "")
@@ -213,6 +218,25 @@ def _make_logger(trt):
             return errors[-1].strip().splitlines()[0][:300] if errors else "it reported no error"
 
     return Logger()
+
+
+def _make_monitor(trt, interrupted: Callable[[], bool]):
+    """A progress monitor that stops the build (step_complete -> False) once Ctrl-C was pressed."""
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            pass
+
+        def step_complete(self, phase_name, step):
+            return not interrupted()
+
+        def phase_finish(self, phase_name):
+            pass
+
+    return Monitor()
 
 
 def _parser_errors(parser) -> str:

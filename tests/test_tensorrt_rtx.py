@@ -201,3 +201,31 @@ def test_rtx_engine_on_this_gpu(precision, export_copy, calib_dir):
     else:
         with pytest.raises(BackendMissing, match="is not a TensorRT-RTX target|is not among"):
             idp.check_parity("v1", export_dir=out, backends="tensorrt-rtx", precisions=precision, images=calib_dir)
+
+
+def test_ctrl_c_during_a_build_stops_it_and_keeps_earlier_artifacts(export_copy, monkeypatch):
+    """TensorRT catches a KeyboardInterrupt raised in its callbacks and builds on; the interrupt must win."""
+    import os
+    import signal
+    import threading
+
+    out = export_copy("googlenet")
+    build_engine(out, BuildOptions(precision="int8", compiler="tensorrt-rtx", opt_batch=4, max_batch=8))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def press_ctrl_c(label: str) -> None:
+        if label.startswith("building"):  # 0.1 s into build_serialized_network, inside the native call
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    with pytest.raises(KeyboardInterrupt):
+        build_engine(out, BuildOptions(precision="int8", compiler="tensorrt-rtx", opt_batch=8, max_batch=16),
+                     on_step=press_ctrl_c)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # byte-identical, no temporary files
+
+    import inception_deploy.engine as engine
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "build_engine", interrupted)
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 130, "interrupted: nothing was written")
