@@ -280,6 +280,7 @@ def trt(
     opt_batch: int = typer.Option(32, "--opt-batch"),
     max_batch: int = typer.Option(256, "--max-batch"),
     workspace_gb: Optional[float] = typer.Option(None, "--workspace-gb", help="Builder workspace limit."),
+    tf32: bool = typer.Option(False, "--tf32", help="Let fp32 layers use TF32 (TensorRT's default; off here so that fp32 is fp32). Recorded in the manifest."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT: timing cache to reuse and update; default beside the engine."),
     builder_opt_level: Optional[int] = typer.Option(None, "--builder-opt-level", help="TensorRT: 0..5; its default is 3."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="TensorRT: build for this DLA core (Jetson), with GPU fallback."),
@@ -297,7 +298,7 @@ def trt(
     if len(chosen) > 1:
         raise typer.BadParameter("pass one of --fp16, --int8, --fp32", param_hint="precision")
     options = BuildOptions(precision=(chosen or ["fp16"])[0], min_batch=min_batch, opt_batch=opt_batch,
-                           max_batch=max_batch, workspace_gb=workspace_gb, compiler=compiler,
+                           max_batch=max_batch, workspace_gb=workspace_gb, tf32=tf32, compiler=compiler,
                            targets=parse_targets(target) if target is not None else None, timing_cache=timing_cache,
                            builder_opt_level=builder_opt_level, dla_core=dla_core, version_compatible=version_compatible)
     if variant is not None:

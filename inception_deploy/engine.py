@@ -33,6 +33,7 @@ class BuildOptions:
     opt_batch: int = 32
     max_batch: int = 256
     workspace_gb: float | None = None
+    tf32: bool = False  # TensorRT turns TF32 on by default, which makes an "fp32" engine TF32: off unless asked
     compiler: str = "auto"  # "auto", "tensorrt" or "tensorrt-rtx"
     targets: tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities; None: its portable set
     # enterprise TensorRT only
@@ -121,6 +122,8 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
             config = builder.create_builder_config()
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list, with precisions
             config.progress_monitor = _make_monitor(trt, interrupted)
+            if not options.tf32:
+                config.clear_flag(trt.BuilderFlag.TF32)
             if options.workspace_gb:
                 config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gb * (1 << 30)))
             input_name = network.get_input(0).name

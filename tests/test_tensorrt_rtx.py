@@ -234,3 +234,15 @@ def test_ctrl_c_during_a_build_stops_it_and_keeps_earlier_artifacts(export_copy,
 
     monkeypatch.setattr(engine, "build_engine", interrupted)
     _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 130, "interrupted: nothing was written")
+
+
+def test_fp32_engines_are_fp32_unless_tf32_is_asked_for(export_copy):
+    """TensorRT enables TF32 by default, which would make an "fp32" engine TF32; the manifest says which it is."""
+    out = export_copy("googlenet")
+    for extra, expected in (([], False), (["--tf32"], True)):
+        result = runner.invoke(app, ["trt", "v1", "--fp32", "--compiler", "tensorrt-rtx", "--opt-batch", "1", "--max-batch", "2",
+                                     *extra, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        manifest = json.loads((out / "manifest.json").read_text())
+        record = next(a for a in manifest["artifacts"] if a["path"] == "model.fp32.rtx.engine")
+        assert record["tf32"] is expected
