@@ -1,84 +1,38 @@
-"""Throughput and latency across backends, measured the way trtexec measures, with parity beside speed.
+"""The benchmark sweep: throughput and latency across backends, measured the way trtexec measures.
 
-variant × backend × precision × batch: each combination is run with its input prepared once, outside the
-timed region, warmed up by time, then timed for a duration (timing.py). Combinations that cannot run here
-are recorded as skipped with the reason, never dropped.
+For each variant and batch size, every row (backend × precision) and each of its runner's tuning candidates
+is measured `rounds` times, the rows alternating round by round, so that a drifting host moves all of them
+alike; a row reports the median over rounds and the spread. Each measurement activates a fresh runner (its
+memory baseline taken first), times it (timing.py), audits what actually ran, and closes it before the next.
+A row that cannot run here is `skipped` with the reason; a backend that fails is a `failed` row with the
+reason, and the sweep goes on. With --check-parity, each row's verdict comes from the very runner that was
+timed, through the same prepared path.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import platform
-import resource
-import subprocess
-import tomllib
+import gc
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
-from . import __version__
-from .artifacts import ONNX_FILES, read_manifest
+from .artifacts import ONNX_FILES, read_manifest, verified_record
+from .bench_plan import BenchPlan
+from .compare import difference
 from .compilers import COMPILERS, installed
-from .errors import BackendMissing, InceptionDeployError, InputError, first_line
-from .registry import get_spec, resolve_name
+from .errors import BackendMissing, InceptionDeployError, first_line
+from .registry import get_spec
+from .runners import Backend, open_runner, runner_class
 from .samples import random_batch
-from .timing import measure
+from .timing import CV_WARNING, SPREAD_WARNING, LatencyStats, combine_rounds, measure
+from .tolerances import TOLERANCES
 
-BENCH_BACKENDS = ("torch", "torch-compile", "onnxruntime", "onnxruntime-cuda", "tensorrt", "tensorrt-rtx")
-PRECISIONS = ("fp32", "fp16", "int8")
-GPU_BACKENDS = ("onnxruntime-cuda", "tensorrt", "tensorrt-rtx")
-
-
-@dataclass(frozen=True)
-class BenchPlan:
-    variants: list[str]
-    backends: list[str]
-    precisions: list[str]
-    batches: list[int]
-    device: str = "cpu"
-    warmup_s: float = 2.0
-    duration_s: float = 5.0
-    include_transfers: bool = False
-    check_parity: bool = False
-    export_root: Path = Path("export")
-    description: str = ""
-
-    def check(self) -> "BenchPlan":
-        if not self.variants:
-            raise InputError("name at least one VARIANT (or a --suite)")
-        unknown = [b for b in self.backends if b not in BENCH_BACKENDS]
-        if unknown or not self.backends:
-            raise InputError(f"unknown backend '{', '.join(unknown)}': choose from {', '.join(BENCH_BACKENDS)}")
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
-        if unknown or not self.precisions:
-            raise InputError(f"unknown precision '{', '.join(unknown)}': choose from {', '.join(PRECISIONS)}")
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise InputError(f"--batch takes positive integers, got {self.batches}")
-        if self.device not in ("cpu", "cuda"):
-            raise InputError(f"--device must be cpu or cuda, not {self.device}")
-        if self.warmup_s < 0 or self.duration_s <= 0:
-            raise InputError("--warmup-s must be >= 0 and --duration-s > 0")
-        return self
-
-
-def load_suite(name_or_path: str, search: Path = Path("benchmarks/suites")) -> BenchPlan:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = search / f"{name_or_path}.toml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in search.glob("*.toml"))) if search.is_dir() else "none found"
-        raise InputError(f"no suite '{name_or_path}' ({path}): known suites in {search}: {known}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"suite {path} is not valid TOML: {err}") from None
-    fields = {k: data[k] for k in ("variants", "backends", "precisions", "batches", "device", "warmup_s",
-                                   "duration_s", "include_transfers", "description") if k in data}
-    fields["variants"] = [resolve_name(v) for v in fields.get("variants", [])]
-    return BenchPlan(**fields).check()
+PARITY_SAMPLES = 8
+PARITY_SEED = 1  # not the timing input's seed: parity sees other data than the timed batch
 
 
 @dataclass
@@ -90,48 +44,55 @@ class BenchRecord:
     device: str
     status: str  # "ok", "skipped" or "failed"
     reason: str | None = None
-    stats: dict | None = None  # timing.LatencyStats
+    stats: dict | None = None  # the median over rounds (timing.combine_rounds), with rounds and throughput_spread
+    rounds: list[dict] = field(default_factory=list)  # each round's timing.LatencyStats
     memory_mib: float | None = None
     memory_kind: str | None = None  # what memory_mib measures
-    parity: str = "unchecked"  # "pass", "fail", "reference", "unchecked"
-    settings: dict = field(default_factory=dict)  # backend settings that were used (threads, layout, …)
+    parity: str = "unchecked"  # "pass", "fail", "reference" (the PyTorch model itself) or "unchecked"
+    parity_source: str | None = None  # where the verdict comes from
+    parity_detail: dict | None = None  # the comparison (compare.Difference) when checked here
+    settings: dict = field(default_factory=dict)  # what the runner ran with, and what its audit found
+    tf32: bool | None = None  # None where TF32 does not apply (CPU, fp16, int8)
     include_transfers: bool = False
-    warning: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def environment(device: str) -> dict:
-    """What the figures were measured on."""
-    import onnxruntime
-
-    env = {
-        "inception_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__, "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-    }
-    if device == "cuda" and torch.cuda.is_available():
-        env.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
-                   driver=_nvidia_driver())
-    for name, compiler in COMPILERS.items():
-        try:
-            env[name] = importlib.import_module(compiler.module).__version__ if installed(compiler) else None
-        except Exception as err:  # noqa: BLE001 - installed but broken (native libraries): say so, measure the rest
-            env[name] = f"unusable: {first_line(err)}"
-    return env
+@dataclass
+class _Candidate:
+    settings: dict  # constructor keywords
+    rounds: list[LatencyStats] = field(default_factory=list)
+    recorded: dict = field(default_factory=dict)  # runner.settings() + audit facts
+    memory: tuple[float | None, str | None] = (None, None)
+    parity: tuple[str, dict | None] | None = None
+    warnings: list[str] = field(default_factory=list)
+    failure: str | None = None
 
 
-def run_bench(plan: BenchPlan, *, on_step: Callable[[str], None] | None = None,
-              on_record: Callable[[BenchRecord], None] | None = None) -> list[BenchRecord]:
-    report_step = on_step or (lambda *_: None)
-    emit = on_record or (lambda _: None)
+@dataclass
+class _Row:
+    backend: Backend
+    precision: str
+    artifact: Path | None
+    candidates: list[_Candidate]
+    skipped: str | None = None
+
+
+def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
+              on_record: Callable[[BenchRecord], None] | None = None,
+              on_measurement: Callable[[dict], None] | None = None) -> list[BenchRecord]:
+    """Run the sweep. on_record gets each row as it is finished; on_measurement each round as it is measured."""
     plan.check()
+    report_step = on_step or (lambda *_: None)
+    emit, measured = on_record or (lambda _: None), on_measurement or (lambda _: None)
+    backends = plan.resolved_backends()
     records: list[BenchRecord] = []
-    total = len(plan.variants) * len(plan.backends) * len(plan.precisions) * len(plan.batches)
+    total = len(plan.variants) * len(backends) * len(plan.precisions) * len(plan.batches)
 
     def step(label: str) -> None:
-        report_step(label, len(records), total)  # the sweep's progress, in combinations
+        report_step(label, len(records), total)
 
     def add(record: BenchRecord) -> None:
         records.append(record)
@@ -139,193 +100,209 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[[str], None] | None = None,
 
     for variant in plan.variants:
         spec = get_spec(variant)
-        for backend in plan.backends:
-            for precision in plan.precisions:
-                reason = _skip_reason(plan, spec.name, backend, precision)
-                if reason:
-                    for batch in plan.batches:
-                        add(BenchRecord(spec.name, backend, precision, batch, _device_of(backend, plan), "skipped", reason))
-                    continue
-                step(f"{spec.name} · {backend} · {precision}: loading")
-                try:
-                    _bench_combination(plan, spec, backend, precision, add, step)
-                except BackendMissing as err:
-                    for batch in plan.batches:
-                        add(BenchRecord(spec.name, backend, precision, batch, _device_of(backend, plan), "skipped", str(err)))
-    if plan.check_parity:
-        _fill_parity(plan, records, step)
+        rows = [_plan_row(plan, spec, backend, precision, step) for backend in backends for precision in plan.precisions]
+        model = reference = None
+        if any(not r.skipped and r.backend.runs == "model" for r in rows) or plan.check_parity:
+            model = _model(plan, spec)
+        for batch in plan.batches:
+            for row in rows:
+                if row.skipped:
+                    add(BenchRecord(spec.name, row.backend.name, row.precision, batch, row.backend.device, "skipped", row.skipped))
+            live = [r for r in rows if not r.skipped]
+            fresh = [[_Candidate(c.settings) for c in r.candidates] for r in live]
+            if plan.check_parity and live and reference is None:
+                reference = _reference(spec, model)
+            for round_index in range(plan.rounds):
+                for row, candidates in zip(live, fresh):
+                    for candidate in candidates:
+                        if candidate.failure or row.skipped:
+                            continue
+                        step(f"{spec.name} · {row.backend.name} · {row.precision} · batch {batch} · "
+                             f"round {round_index + 1}/{plan.rounds}")
+                        _measure(plan, spec, row, candidate, batch, model, reference if round_index == 0 else None)
+                        measured({"variant": spec.name, "backend": row.backend.name, "precision": row.precision,
+                                  "batch": batch, "round": round_index + 1, "settings": candidate.settings,
+                                  "stats": candidate.rounds[-1].to_dict() if candidate.rounds and not candidate.failure else None,
+                                  "failure": candidate.failure, "skipped": row.skipped})
+            for row, candidates in zip(live, fresh):
+                add(_record(plan, spec, row, candidates, batch))
     return records
 
 
-def _device_of(backend: str, plan: BenchPlan) -> str:
-    if backend in GPU_BACKENDS:
-        return "cuda"
-    if backend == "onnxruntime":
-        return "cpu"
-    return plan.device
+def _plan_row(plan: BenchPlan, spec, backend: Backend, precision: str, step) -> _Row:
+    """A row, with the reason it cannot run here, or its verified artifact and its runner's candidates."""
+    reason = _skip_reason(plan, spec.name, backend, precision)
+    if reason:
+        return _Row(backend, precision, None, [], skipped=reason)
+    artifact = None
+    try:
+        if backend.runs != "model":
+            artifact = _artifact(plan, spec.name, backend, precision, step)
+        candidates = runner_class(backend).candidates(backend.device, precision)
+    except BackendMissing as err:
+        return _Row(backend, precision, None, [], skipped=str(err))
+    return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates])
 
 
-def _skip_reason(plan: BenchPlan, variant: str, backend: str, precision: str) -> str | None:
-    device = _device_of(backend, plan)
-    if backend.startswith("torch") and precision == "int8":
+def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
+    if backend.engine == "torch" and precision == "int8":
         return "torch runs no int8: the Q/DQ ONNX runs on onnxruntime, tensorrt or tensorrt-rtx"
-    if device == "cuda" and not torch.cuda.is_available():
+    if backend.device != "cpu" and not torch.cuda.is_available():
         return "no CUDA GPU here"
-    if backend == "onnxruntime" and precision == "fp16":
+    if backend.name == "onnxruntime" and precision == "fp16":
         return "ONNX Runtime's CPU provider runs fp16 through inserted Casts: a timing would measure the Casts"
-    if backend in COMPILERS:
-        compiler = COMPILERS[backend]
+    if backend.engine == "onnxruntime" and backend.device != "cpu" and precision == "int8":
+        return ("ONNX Runtime's CUDA provider dequantizes a Q/DQ model and convolves in fp32: a timing would not be "
+                "int8 (use tensorrt)")
+    if backend.engine in COMPILERS:
+        compiler = COMPILERS[backend.engine]
         if not installed(compiler):
             return f"{compiler.title} is not installed ({compiler.install})"
         engine = plan.export_root / variant / compiler.engine_file(precision)
         if not engine.is_file():
-            return f"no {engine}: build it with `inception-deploy trt {variant} --{precision} --compiler {backend}`"
-    if backend.startswith("onnxruntime") and precision == "int8":
+            return f"no {engine}: build it with `inception-deploy trt {variant} --{precision} --compiler {backend.engine}`"
+    if backend.engine == "onnxruntime" and precision == "int8":
         if not (plan.export_root / variant / ONNX_FILES["int8"]).is_file():
             return f"no {plan.export_root / variant / ONNX_FILES['int8']}: make it with `export {variant} --int8 --calib DIR`"
     return None
 
 
-def _bench_combination(plan: BenchPlan, spec, backend: str, precision: str, add, step) -> None:
-    device = _device_of(backend, plan)
-    artifact = None
-    if backend.startswith("onnxruntime") or backend in COMPILERS:
-        artifact = _artifact(plan, spec.name, backend, precision, step)
-    parity = _manifest_parity(plan, spec.name, artifact, backend, precision)
-    for batch in plan.batches:
-        x = random_batch(spec, batch, seed=0).numpy()
-        step(f"{spec.name} · {backend} · {precision} · batch {batch}")
-        candidates = []
-        try:
-            for settings, runner in _runners(spec, backend, precision, device, artifact, plan.include_transfers):
-                with runner:
-                    if torch.cuda.is_available() and device == "cuda":
-                        torch.cuda.reset_peak_memory_stats()
-                    baseline = _device_used_mib() if device == "cuda" else None
-                    if plan.include_transfers:
-                        feed = {runner.inputs[0].name: x}
-                        stats = measure(lambda: runner.run(feed), batch=batch, warmup_s=plan.warmup_s,
-                                        duration_s=plan.duration_s)
-                    else:
-                        prepared = runner.prepare({runner.inputs[0].name: x})
-                        stats = measure(lambda: runner.run_prepared(prepared), batch=batch, warmup_s=plan.warmup_s,
-                                        duration_s=plan.duration_s, synchronize=runner.synchronize)
-                    memory, kind = _memory(device, backend, baseline)
-                    candidates.append((stats, settings, memory, kind))
-        except BackendMissing:
-            raise
-        except (InceptionDeployError, RuntimeError, ValueError, MemoryError) as err:
-            add(BenchRecord(spec.name, backend, precision, batch, device, "failed", first_line(err), parity=parity,
-                            include_transfers=plan.include_transfers))
-            continue
-        stats, settings, memory, kind = max(candidates, key=lambda c: c[0].throughput)
-        warning = f"unstable: latency CV {stats.cv:.1%} > 5 %" if stats.unstable else None
-        add(BenchRecord(spec.name, backend, precision, batch, device, "ok", None, stats.to_dict(), memory, kind, parity,
-                        settings, plan.include_transfers, warning))
-
-
-def _artifact(plan: BenchPlan, variant: str, backend: str, precision: str, step) -> Path:
+def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> Path:
     directory = plan.export_root / variant
-    if backend in COMPILERS:
-        return directory / COMPILERS[backend].engine_file(precision)
+    if backend.engine in COMPILERS:
+        return directory / COMPILERS[backend.engine].engine_file(precision)  # its runner verifies it on loading
     path = directory / ONNX_FILES[precision]
     if not path.is_file() and precision in ("fp32", "fp16"):
         from .export import export_onnx
 
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
+    verified_record(path, read_manifest(directory), fix=f"re-export it with `inception-deploy export {variant}`")
     return path
 
 
-def _manifest_parity(plan: BenchPlan, variant: str, artifact: Path | None, backend: str, precision: str) -> str:
-    if artifact is None:
-        return "reference" if precision == "fp32" and backend == "torch" else "unchecked"
-    manifest = read_manifest(artifact.parent) or {}
-    record = next((a for a in manifest.get("artifacts", []) if a.get("path") == artifact.name), None)
-    passed = (record or {}).get("parity", {}).get("passed")
-    return "unchecked" if passed is None else ("pass" if passed else "fail")
+def _model(plan: BenchPlan, spec):
+    """The PyTorch model the export was made from (its checkpoint, or the seeded untrained init)."""
+    from .parity import _reference_weights
+    from .zoo import deployable_model
+
+    weights, num_classes = _reference_weights(read_manifest(plan.export_root / spec.name), None, None)
+    return deployable_model(spec.name, weights=weights, num_classes=num_classes)
 
 
-def _runners(spec, backend: str, precision: str, device: str, artifact: Path | None, include_transfers: bool):
-    """(settings, runner) candidates for one combination; the fastest is reported, with its settings."""
-    if backend in ("torch", "torch-compile"):
-        from .runners.torch_runner import TorchRunner
-        from .zoo import deployable_model
-
-        model = deployable_model(spec.name)
-        # channels_last is what fp16 tensor cores want; on the CPU it often wins in fp32 too: measure both.
-        for channels_last in (True,) if precision == "fp16" else (False, True):
-            yield ({"channels_last": channels_last, "threads": torch.get_num_threads(), "compile": backend == "torch-compile"},
-                   TorchRunner(model, device=device, precision=precision, channels_last=channels_last,
-                               compile=backend == "torch-compile"))
-    elif backend == "onnxruntime":
-        from .runners.onnxruntime_runner import OnnxRuntimeRunner
-
-        threads = os.cpu_count()
-        yield {"intra_op_threads": threads}, OnnxRuntimeRunner(artifact, precision=precision, threads=threads)
-    elif backend == "onnxruntime-cuda":
-        from .runners.onnxruntime_runner import OnnxRuntimeRunner
-
-        for nhwc in (0, 1):  # whichever layout measures faster is kept
-            options = {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}
-            if not include_transfers:  # a CUDA graph replays fixed device addresses: only with prepared inputs
-                options["enable_cuda_graph"] = "1"
-            yield options, OnnxRuntimeRunner(artifact, device="cuda", precision=precision, provider_options=options)
-    elif backend in COMPILERS:
-        from .runners import BACKENDS, open_runner
-
-        yield {}, open_runner(BACKENDS[backend], artifact=artifact, precision=precision)
+def _reference(spec, model) -> tuple[np.ndarray, np.ndarray]:
+    """Parity inputs and what PyTorch fp32 on the CPU computes for them."""
+    x = random_batch(spec, PARITY_SAMPLES, seed=PARITY_SEED)
+    with torch.inference_mode():
+        return x.numpy(), model.eval()(x).float().numpy()
 
 
-def _memory(device: str, backend: str, baseline: float | None) -> tuple[float | None, str]:
-    if device == "cuda":
-        if backend.startswith("torch"):
-            return torch.cuda.max_memory_allocated() / 2**20, "torch peak allocated (MiB)"
-        used = _device_used_mib()
-        return (used - baseline if baseline is not None else used), "device memory in use, over the idle baseline (MiB)"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS so far (MiB)"
-
-
-def _device_used_mib() -> float:
-    free, total = torch.cuda.mem_get_info()
-    return (total - free) / 2**20
-
-
-def _fill_parity(plan: BenchPlan, records: list[BenchRecord], step) -> None:
-    """--check-parity: run parity now for every combination that ran."""
-    from .parity import check_parity
-
-    from .runners import BACKENDS
-
-    for variant in plan.variants:
-        for backend in {r.backend for r in records if r.variant == variant and r.status == "ok"}:
-            name = ("torch" if plan.device == "cpu" else "torch-cuda") if backend == "torch" else backend
-            if name not in BACKENDS:
-                continue  # torch-compile computes what torch does; no separate artifact
-            step(f"checking parity: {variant} on {backend}")
-            report = check_parity(variant, export_dir=plan.export_root / variant, backends=name, samples=4)
-            verdicts = {r.precision: r.passed for r in report.rows if r.passed is not None}
-            for r in records:
-                if r.variant == variant and r.backend == backend and r.precision in verdicts:
-                    r.parity = "pass" if verdicts[r.precision] else "fail"
-
-
-
-
-def _cpu_name() -> str:
+def _measure(plan: BenchPlan, spec, row: _Row, candidate: _Candidate, batch: int, model, reference) -> None:
+    """One round of one candidate: activate, time, audit, (check parity), record memory, close."""
+    x = random_batch(spec, batch, seed=0).numpy()
+    tf32 = {"tf32": plan.tf32} if row.precision == "fp32" and row.backend.device == "cuda" and row.backend.engine in ("torch", "onnxruntime") else {}
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+        runner = open_runner(row.backend, model=model, artifact=row.artifact, precision=row.precision,
+                             **candidate.settings, **tf32)
+        with runner:
+            feed = {runner.inputs[0].name: x}
+            if plan.include_transfers:
+                stats = measure(lambda: runner.run(feed), batch=batch, warmup_s=plan.warmup_s, duration_s=plan.duration_s)
+            else:
+                prepared = runner.prepare(feed)
+                stats = measure(lambda: runner.run_prepared(prepared), batch=batch, warmup_s=plan.warmup_s,
+                                duration_s=plan.duration_s, synchronize=runner.synchronize,
+                                device_timer=runner.device_timer())
+            facts = runner.audit()
+            candidate.warnings = facts.pop("warnings", [])
+            candidate.recorded = {**runner.settings(), **facts}
+            memory = runner.memory()
+            if candidate.memory[0] is None or (memory[0] is not None and memory[0] > candidate.memory[0]):
+                candidate.memory = memory  # the largest over rounds
+            if reference is not None:
+                candidate.parity = _parity(runner, reference, batch, row.precision, plan.include_transfers,
+                                           tf32=bool(tf32.get("tf32")))
+        candidate.rounds.append(stats)
+    except BackendMissing as err:
+        row.skipped = str(err)  # the backend or its device is missing: nothing of this row can run
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # noqa: BLE001 - ORT's Fail/EPFail, CUDA OOM, a capture failure: a failed row, go on
+        candidate.failure = first_line(err) if isinstance(err, InceptionDeployError) else f"{type(err).__name__}: {first_line(err)}"
+    finally:
+        _release()
 
 
-def _nvidia_driver() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
+def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, tf32: bool) -> tuple[str, dict]:
+    """The timed runner's outputs on the parity inputs, at the timed batch size and through the timed path."""
+    x, expected = reference
+    n = len(x)
+    chunks = max(1, math.ceil(n / batch))
+    tiled = np.resize(x, (chunks * batch, *x.shape[1:]))  # repeats the samples to fill whole batches
+    name = runner.inputs[0].name
+    outputs = []
+    for start in range(0, len(tiled), batch):
+        feed = {name: tiled[start:start + batch]}
+        result = runner.run(feed) if transfers else runner.fetch(runner.prepare(feed))
+        outputs.append(np.asarray(next(iter(result.values())), dtype=np.float32))
+    got = np.concatenate(outputs)
+    want = np.resize(expected, got.shape)
+    # TF32 keeps fp16's 10 mantissa bits: such a row is judged by the fp16 tolerance, and says so.
+    judged = "fp16" if tf32 else precision
+    diff = difference(want, got)
+    verdict = "pass" if TOLERANCES[judged].passes(diff) else "fail"
+    return verdict, {**diff.to_dict(), "tolerance": judged, "samples": n}
+
+
+def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batch: int) -> BenchRecord:
+    base = dict(variant=spec.name, backend=row.backend.name, precision=row.precision, batch=batch,
+                device=row.backend.device, include_transfers=plan.include_transfers)
+    if row.skipped:
+        return BenchRecord(**base, status="skipped", reason=row.skipped)
+    done = [c for c in candidates if c.rounds and not c.failure]
+    if not done:
+        reason = next((c.failure for c in candidates if c.failure), "no measurement")
+        return BenchRecord(**base, status="failed", reason=reason)
+    best = max(done, key=lambda c: combine_rounds(c.rounds)["throughput"])
+    stats = combine_rounds(best.rounds)
+    warnings = list(best.warnings)
+    if stats["cv"] > CV_WARNING:
+        warnings.append(f"unstable: latency CV {stats['cv']:.1%} > {CV_WARNING:.0%}")
+    if stats["rounds"] > 1 and stats["throughput_spread"] > SPREAD_WARNING:
+        warnings.append(f"noisy host: throughput moved {stats['throughput_spread']:.0%} between rounds")
+    failed = [c for c in candidates if c.failure]
+    if failed:
+        warnings.append(f"{len(failed)} other setting(s) failed: {failed[0].failure}")
+    tf32 = best.recorded.get("tf32") if row.precision == "fp32" and row.backend.device != "cpu" else None
+    record = BenchRecord(**base, status="ok", stats=stats, rounds=[r.to_dict() for r in best.rounds],
+                         memory_mib=best.memory[0], memory_kind=best.memory[1], settings=best.recorded, tf32=tf32,
+                         warnings=warnings)
+    if best.parity is not None:
+        record.parity, record.parity_detail = best.parity
+        record.parity_source = (f"checked here: this runner, {PARITY_SAMPLES} random inputs at batch {batch}, "
+                                f"vs torch fp32 on the CPU ({best.parity[1]['tolerance']} tolerance)")
+    else:
+        record.parity, record.parity_source = _manifest_parity(plan, spec.name, row)
+    return record
+
+
+def _manifest_parity(plan: BenchPlan, variant: str, row: _Row) -> tuple[str, str | None]:
+    """The export-time verdict, only where it was reached on this same backend and device."""
+    if row.backend.name == "torch" and row.precision == "fp32":
+        return "reference", "the PyTorch model itself (torch fp32 on the CPU)"
+    if row.artifact is None or row.backend.name != "onnxruntime":
+        return "unchecked", None  # run with --check-parity for a verdict from this backend
+    manifest = read_manifest(row.artifact.parent) or {}
+    entry = next((a for a in manifest.get("artifacts", []) if a.get("path") == row.artifact.name), None)
+    parity = (entry or {}).get("parity") or {}
+    if parity.get("backend") != "onnxruntime-cpu" or parity.get("passed") is None:
+        return "unchecked", None
+    return ("pass" if parity["passed"] else "fail"), f"the export's check on onnxruntime-cpu (vs {parity.get('reference')})"
+
+
+def _release() -> None:
+    """Nothing of one measurement carries over to the next: host garbage and the device caches go."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()

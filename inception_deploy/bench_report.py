@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 from .artifacts import atomic_path, write_text_atomic
 from .bench import BenchRecord
 from .deps import require
 
-CSV_FIELDS = ("variant", "backend", "precision", "batch", "device", "status", "throughput", "min_ms", "mean_ms",
-              "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "iterations", "memory_mib", "parity",
-              "include_transfers", "reason", "warning")
+CSV_FIELDS = ("variant", "backend", "precision", "batch", "device", "status", "throughput", "throughput_spread", "rounds",
+              "min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "gpu_mean_ms", "gpu_p50_ms",
+              "gpu_p99_ms", "first_call_ms", "iterations", "memory_mib", "memory_kind", "tf32", "parity", "parity_source",
+              "include_transfers", "reason", "warnings")
 
 
 def to_json(records: list[BenchRecord], env: dict, plan: dict) -> str:
@@ -25,43 +28,75 @@ def to_csv(records: list[BenchRecord]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore")
     writer.writeheader()
     for r in records:
-        writer.writerow({**r.to_dict(), **(r.stats or {})})
+        writer.writerow({**r.to_dict(), **(r.stats or {}), "warnings": "; ".join(r.warnings)})
     return buffer.getvalue()
+
+
+def precision_label(r: BenchRecord) -> str:
+    return f"{r.precision} (TF32)" if r.tf32 else r.precision
 
 
 def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[str] = ()) -> str:
     lines = ["# inception-deploy bench", ""]
     where = env.get("gpu") or env.get("cpu")
     lines += [f"Measured on **{where}**"
-              + (f" (driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')})" if env.get("gpu") else
+              + (f" ({env.get('compute_capability')}, driver {env.get('driver')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}),"
+                 f" host CPU {env.get('cpu')}" if env.get("gpu") else
                  f", {env.get('cpu_count')} cores, torch threads {env.get('torch_threads')}"),
               f"with torch {env['torch']}, onnxruntime {env['onnxruntime']}, TensorRT {env.get('tensorrt') or '—'}, "
-              f"Python {env['python']}.",
-              f"Warm-up {plan['warmup_s']} s, timed {plan['duration_s']} s per row; host↔device copies "
-              f"{'included' if plan['include_transfers'] else 'excluded'}. Throughput in images/s; latency per "
-              "batch in ms. Parity: the artifact's check from its manifest (`pass`/`fail`), `reference` for the "
-              "PyTorch model itself. Memory: peak allocated (torch on a GPU), device memory in use (other GPU "
-              "backends), or the process's peak RSS so far (CPU).", ""]
+              f"TensorRT-RTX {env.get('tensorrt-rtx') or '—'}, Python {env['python']}.", "",
+              f"Each row: {plan.get('rounds', 1)} round(s), the rows alternating round by round; per round a first call "
+              f"(compilation, autotuning, graph capture: not timed), warm-up of ≥3 iterations and {plan['warmup_s']} s, "
+              f"then {plan['duration_s']} s timed. Figures are medians over rounds; *spread* is how far throughput moved "
+              f"between rounds. Host↔device copies {'included' if plan['include_transfers'] else 'excluded'}. "
+              "Throughput in images/s over host wall time; latency per batch in ms on the host; *GPU ms*: device "
+              "compute per batch (CUDA events). fp32 on a GPU is true fp32 unless the precision says TF32. "
+              "Memory: on a GPU each backend's own (torch: allocator peak; ONNX Runtime and TensorRT: device memory above the "
+              "baseline taken before loading); on the CPU the process peak RSS during the row. "
+              "Parity: from this backend when the run used --check-parity, from the export's own check only for "
+              "onnxruntime on the CPU, `reference` for the PyTorch model, else `unchecked`.", ""]
     for variant in dict.fromkeys(r.variant for r in records):
-        lines += [f"## {variant}", "", "| backend | precision | batch | img/s | p50 ms | p90 ms | p99 ms | CV | memory MiB | parity | note |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        lines += [f"## {variant}", "",
+                  "| backend | precision | batch | img/s | spread | p50 ms | p99 ms | GPU ms | CV | memory MiB | parity | note |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in (r for r in records if r.variant == variant):
             if r.status != "ok":
-                lines.append(f"| {r.backend} | {r.precision} | {r.batch} | — | — | — | — | — | — | {r.parity} | "
+                lines.append(f"| {r.backend} | {r.precision} | {r.batch} | — | — | — | — | — | — | — | {r.parity} | "
                              f"{r.status}: {r.reason} |")
                 continue
             s = r.stats
-            note = r.warning or ""
-            lines.append(f"| {r.backend} | {r.precision} | {r.batch} | {s['throughput']:,.1f} | {s['p50_ms']:.2f} | "
-                         f"{s['p90_ms']:.2f} | {s['p99_ms']:.2f} | {s['cv']:.1%} | "
-                         f"{r.memory_mib:,.0f} | {r.parity} | {note} |" if r.memory_mib is not None else
-                         f"| {r.backend} | {r.precision} | {r.batch} | {s['throughput']:,.1f} | {s['p50_ms']:.2f} | "
-                         f"{s['p90_ms']:.2f} | {s['p99_ms']:.2f} | {s['cv']:.1%} | — | {r.parity} | {note} |")
+            gpu = f"{s['gpu_p50_ms']:.2f}" if s.get("gpu_p50_ms") is not None else "—"
+            memory = f"{r.memory_mib:,.0f}" if r.memory_mib is not None else "—"
+            lines.append(f"| {r.backend} | {precision_label(r)} | {r.batch} | {s['throughput']:,.1f} | "
+                         f"{s['throughput_spread']:.0%} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {gpu} | {s['cv']:.1%} | "
+                         f"{memory} | {r.parity} | {'; '.join(r.warnings)} |")
         lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if plan.get("command"):
         lines += ["", "Reproduce with:", "", "```bash", plan["command"], "```"]
     return "\n".join(lines) + "\n"
+
+
+class MeasurementLog:
+    """Append-only JSON lines, written as measurements happen, so that nothing measured is lost to a crash,
+    an interrupt or a later failure. A run begins with a header line; every line carries the run's id."""
+
+    def __init__(self, path: Path, env: dict, plan: dict):
+        self.path = Path(path)
+        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self._append({"type": "run", "environment": env, "plan": plan})
+
+    def measurement(self, data: dict) -> None:
+        self._append({"type": "measurement", **data})
+
+    def record(self, record: BenchRecord) -> None:
+        self._append({"type": "record", **record.to_dict()})
+
+    def _append(self, data: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"run": self.run, **data}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
@@ -77,7 +112,7 @@ def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
             continue
         series = {}
         for r in ok:
-            series.setdefault(f"{r.backend} {r.precision}", []).append((r.batch, r.stats["throughput"]))
+            series.setdefault(f"{r.backend} {precision_label(r)}", []).append((r.batch, r.stats["throughput"]))
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label, points in sorted(series.items()):
             points.sort()
@@ -96,7 +131,7 @@ def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
         ones = [r for r in ok if r.batch == 1]
         if ones:
             fig, ax = plt.subplots(figsize=(7, 4.5))
-            labels = [f"{r.backend}\n{r.precision}" for r in ones]
+            labels = [f"{r.backend}\n{precision_label(r)}" for r in ones]
             for offset, key in enumerate(("p50_ms", "p90_ms", "p99_ms")):
                 ax.bar([i + offset * 0.27 for i in range(len(ones))], [r.stats[key] for r in ones], width=0.27, label=key[:-3])
             ax.set_xticks([i + 0.27 for i in range(len(ones))], labels, fontsize=8)

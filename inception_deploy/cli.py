@@ -16,7 +16,7 @@ from rich.table import Table
 
 from typer.core import TyperGroup
 
-from .errors import InceptionDeployError
+from .errors import InceptionDeployError, InputError
 from .registry import list_models
 
 INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -291,7 +291,6 @@ def trt(
     from .artifacts import read_manifest
     from .compilers import gpu_capability, parse_targets, require_builder
     from .engine import BuildOptions, build_engine, find_export
-    from .errors import InputError
     from .registry import get_spec
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
@@ -352,22 +351,26 @@ def bench(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8 (default fp32)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda, for the torch backends (default cpu)."),
-    warmup_s: Optional[float] = typer.Option(None, "--warmup-s", help="Warm-up per row, seconds (default 2)."),
-    duration_s: Optional[float] = typer.Option(None, "--duration-s", help="Timed window per row, seconds (default 5)."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Measure every row N times, rows alternating round by round; report the median and the spread (default 3)."),
+    warmup_s: Optional[float] = typer.Option(None, "--warmup-s", help="Warm-up per round, seconds, after at least 3 iterations (default 2)."),
+    duration_s: Optional[float] = typer.Option(None, "--duration-s", help="Timed window per round, seconds (default 5)."),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Let fp32 rows on a GPU use TF32, labelled so (default: off, fp32 is fp32)."),
     include_transfers: Optional[bool] = typer.Option(None, "--include-transfers/--exclude-transfers", help="Time host↔device copies too (default: excluded)."),
-    check_parity: bool = typer.Option(False, "--check-parity", help="Run parity now instead of reading it from the manifests."),
+    check_parity: bool = typer.Option(False, "--check-parity", help="Check every row's outputs on the runner that was timed, against torch fp32."),
     suite: Optional[str] = typer.Option(None, "--suite", help="A sweep from benchmarks/suites/NAME.toml (or a .toml path); options given here override it."),
     export_root: Path = typer.Option(Path("export"), "--export-root", help="Where the artifacts are (missing fp32/fp16 ONNX are exported there)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write one JSON record per combination."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON; each measurement is also appended to a .jsonl beside it as it happens."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the records as CSV."),
-    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, CSV, a Markdown summary and PNG plots into DIR."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, JSON lines, CSV, a Markdown summary and PNG plots into DIR."),
 ):
     """Measure throughput and latency across backends, precisions and batch sizes."""
     import dataclasses
     import shlex
 
-    from .bench import BenchPlan, environment, load_suite, run_bench
-    from .bench_report import write_reports
+    from .bench import run_bench
+    from .bench_plan import BenchPlan, load_suite
+    from .bench_report import MeasurementLog, write_reports
+    from .environment import environment
     from .registry import resolve_name
 
     base = load_suite(suite) if suite else BenchPlan(variants=[], backends=["torch", "onnxruntime"],
@@ -375,38 +378,56 @@ def bench(
     overrides = {k: v for k, v in {
         "variants": [resolve_name(v) for v in variants] if variants else None, "backends": _csv(backends),
         "precisions": _csv(precision), "batches": _csv(batch, int), "device": device, "warmup_s": warmup_s,
-        "duration_s": duration_s, "include_transfers": include_transfers,
+        "duration_s": duration_s, "include_transfers": include_transfers, "rounds": rounds, "tf32": tf32,
     }.items() if v is not None}
     plan = dataclasses.replace(base, **overrides, check_parity=check_parity, export_root=export_root).check()
     env = environment(plan.device)
+    plan_dict = plan.to_dict()
+    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    logs = []
+    for path in ([json_out.with_suffix(".jsonl")] if json_out else []) + ([report_dir / "bench.jsonl"] if report_dir else []):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            logs.append(MeasurementLog(path, env, plan_dict))
+        except OSError as e:
+            raise InputError(f"cannot write {path} ({e.strerror}): choose another --json/--report path") from None
 
     table = Table(title=f"bench on {env.get('gpu') or env['cpu']}", box=None)
-    for column in ("variant", "backend", "prec", "batch", "img/s", "p50 ms", "p99 ms", "parity", "note"):
-        table.add_column(column, justify="right" if column in ("batch", "img/s", "p50 ms", "p99 ms") else "left")
+    for column in ("variant", "backend", "prec", "batch", "img/s", "spread", "p50 ms", "GPU ms", "parity", "note"):
+        table.add_column(column, justify="right" if column in ("batch", "img/s", "spread", "p50 ms", "GPU ms") else "left")
 
     def on_record(r) -> None:
+        from .bench_report import precision_label
+
+        for log in logs:
+            log.record(r)
         if r.status == "ok":
             s = r.stats
-            row = [r.variant, r.backend, r.precision, str(r.batch), f"{s['throughput']:,.1f}", f"{s['p50_ms']:.2f}",
-                   f"{s['p99_ms']:.2f}", r.parity, r.warning or ""]
+            gpu = f"{s['gpu_p50_ms']:.2f}" if s.get("gpu_p50_ms") is not None else "—"
+            row = [r.variant, r.backend, precision_label(r), str(r.batch), f"{s['throughput']:,.1f}",
+                   f"{s['throughput_spread']:.0%}", f"{s['p50_ms']:.2f}", gpu, r.parity, "; ".join(r.warnings)]
         else:
-            row = [r.variant, r.backend, r.precision, str(r.batch), "—", "—", "—", r.parity, f"{r.status}: {r.reason}"]
+            row = [r.variant, r.backend, r.precision, str(r.batch), "—", "—", "—", "—", r.parity, f"{r.status}: {r.reason}"]
         table.add_row(*row)
         if not out.is_terminal:
             out.print("  ".join(row), highlight=False, soft_wrap=True)
+
+    def on_measurement(m: dict) -> None:
+        for log in logs:
+            log.measurement(m)
 
     with StepReporter(err) as on_step:
         if out.is_terminal:
             from rich.live import Live
 
             with Live(table, console=out, refresh_per_second=4):
-                records = run_bench(plan, on_step=on_step, on_record=on_record)
+                records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement)
         else:
-            records = run_bench(plan, on_step=on_step, on_record=on_record)
-    plan_dict = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(plan).items()}
-    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+            records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement)
     for path in write_reports(records, env, plan_dict, json_path=json_out, csv_path=csv_out, report_dir=report_dir):
         err.print(f"wrote {path}", highlight=False)
+    for log in logs:
+        err.print(f"wrote {log.path} (appended as measured)", highlight=False)
     failed = [r for r in records if r.status == "failed"]
     if failed:
         raise InceptionDeployError(f"{len(failed)} combination(s) failed: first {failed[0].variant} {failed[0].backend} "

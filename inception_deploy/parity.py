@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from .artifacts import ENGINE_KINDS, read_manifest, sha256_of, verified_record
+from .artifacts import ENGINE_KINDS, PRECISIONS, read_manifest, sha256_of, verified_record
 from .compare import Difference, difference
 from .compilers import COMPILERS, require_runtime
 from .errors import InputError, first_line
@@ -27,7 +27,6 @@ from .samples import UNTRAINED_CONDITIONING, image_batch, random_batch
 from .tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
 from .zoo import DEFAULT_INIT_SEED, build_model, deployable_model
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_SAMPLES = 8
 CHUNK = 8  # samples per run: bounds memory on big inputs
 REFERENCES = {"torch": "torch-cpu-fp32", "onnxruntime": "onnxruntime-cpu-fp32"}

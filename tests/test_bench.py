@@ -1,21 +1,36 @@
-"""bench: the timing maths, the skip reasons, the reports, and a tiny real CPU sweep."""
+"""bench: the timing maths, the measurement contract (warm-up, rounds, recompiles, failures, memory, parity
+from the timed runner), the reports, and real CPU sweeps."""
 
 import csv
 import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from inception_deploy.bench import BenchPlan, BenchRecord, _skip_reason, run_bench
+from inception_deploy.bench import BenchRecord, _skip_reason, run_bench
+from inception_deploy.bench_plan import BenchPlan, load_suite
 from inception_deploy.bench_report import CSV_FIELDS, to_csv, to_markdown
 from inception_deploy.cli import app
-from inception_deploy.timing import measure, summarize
+from inception_deploy.runners import BACKENDS
+from inception_deploy.runners.base import Runner, reset_peak_rss
+from inception_deploy.timing import MIN_WARMUP_ITERATIONS, combine_rounds, measure, summarize
 
 runner = CliRunner()
 SUITES = Path(__file__).parent.parent / "benchmarks" / "suites"
+
+
+class FakeClock:
+    """A clock the test advances: each step and sync costs what the test says."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_percentiles_and_throughput_on_known_samples():
@@ -29,31 +44,101 @@ def test_percentiles_and_throughput_on_known_samples():
     assert steady.cv == pytest.approx(0.0, abs=1e-9) and not steady.unstable and steady.throughput == pytest.approx(100)
 
 
-def test_measure_warms_up_by_time_then_times_a_duration():
-    now = [0.0]
+def test_a_slow_first_call_stays_out_of_the_warmup_and_the_timed_window():
+    """Compilation or graph capture in the first call (5 s here) must not use up the warm-up budget, and
+    at least MIN_WARMUP_ITERATIONS run after it however short the warm-up time."""
+    clock = FakeClock()
     calls = {"step": 0, "sync": 0}
 
     def step():
         calls["step"] += 1
-        now[0] += 0.010  # every iteration takes 10 ms…
+        clock.now += 5.0 if calls["step"] == 1 else 0.010
 
     def sync():
         calls["sync"] += 1
-        now[0] += 0.002  # …and 2 ms to synchronise, which is part of the latency
+        clock.now += 0.002  # synchronising is part of the latency
 
-    stats = measure(step, batch=8, warmup_s=0.1, duration_s=0.5, synchronize=sync, clock=lambda: now[0])
-    assert stats.p50_ms == pytest.approx(12.0) and stats.cv == pytest.approx(0.0, abs=1e-6)
-    assert stats.iterations == 42  # 0.5 s / 12 ms, rounded up to cover the window
-    assert calls["step"] == calls["sync"] == 42 + 9  # 9 warm-up iterations fill 0.1 s
+    stats = measure(step, batch=8, warmup_s=0.1, duration_s=0.5, synchronize=sync, clock=clock)
+    assert stats.first_call_ms == pytest.approx(5002.0)
+    assert stats.warmup_iterations == 9  # 0.1 s of 12 ms iterations, counted from the end of the first call
+    assert stats.max_ms == pytest.approx(12.0) and stats.iterations == 42  # 0.5 s / 12 ms, rounded up
+    assert calls["step"] == calls["sync"] == 1 + 9 + 42
     assert stats.throughput == pytest.approx(8 / 0.012, rel=0.01)
+
+    clock.now, calls["step"] = 0.0, 0
+    quick = measure(step, batch=1, warmup_s=0.0, duration_s=0.05, synchronize=sync, clock=clock)
+    assert quick.warmup_iterations == MIN_WARMUP_ITERATIONS and quick.max_ms == pytest.approx(12.0)
+
+
+def test_device_time_is_recorded_beside_host_time():
+    clock = FakeClock()
+
+    class Timer:  # a device that computes for 7 ms of each 12 ms iteration
+        def start(self):
+            self.t = clock.now
+
+        def stop(self):
+            pass
+
+        def elapsed_ms(self):
+            return 7.0
+
+    def step():
+        clock.now += 0.012
+
+    stats = measure(step, batch=2, warmup_s=0, duration_s=0.12, device_timer=Timer(), clock=clock)
+    assert stats.gpu_p50_ms == pytest.approx(7.0) and stats.p50_ms == pytest.approx(12.0)
+    assert summarize([0.01], batch=1).gpu_p50_ms is None  # no device, no device figure
+
+
+def test_rounds_report_the_median_and_the_spread():
+    rounds = [summarize([t] * 10, batch=1) for t in (0.010, 0.020, 0.0125)]  # 100, 50, 80 img/s
+    row = combine_rounds(rounds)
+    assert row["throughput"] == pytest.approx(80) and row["p50_ms"] == pytest.approx(12.5)
+    assert row["rounds"] == 3 and row["iterations"] == 30
+    assert row["throughput_spread"] == pytest.approx((100 - 50) / 80)
+
+
+def test_device_runners_must_implement_their_benchmark_hooks():
+    """A GPU runner that inherited the CPU defaults would time host copies and stop the clock early."""
+    with pytest.raises(TypeError, match="must implement prepare, run_prepared, fetch, synchronize, device_timer"):
+        class HalfDone(Runner):  # noqa: F841
+            devices = ("cuda",)
+
+            def _activate(self):
+                pass
+
+            def _run(self, feed):
+                return {}
+
+
+def test_peak_memory_is_per_row():
+    """The CPU memory column is the peak during the row, not the process's peak so far."""
+    from inception_deploy.runners.base import _proc_status_mib
+
+    big = np.ones(300 * 2**20 // 8)  # 300 MiB
+    del big
+    before = _proc_status_mib("VmHWM")
+    assert reset_peak_rss()
+    after = _proc_status_mib("VmHWM")
+    assert before - after > 250
 
 
 def test_skip_reasons(tmp_path):
     plan = BenchPlan(variants=["googlenet"], backends=["torch"], precisions=["fp32"], batches=[1], export_root=tmp_path)
-    assert "torch runs no int8" in _skip_reason(plan, "googlenet", "torch-compile", "int8")
-    assert "Casts" in _skip_reason(plan, "googlenet", "onnxruntime", "fp16")
-    assert "model.int8.onnx" in _skip_reason(plan, "googlenet", "onnxruntime", "int8")
-    assert _skip_reason(plan, "googlenet", "onnxruntime", "fp32") is None
+    assert "torch runs no int8" in _skip_reason(plan, "googlenet", BACKENDS["torch-compile"], "int8")
+    assert "Casts" in _skip_reason(plan, "googlenet", BACKENDS["onnxruntime"], "fp16")
+    assert "model.int8.onnx" in _skip_reason(plan, "googlenet", BACKENDS["onnxruntime"], "int8")
+    assert _skip_reason(plan, "googlenet", BACKENDS["onnxruntime"], "fp32") is None
+    if torch.cuda.is_available():
+        assert "not be int8" in _skip_reason(plan, "googlenet", BACKENDS["onnxruntime-cuda"], "int8")
+
+
+def test_the_device_option_moves_torch_backends_to_the_gpu():
+    plan = BenchPlan(variants=["googlenet"], backends=["torch", "torch-compile", "onnxruntime"], precisions=["fp32"],
+                     batches=[1], device="cuda")
+    assert [b.name for b in plan.resolved_backends()] == ["torch-cuda", "torch-compile-cuda", "onnxruntime"]
+    assert BACKENDS["torch-compile-cuda"].compile == "inductor" and BACKENDS["torch-cuda"].compile is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine these combinations can run")
@@ -63,43 +148,146 @@ def test_combinations_that_cannot_run_are_listed_with_the_reason(tmp_path):
     records = run_bench(plan)
     assert len(records) == 3 * 2 * 2 and all(r.status == "skipped" and r.reason for r in records)
     reasons = {(r.backend, r.precision): r.reason for r in records}
-    assert "torch runs no int8" in reasons[("torch", "int8")]
-    assert reasons[("torch", "fp16")] == reasons[("onnxruntime-cuda", "fp16")] == reasons[("tensorrt", "fp16")] == "no CUDA GPU here"
+    assert "torch runs no int8" in reasons[("torch-cuda", "int8")]
+    assert reasons[("torch-cuda", "fp16")] == reasons[("onnxruntime-cuda", "fp16")] == reasons[("tensorrt", "fp16")] == "no CUDA GPU here"
     assert not list(tmp_path.iterdir())  # nothing was exported for combinations that cannot run
 
 
+def test_onnxruntime_cuda_is_fp32_unless_tf32_is_asked_for(exported):
+    """ONNX Runtime's CUDA provider uses TF32 by default; the runner turns it off (parity on a GPU relies on
+    it), and the choice is in its settings. Construction is cheap: nothing is loaded until activation."""
+    from inception_deploy.errors import BackendMissing
+    from inception_deploy.runners import OnnxRuntimeRunner
+
+    path = exported("googlenet")[0] / "model.onnx"
+    try:
+        plain = OnnxRuntimeRunner(path, device="cuda")
+    except BackendMissing:
+        pytest.skip("this onnxruntime has no CUDA provider at all")
+    assert plain.session is None and plain.provider_options["use_tf32"] == "0" and plain.settings()["tf32"] is False
+    tf32 = OnnxRuntimeRunner(path, device="cuda", tf32=True, cuda_graph=True)
+    assert tf32.provider_options["use_tf32"] == "1" and tf32.provider_options["enable_cuda_graph"] == "1"
+    assert OnnxRuntimeRunner(path, device="cpu", tf32=True).settings().get("tf32") is None  # no TF32 on the CPU
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendMissing):
+            plain.activate()  # no GPU: activation refuses instead of running "CUDA" on the CPU
+
+
+def test_each_compile_starts_from_an_empty_dynamo_cache(monkeypatch):
+    """Dynamo caches per forward(); past recompile_limit it runs eager code under the torch-compile label.
+    Each runner resets it, so batch after batch compiles its own graph (limit 1 here: no reset, no graph)."""
+    from inception_deploy.runners.torch_runner import TorchRunner
+    from inception_deploy.zoo import create_model
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    model = create_model("googlenet")
+    for batch in (1, 2, 3):
+        with TorchRunner(model, compile="eager") as compiled:
+            compiled.run({"input": np.zeros((batch, 3, 224, 224), np.float32)})
+            facts = compiled.audit()
+        assert facts == {"compiled_graphs": 1, "recompiles": 0}, batch
+
+
+def test_a_row_that_ran_no_compiled_code_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch._dynamo.config, "disable", True)  # torch.compile then returns eager code
+    plan = BenchPlan(variants=["googlenet"], backends=["torch-compile"], precisions=["fp32"], batches=[1],
+                     warmup_s=0, duration_s=0.01, rounds=1, export_root=tmp_path)
+    (record,) = run_bench(plan)
+    # torch itself refuses under fullgraph=True ("no compiled frames"); the runner's audit refuses otherwise.
+    assert record.status == "failed" and record.stats is None
+    assert "no compiled frames" in record.reason or "compiled no graph" in record.reason
+
+
+def test_a_backend_that_fails_mid_sweep_is_a_failed_row_and_the_sweep_goes_on(tmp_path):
+    """A batch-1 ONNX asked for batch 2: ONNX Runtime raises its own exception type (not RuntimeError).
+    The row fails with the reason, the other rows are measured, and everything measured is already on disk."""
+    from inception_deploy import export_onnx
+
+    export_onnx("googlenet", batch=1, out_dir=tmp_path / "export" / "googlenet")
+    result = runner.invoke(app, ["bench", "v1", "--backends", "onnxruntime,torch", "--batch", "1,2", "--rounds", "1",
+                                 "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(tmp_path / "export"),
+                                 "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 1, result.output
+    assert "1 combination(s) failed: first googlenet onnxruntime fp32 b2" in result.stderr
+    records = json.loads((tmp_path / "b.json").read_text())["records"]
+    status = {(r["backend"], r["batch"]): r["status"] for r in records}
+    assert status == {("onnxruntime", 1): "ok", ("torch", 1): "ok", ("onnxruntime", 2): "failed", ("torch", 2): "ok"}
+    failed = next(r for r in records if r["status"] == "failed")
+    assert "input" in failed["reason"].lower() and failed["reason"].split(":")[0] in ("InvalidArgument", "Fail", "RuntimeException")
+    lines = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert lines[0]["type"] == "run" and {line["run"] for line in lines} == {lines[0]["run"]}
+    assert sum(line["type"] == "measurement" for line in lines) == 2 * (1 + 2) and sum(line["type"] == "record" for line in lines) == 4
+
+
+def test_parity_comes_from_the_timed_runner(export_copy, tmp_path):
+    """--check-parity: each row's verdict from its own runner, through the prepared path, at the timed batch."""
+    root = export_copy("googlenet").parent
+    plan = BenchPlan(variants=["googlenet"], backends=["torch", "onnxruntime"], precisions=["fp32", "int8"],
+                     batches=[3], warmup_s=0, duration_s=0.05, rounds=1, check_parity=True, export_root=root)
+    records = {(r.backend, r.precision): r for r in run_bench(plan)}
+    assert records[("torch", "int8")].status == "skipped"
+    for key in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")):
+        r = records[key]
+        assert r.status == "ok" and r.parity == "pass", (key, r.parity_detail)
+        assert r.parity_source.startswith("checked here") and r.parity_detail["samples"] == 8
+    assert records[("onnxruntime", "fp32")].parity_detail["scaled"] < 1e-4
+    assert 0 < records[("onnxruntime", "int8")].parity_detail["scaled"]  # int8 is not fp32: the comparison is real
+    unchecked = run_bench(BenchPlan(variants=["googlenet"], backends=["onnxruntime"], precisions=["fp32"], batches=[1],
+                                    warmup_s=0, duration_s=0.01, rounds=1, export_root=root))[0]
+    assert unchecked.parity == "pass" and "export's check on onnxruntime-cpu" in unchecked.parity_source
+
+
 def test_reports_render_records_and_skips():
-    ok = BenchRecord("googlenet", "onnxruntime", "fp32", 2, "cpu", "ok", stats=summarize([0.01, 0.012], batch=2),
-                     memory_mib=512.0, memory_kind="process peak RSS so far (MiB)", parity="pass")
-    ok.stats = ok.stats.to_dict()
+    stats = summarize([0.01, 0.012], batch=2)
+    ok = BenchRecord("googlenet", "onnxruntime", "fp32", 2, "cpu", "ok", stats=combine_rounds([stats]), rounds=[stats.to_dict()],
+                     memory_mib=512.0, memory_kind="process peak RSS during this row (MiB)", parity="pass")
+    tf32 = BenchRecord("googlenet", "torch-cuda", "fp32", 2, "cuda", "ok", stats=combine_rounds([stats]), tf32=True,
+                       warnings=["unstable"])
     skipped = BenchRecord("googlenet", "tensorrt", "fp16", 2, "cuda", "skipped", "no CUDA GPU here")
-    rows = list(csv.DictReader(io.StringIO(to_csv([ok, skipped]))))
-    assert tuple(rows[0]) == CSV_FIELDS and rows[0]["throughput"] and rows[1]["reason"] == "no CUDA GPU here"
+    rows = list(csv.DictReader(io.StringIO(to_csv([ok, tf32, skipped]))))
+    assert tuple(rows[0]) == CSV_FIELDS and rows[0]["throughput"] and rows[2]["reason"] == "no CUDA GPU here"
+    assert rows[1]["tf32"] == "True" and rows[1]["warnings"] == "unstable"
     env = {"cpu": "test cpu", "cpu_count": 2, "torch_threads": 2, "torch": "x", "onnxruntime": "y", "python": "3"}
-    md = to_markdown([ok, skipped], env, {"warmup_s": 1, "duration_s": 2, "include_transfers": False, "command": "inception-deploy bench v1"})
-    assert "## googlenet" in md and "| onnxruntime | fp32 | 2 | 181.8 |" in md
+    md = to_markdown([ok, tf32, skipped], env, {"warmup_s": 1, "duration_s": 2, "rounds": 1, "include_transfers": False,
+                                                "command": "inception-deploy bench v1"})
+    assert "## googlenet" in md and "| onnxruntime | fp32 | 2 | 181.8 | 0% |" in md
+    assert "| torch-cuda | fp32 (TF32) | 2 |" in md
     assert "skipped: no CUDA GPU here" in md and "inception-deploy bench v1" in md
 
 
 def test_cpu_smoke_suite_end_to_end(tmp_path):
-    """A tiny real sweep: googlenet, batch 1 and 2, torch and onnxruntime, on this CPU."""
+    """A tiny real sweep: googlenet, batch 1 and 2, torch and onnxruntime, two interleaved rounds, on this CPU."""
     report = tmp_path / "report"
     result = runner.invoke(app, ["bench", "--suite", str(SUITES / "cpu-smoke.toml"), "--export-root", str(tmp_path / "export"),
                                  "--report", str(report), "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
-    assert data["environment"]["cpu_count"] and data["plan"]["batches"] == [1, 2]
+    assert data["environment"]["cpu_count"] and data["plan"]["batches"] == [1, 2] and data["plan"]["rounds"] == 2
     records = data["records"]
     assert [(r["backend"], r["batch"], r["status"]) for r in records] == [
-        ("torch", 1, "ok"), ("torch", 2, "ok"), ("onnxruntime", 1, "ok"), ("onnxruntime", 2, "ok")]
+        ("torch", 1, "ok"), ("onnxruntime", 1, "ok"), ("torch", 2, "ok"), ("onnxruntime", 2, "ok")]
     for r in records:
         s = r["stats"]
-        assert s["iterations"] >= 5 and s["throughput"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert s["rounds"] == 2 and len(r["rounds"]) == 2 and s["throughput_spread"] >= 0
+        assert s["iterations"] >= 10 and s["throughput"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert s["first_call_ms"] > 0 and s["warmup_iterations"] >= 2 * MIN_WARMUP_ITERATIONS
+        assert r["memory_mib"] > 100 and "during this row" in r["memory_kind"] and r["tf32"] is None
         assert r["parity"] == ("reference" if r["backend"] == "torch" else "pass")
-    assert r["settings"]["intra_op_threads"] >= 1
-    assert {p.name for p in report.iterdir()} == {"README.md", "bench.json", "bench.csv", "googlenet_throughput.png",
-                                                   "googlenet_latency_b1.png"}
+    ort = records[1]["settings"]
+    assert ort["intra_op_threads"] >= 1 and ort["nodes_per_provider"]["CPUExecutionProvider"] > 100
+    assert {p.name for p in report.iterdir()} == {"README.md", "bench.json", "bench.jsonl", "bench.csv",
+                                                   "googlenet_throughput.png", "googlenet_latency_b1.png"}
     assert (report / "googlenet_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert [line["type"] for line in log].count("measurement") == 2 * 2 * 3  # rounds × batches × candidates
+
+
+def test_suites_load_by_name_from_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_suite("cpu-smoke").variants == ["googlenet"]
+    (tmp_path / "typo.toml").write_text('variants = ["v1"]\nbackend = ["torch"]\n')
+    result = runner.invoke(app, ["bench", "--suite", str(tmp_path / "typo.toml")])
+    assert result.exit_code == 2 and "unknown key 'backend'" in result.stderr
 
 
 def test_bad_bench_arguments(tmp_path):
@@ -108,8 +296,30 @@ def test_bad_bench_arguments(tmp_path):
         (["bench", "v1", "--backends", "torch,warp"], "unknown backend 'warp'"),
         (["bench", "v1", "--batch", "1,x"], "comma-separated list"),
         (["bench", "v1", "--device", "tpu"], "--device must be cpu or cuda"),
+        (["bench", "v1", "--rounds", "0"], "--rounds must be a positive integer"),
         (["bench"], "name at least one VARIANT"),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
+def test_gpu_rows_are_measured_on_the_gpu_with_their_own_parity(tmp_path):
+    plan = BenchPlan(variants=["googlenet"], backends=["torch", "torch-compile", "onnxruntime-cuda"], precisions=["fp32", "fp16"],
+                     batches=[1, 8], device="cuda", warmup_s=0.2, duration_s=0.3, rounds=2, check_parity=True,
+                     export_root=tmp_path)
+    records = run_bench(plan)
+    assert len(records) == 3 * 2 * 2
+    for r in records:
+        assert r.status == "ok" and r.device == "cuda", (r.backend, r.precision, r.batch, r.reason)
+        assert r.stats["gpu_p50_ms"] > 0 and r.parity == "pass", (r.backend, r.precision, r.parity_detail)
+        assert r.tf32 is (False if r.precision == "fp32" else None)
+        assert r.memory_mib > 0 and ("above the baseline" in r.memory_kind or "allocator" in r.memory_kind)
+    for r in records:
+        if r.backend == "onnxruntime-cuda":
+            assert r.settings["cuda_graph"] and r.settings["provider_options"]["use_tf32"] == "0"
+            assert r.settings["nodes_per_provider"].get("CUDAExecutionProvider", 0) > 50
+        if r.backend == "torch-compile-cuda":
+            assert r.settings["compiled_graphs"] == 1 and r.settings["mode"] == "reduce-overhead"

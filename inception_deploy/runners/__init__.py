@@ -14,6 +14,7 @@ class Backend:
     engine: str  # the library: "torch", "onnxruntime", "tensorrt", "tensorrt-rtx"
     device: str  # for onnxruntime: the execution provider's short name
     runs: str  # what it runs: "model" (the zoo model), or an artifact kind: "onnx", "tensorrt-engine", …
+    compile: str | None = None  # for torch: the torch.compile backend, None for eager
 
 
 BACKENDS = {
@@ -21,6 +22,8 @@ BACKENDS = {
     for b in (
         Backend("torch", "torch", "cpu", "model"),
         Backend("torch-cuda", "torch", "cuda", "model"),
+        Backend("torch-compile", "torch", "cpu", "model", compile="inductor"),
+        Backend("torch-compile-cuda", "torch", "cuda", "model", compile="inductor"),
         Backend("onnxruntime", "onnxruntime", "cpu", "onnx"),
         Backend("onnxruntime-cuda", "onnxruntime", "cuda", "onnx"),
         Backend("onnxruntime-trt", "onnxruntime", "tensorrt", "onnx"),
@@ -38,23 +41,33 @@ def parse_backends(text: str | list[str]) -> list[Backend]:
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 
-def open_runner(backend: Backend, *, model=None, artifact=None, precision: str = "fp32") -> Runner:
-    """A runner for `backend`: the zoo `model` for torch, an ONNX/engine `artifact` path for the others.
-
-    Raises BackendMissing (exit 3) when the backend or its device is not available here.
-    """
+def runner_class(backend: Backend) -> type[Runner]:
+    """The Runner class of `backend`, imported now (its library loads with it)."""
     if backend.engine == "torch":
         from .torch_runner import TorchRunner
 
-        return TorchRunner(model, device=backend.device, precision=precision)
+        return TorchRunner
     if backend.engine == "onnxruntime":
         from .onnxruntime_runner import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(artifact, device=backend.device, precision=precision)
+        return OnnxRuntimeRunner
     from .tensorrt_runner import TensorRTRTXRunner, TensorRTRunner
 
-    runner = TensorRTRTXRunner if backend.engine == "tensorrt-rtx" else TensorRTRunner
-    return runner(artifact, precision=precision)
+    return TensorRTRTXRunner if backend.engine == "tensorrt-rtx" else TensorRTRunner
+
+
+def open_runner(backend: Backend, *, model=None, artifact=None, precision: str = "fp32", **settings) -> Runner:
+    """A runner for `backend`, not yet activated: the zoo `model` for torch, an ONNX/engine `artifact` path for
+    the others; `settings` are the runner's own keywords (one of its candidates()).
+
+    Raises BackendMissing (exit 3) when the backend or its device is not available here.
+    """
+    cls = runner_class(backend)
+    if backend.engine == "torch":
+        return cls(model, device=backend.device, precision=precision, compile=backend.compile, **settings)
+    if backend.engine == "onnxruntime":
+        return cls(artifact, device=backend.device, precision=precision, **settings)
+    return cls(artifact, precision=precision, **settings)
 
 
 def __getattr__(name: str):
@@ -74,4 +87,4 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRTXRunner", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends"]
+__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRTXRunner", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends", "runner_class"]

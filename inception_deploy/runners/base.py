@@ -1,12 +1,22 @@
-"""One interface for every backend: named arrays in, named arrays out."""
+"""One interface for every backend: named arrays in, named arrays out.
+
+A runner is cheap to construct (it checks that its backend and device exist, and keeps its settings) and
+allocates only when activated (`with runner:` or `activate()`), so that a benchmark can take a memory
+baseline first, and nothing of one candidate carries over to the next after `close()`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import ClassVar, Mapping
 
 import numpy as np
+
+from ..errors import BackendMissing, InceptionDeployError
+
+DEVICE_HOOKS = ("prepare", "run_prepared", "fetch", "synchronize", "device_timer")
 
 
 @dataclass(frozen=True)
@@ -20,42 +30,122 @@ class TensorInfo:
         return self.shape[0] if self.shape and isinstance(self.shape[0], int) else None
 
 
+class MeasurementInvalid(InceptionDeployError):
+    """What ran is not what the row's label says (eager code under torch-compile, a recompile, …)."""
+
+
 class Runner(ABC):
-    """A loaded model on one backend and device. Use as a context manager, or call close()."""
+    """A model on one backend and device. Use as a context manager, or call activate() and close()."""
 
     backend: str  # "torch", "onnxruntime", ...
     device: str  # "cpu", "cuda"
     precision: str  # "fp32", "fp16", "int8"
-    _inputs: list[TensorInfo]  # set by each runner from its backend's metadata
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)  # where this runner can run; a device runner owns its hooks
+    _inputs: list[TensorInfo]  # set on activation, from the backend's metadata
     _outputs: list[TensorInfo]
+    _active = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        # A runner that leaves results on a device must say how its work is prepared, timed and waited
+        # for: the CPU defaults would time host copies, or stop the clock before the device has finished.
+        if set(cls.devices) - {"cpu"}:
+            missing = [hook for hook in DEVICE_HOOKS if getattr(cls, hook) is getattr(Runner, hook)]
+            if missing:
+                raise TypeError(f"{cls.__name__} runs on {', '.join(cls.devices)} and must implement {', '.join(missing)}")
+
+    # Life cycle.
+    def activate(self) -> "Runner":
+        if not self._active:
+            self._memory_baseline = self._memory_in_use()
+            self._activate()
+            self._active = True
+        return self
+
+    @abstractmethod
+    def _activate(self) -> None:
+        """Load the model: sessions, engines, device memory."""
+
+    def close(self) -> None:
+        """Release the backend's resources (sessions, device memory)."""
+        self._active = False
+
+    def __enter__(self):
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @property
     def inputs(self) -> list[TensorInfo]:
+        if not hasattr(self, "_inputs"):
+            self.activate()
         return self._inputs
 
     @property
     def outputs(self) -> list[TensorInfo]:
+        if not hasattr(self, "_outputs"):
+            self.activate()
         return self._outputs
 
+    # Running.
     @abstractmethod
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
     def run(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         """Run one batch. Inputs may be numpy arrays or torch tensors; each is cast to the dtype the
         model declares. Outputs are numpy arrays on the host."""
+        self.activate()
         return self._run(self._host_arrays(feed))
 
-    # For benchmarks: inputs made ready once, outside the timed region, and runs that leave results where
-    # the backend computed them. On the CPU these are plain runs; GPU runners keep everything on the device.
+    # For benchmarks: inputs made ready once, outside the timed region; runs that leave results where the
+    # backend computed them; `fetch` copies the results of a prepared run to the host (for parity beside
+    # speed, through the very path that was timed). These defaults are for the CPU.
     def prepare(self, feed: Mapping[str, object]) -> object:
         return self._host_arrays(feed)
 
     def run_prepared(self, prepared: object) -> None:
         self._run(prepared)
 
+    def fetch(self, prepared: object) -> dict[str, np.ndarray]:
+        return self._run(prepared)
+
     def synchronize(self) -> None:
         """Wait until the device has finished the work issued so far."""
 
+    def device_timer(self):
+        """A timer of device compute (start/stop/elapsed_ms, CUDA events on the runner's stream), or None."""
+        return None
+
+    # What a benchmark row records.
+    @classmethod
+    def candidates(cls, device: str, precision: str) -> list[dict]:
+        """Settings worth measuring for this backend (each a dict of constructor keywords); the fastest wins."""
+        return [{}]
+
+    def settings(self) -> dict:
+        """The settings this runner ran with, for the record."""
+        return {}
+
+    def audit(self) -> dict:
+        """After a measurement: facts about what actually ran (compiled graphs, node placement…), for the
+        record. Raises MeasurementInvalid when that is not what the label says; returns warnings under
+        "warnings"."""
+        return {}
+
+    def memory(self) -> tuple[float | None, str]:
+        """(MiB, what it measures): this runner's own memory. On a device: above the baseline taken before
+        activation. On the CPU: the process's peak RSS during this row (freed memory stays resident in the
+        allocators, so a difference from a baseline would understate it)."""
+        if self._memory_baseline is None:
+            return None, "unavailable here"
+        return _proc_status_mib("VmHWM"), "process peak RSS during this row (MiB)"
+
+    def _memory_in_use(self) -> float | None:
+        """The baseline for memory(); on the CPU it also restarts the kernel's peak-RSS counter (VmHWM)."""
+        return _proc_status_mib("VmRSS") if reset_peak_rss() else None  # without a reset, a peak is not this row's
+
+    # Helpers.
     def _host_arrays(self, feed: Mapping[str, object]) -> dict[str, np.ndarray]:
         expected = {t.name: t for t in self.inputs}
         if set(feed) != set(expected):
@@ -69,11 +159,51 @@ class Runner(ABC):
     def describe(self) -> str:
         return f"{self.backend} ({self.device}, {self.precision})"
 
-    def close(self) -> None:
-        """Release the backend's resources (sessions, device memory)."""
 
-    def __enter__(self):
-        return self
+class CudaEventTimer:
+    """Device compute time of the work issued on `stream` between start() and stop()."""
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __init__(self, stream):
+        import torch
+
+        self.stream = stream
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._stop = torch.cuda.Event(enable_timing=True)
+
+    def start(self) -> None:
+        self._start.record(self.stream)
+
+    def stop(self) -> None:
+        self._stop.record(self.stream)
+
+    def elapsed_ms(self) -> float:  # after the stream has been synchronised
+        return self._start.elapsed_time(self._stop)
+
+
+def device_memory_in_use_mib() -> float:
+    """Device memory in use on the current GPU, by every allocator in this process (and any other)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BackendMissing("no CUDA GPU here: run on a machine with an NVIDIA GPU and a CUDA build of torch")
+    free, total = torch.cuda.mem_get_info()
+    return (total - free) / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Restart Linux's per-process peak RSS (VmHWM), so that a peak is this row's, not the process's so far."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_mib(field: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import onnx
 
 from ..deps import require
 from ..errors import BackendMissing, InputError, first_line
-from .base import Runner, TensorInfo
+from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -25,30 +26,70 @@ ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
+    devices = tuple(PROVIDERS)
 
     def __init__(self, model: str | Path | onnx.ModelProto, *, device: str = "cpu", precision: str | None = None,
-                 threads: int | None = None, provider_options: dict | None = None):
+                 threads: int | None = None, provider_options: dict | None = None, tf32: bool = False,
+                 cuda_graph: bool = False):
+        """tf32: let fp32 convolutions use TF32 on the CUDA provider (off by default: fp32 means fp32).
+        cuda_graph: capture one CUDA graph per input shape and replay it."""
         ort = require("onnxruntime")
         if device not in PROVIDERS:
             raise InputError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}, not {device}")
-        provider = PROVIDERS[device]
-        if provider not in ort.get_available_providers():
-            raise BackendMissing(f"this onnxruntime has no {provider}: pip install onnxruntime-gpu, on a machine with an NVIDIA GPU")
+        self.provider = PROVIDERS[device]
+        if self.provider not in ort.get_available_providers():
+            raise BackendMissing(f"this onnxruntime has no {self.provider}: pip install onnxruntime-gpu, on a machine with an NVIDIA GPU")
+        self.ort, self.model_source = ort, model
         self.device = device
         self.precision = precision or "fp32"
         self.source = str(model) if not isinstance(model, onnx.ModelProto) else "<in memory>"
+        self.threads = threads
+        self.tf32 = tf32 and device == "cuda"
+        self.cuda_graph = cuda_graph and device != "cpu"
+        self.provider_options = {"use_tf32": "1" if self.tf32 else "0"} if device == "cuda" else {}
+        if self.cuda_graph:
+            self.provider_options["enable_cuda_graph"] = "1"
+        self.provider_options.update(provider_options or {})
+        self.session = None
+
+    @classmethod
+    def candidates(cls, device: str, precision: str) -> list[dict]:
+        if device == "cpu":
+            return [{"threads": os.cpu_count()}]
+        # Whichever layout measures faster is kept; a CUDA graph per shape removes launch overhead.
+        return [{"provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}, "cuda_graph": True}
+                for nhwc in (0, 1)]
+
+    def settings(self) -> dict:
+        settings = {"provider": self.provider, "provider_options": {k: v for k, v in self.provider_options.items()
+                                                                    if k != "user_compute_stream"}}
+        if self.device == "cpu":
+            settings["intra_op_threads"] = self.threads or "onnxruntime default"
+        else:
+            settings.update(tf32=self.tf32, cuda_graph=self.cuda_graph)
+        return settings
+
+    def _activate(self) -> None:
+        ort = self.ort
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self.provider_options = dict(provider_options or {})
-        first = (provider, self.provider_options) if self.provider_options else provider
-        providers = [first] if device == "cpu" else [first, "CPUExecutionProvider"]
-        if device == "tensorrt":
+        options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")  # nodes per provider
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        provider_options = dict(self.provider_options)
+        if self.device != "cpu":
+            import torch
+
+            # ORT runs on our stream, so that CUDA events recorded on it time ORT's kernels.
+            self.stream = torch.cuda.Stream()
+            provider_options["user_compute_stream"] = str(self.stream.cuda_stream)
+        first = (self.provider, provider_options) if provider_options else self.provider
+        providers = [first] if self.device == "cpu" else [first, "CPUExecutionProvider"]
+        if self.device == "tensorrt":
             providers.insert(1, "CUDAExecutionProvider")
-        payload = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+        payload = self.model_source.SerializeToString() if isinstance(self.model_source, onnx.ModelProto) else str(self.model_source)
         with _native_stderr_captured() as native_log:
-            if device != "cpu" and hasattr(ort, "preload_dlls"):
+            if self.device != "cpu" and hasattr(ort, "preload_dlls"):
                 with contextlib.suppress(Exception):
                     ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, where torch has not loaded them
             try:
@@ -57,59 +98,124 @@ class OnnxRuntimeRunner(Runner):
                 raise InputError(f"ONNX Runtime cannot load {self.source}: {first_line(err)}") from None
         # ORT falls back to the CPU silently when a GPU provider fails to start: a "CUDA" figure measured on
         # the CPU would be the worst bug a parity or benchmark tool can have, so refuse instead.
-        if self.session.get_providers()[0] != provider:
+        if self.session.get_providers()[0] != self.provider:
             reason = _last_line(native_log())
+            self.session = None
             raise BackendMissing(
-                f"ONNX Runtime could not start {provider} here ({reason or 'no usable GPU'}): "
+                f"ONNX Runtime could not start {self.provider} here ({reason or 'no usable GPU'}): "
                 "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs"
             )
         self._inputs = [_info(i) for i in self.session.get_inputs()]
         self._outputs = [_info(o) for o in self.session.get_outputs()]
+        self._slots: dict[tuple, _Slot] = {}
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 3
+
+    def nodes_per_provider(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for subgraph in self.session.get_provider_graph_assignment_info():
+            counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(subgraph.get_nodes())
+        return counts
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [o.name for o in self._outputs]
         if self.device == "cpu":
-            return dict(zip(names, self.session.run(names, feed)))
-        # On a GPU: bind inputs once and keep outputs on the device until the run is over.
-        binding = self.session.io_binding()
-        for name, array in feed.items():
-            binding.bind_cpu_input(name, array)
-        for name in names:
-            binding.bind_output(name, "cuda")
-        self.session.run_with_iobinding(binding)
-        return dict(zip(names, binding.copy_outputs_to_cpu()))
+            return dict(zip(names, self.session.run(names, feed, self._run_options)))
+        slot = self._slot(feed)
+        self.session.run_with_iobinding(slot.binding, slot.run_options)
+        return dict(zip(names, slot.binding.copy_outputs_to_cpu()))
 
-    def prepare(self, feed):
-        arrays = self._host_arrays(feed)
-        if self.device == "cpu":
-            return arrays
-        # Inputs copied to the device once, outputs pre-allocated there: fixed addresses, as CUDA graphs need.
-        ort = require("onnxruntime")
+    def _slot(self, arrays: dict[str, np.ndarray]) -> "_Slot":
+        """Device buffers for one input shape, made once: a CUDA graph replays fixed addresses, so each shape
+        gets its own buffers and its own graph (gpu_graph_id); later runs copy new data into them."""
+        key = tuple((name, array.shape) for name, array in arrays.items())
+        slot = self._slots.get(key)
+        if slot is not None:
+            for name, array in arrays.items():
+                slot.inputs[name].update_inplace(array)
+            return slot
+        ort = self.ort
         binding = self.session.io_binding()
-        keep = []
+        inputs = {}
         for name, array in arrays.items():
-            value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
-            binding.bind_ortvalue_input(name, value)
-            keep.append(value)
+            inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+            binding.bind_ortvalue_input(name, inputs[name])
         batch = next(iter(arrays.values())).shape[0]
+        outputs = {}
         for info in self._outputs:
             shape = [batch if isinstance(d, str) else d for d in info.shape]  # the symbolic dim is the batch
-            value = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(info.dtype), "cuda", 0)
-            binding.bind_ortvalue_output(info.name, value)
-            keep.append(value)
-        return binding, keep
+            outputs[info.name] = ort.OrtValue.ortvalue_from_shape_and_type(shape, np.dtype(info.dtype), "cuda", 0)
+            binding.bind_ortvalue_output(info.name, outputs[info.name])
+        run_options = ort.RunOptions()
+        run_options.log_severity_level = 3
+        if self.cuda_graph:
+            run_options.add_run_config_entry("gpu_graph_id", str(len(self._slots)))
+        slot = self._slots[key] = _Slot(binding, inputs, outputs, run_options)
+        return slot
+
+    def prepare(self, feed):
+        self.activate()
+        arrays = self._host_arrays(feed)
+        return arrays if self.device == "cpu" else self._slot(arrays)
 
     def run_prepared(self, prepared) -> None:
         if self.device == "cpu":
-            self.session.run(None, prepared)
+            self.session.run(None, prepared, self._run_options)
         else:
-            self.session.run_with_iobinding(prepared[0])
+            self.session.run_with_iobinding(prepared.binding, prepared.run_options)
+
+    def fetch(self, prepared) -> dict[str, np.ndarray]:
+        if self.device == "cpu":
+            return self._run(prepared)
+        self.run_prepared(prepared)
+        return dict(zip([o.name for o in self._outputs], prepared.binding.copy_outputs_to_cpu()))
+
+    def synchronize(self) -> None:
+        if self.device != "cpu":
+            self.stream.synchronize()
+
+    def device_timer(self):
+        return CudaEventTimer(self.stream) if self.device != "cpu" else None
+
+    def audit(self) -> dict:
+        nodes = self.nodes_per_provider()
+        facts: dict = {"nodes_per_provider": nodes}
+        on_cpu = nodes.get("CPUExecutionProvider", 0)
+        if self.device != "cpu" and on_cpu:
+            facts["warnings"] = [f"{on_cpu} of {sum(nodes.values())} nodes run on the CPU provider"]
+        return facts
+
+    def memory(self) -> tuple[float | None, str]:
+        if self.device == "cpu":
+            return super().memory()
+        return (device_memory_in_use_mib() - self._memory_baseline,
+                "device memory in use above the baseline before the session (arena, workspace, buffers; MiB)")
+
+    def _memory_in_use(self) -> float | None:
+        if self.device == "cpu":
+            return super()._memory_in_use()
+        import torch
+
+        if not torch.cuda.is_available():  # our stream and events come from torch: no GPU there, none here
+            raise BackendMissing(f"ONNX Runtime could not start {self.provider} here (no CUDA GPU visible): "
+                                 "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs")
+        return device_memory_in_use_mib()
 
     def describe(self) -> str:
         return f"onnxruntime ({self.device}, {self.precision})"
 
     def close(self) -> None:
         self.session = None
+        self._slots = {}
+        super().close()
+
+
+@dataclass
+class _Slot:
+    binding: object
+    inputs: dict
+    outputs: dict
+    run_options: object
 
 
 def _info(node) -> TensorInfo:

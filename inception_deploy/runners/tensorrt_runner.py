@@ -7,6 +7,7 @@ when it is not the file its manifest lists, or was built for another GPU or libr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 from ..artifacts import atomic_path, read_manifest, verified_record
 from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
 from ..errors import BackendMissing, InputError
-from .base import Runner, TensorInfo
+from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
 
 
 class TensorRTRunner(Runner):
@@ -22,20 +23,37 @@ class TensorRTRunner(Runner):
     device = "cuda"
     compiler: Compiler = TENSORRT
 
-    def __init__(self, engine_path: str | Path, *, precision: str | None = None):
-        engine_path = Path(engine_path)
-        trt = require_runtime(self.compiler)
-        import torch
+    devices = ("cuda",)
 
+    def __init__(self, engine_path: str | Path, *, precision: str | None = None, cuda_graph: bool = False):
+        """cuda_graph: capture execute_async_v3 once per input shape and replay it, as trtexec --useCudaGraph."""
+        engine_path = Path(engine_path)
+        self.trt = require_runtime(self.compiler)
         if not engine_path.is_file():
             raise InputError(f"engine {engine_path} does not exist: build it with `inception-deploy trt`")
-        self.engine_path, self.trt, self.torch = engine_path, trt, torch
+        self.engine_path, self.cuda_graph = engine_path, cuda_graph
+        self.precision = precision or "fp32"
+        self.context = self.engine = self.runtime = None
+
+    @classmethod
+    def candidates(cls, device: str, precision: str) -> list[dict]:
+        return [{"cuda_graph": False}, {"cuda_graph": True}]
+
+    def settings(self) -> dict:
+        record = getattr(self, "record", None) or {}
+        return {"cuda_graph": self.cuda_graph, "tf32": record.get("tf32"), "compiler": record.get("compiler")}
+
+    def _activate(self) -> None:
+        trt, engine_path = self.trt, self.engine_path
+        import torch
+
+        self.torch = torch
         self.record = verified_record(engine_path, read_manifest(engine_path.parent), made="built",
                                       fix="rebuild it with `inception-deploy trt`")
         data = engine_path.read_bytes()
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self._refuse_foreign(data)
-        self.precision = precision or (self.record or {}).get("precision", "fp32")
+        self.precision = (self.record or {}).get("precision", self.precision)
         self._configure_runtime()
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
@@ -54,6 +72,7 @@ class TensorRTRunner(Runner):
         self._inputs = [info(n) for n in names if is_input[n]]
         self._outputs = [info(n) for n in names if not is_input[n]]
         self.profile = {t.name: self.engine.get_tensor_profile_shape(t.name, 0) for t in self._inputs}
+        self._slots: dict[tuple, _Slot] = {}
 
     # Hooks for what differs between the compilers.
     def _refuse_foreign(self, data: bytes) -> None:
@@ -79,59 +98,99 @@ class TensorRTRunner(Runner):
     def _create_context(self):
         return self.engine.create_execution_context()
 
-    # Running.
-    def _bind(self, feed: dict) -> dict:
-        """Set shapes and addresses for device tensors `feed`; allocate and bind the outputs; return them."""
-        for name, tensor in feed.items():
-            low, _, high = self.profile[name]
-            if not all(lo <= d <= hi for lo, d, hi in zip(low, tensor.shape, high)):
-                raise InputError(f"input {name} of shape {list(tensor.shape)} is outside the engine's profile "
-                                 f"{list(low)}..{list(high)}: rebuild with other --min-batch/--max-batch")
+    # Running: one slot per input shape (device buffers, addresses, and optionally a CUDA graph), made once.
+    def _slot(self, arrays: dict[str, np.ndarray]) -> "_Slot":
+        torch = self.torch
+        key = tuple((name, array.shape) for name, array in arrays.items())
+        slot = self._slots.get(key)
+        with torch.cuda.stream(self.stream):
+            if slot is None:
+                for name, array in arrays.items():
+                    low, _, high = self.profile[name]
+                    if not all(lo <= d <= hi for lo, d, hi in zip(low, array.shape, high)):
+                        raise InputError(f"input {name} of shape {list(array.shape)} is outside the engine's profile "
+                                         f"{list(low)}..{list(high)}: rebuild with other --min-batch/--max-batch")
+                inputs = {name: torch.empty(array.shape, dtype=self._dtypes[name], device="cuda") for name, array in arrays.items()}
+                slot = self._slots[key] = _Slot(inputs, {})
+                self._bind(slot)
+                slot.outputs = {info.name: torch.empty(tuple(self.context.get_tensor_shape(info.name)),
+                                                       dtype=self._dtypes[info.name], device="cuda") for info in self._outputs}
+            for name, array in arrays.items():
+                slot.inputs[name].copy_(torch.from_numpy(array))
+            self._bind(slot)
+            if self.cuda_graph and slot.graph is None:
+                self._execute()  # one plain run first: TensorRT finishes its deferred set-up outside the capture
+                self.stream.synchronize()
+                slot.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(slot.graph, stream=self.stream):
+                    self._execute()
+        self.stream.synchronize()
+        return slot
+
+    def _bind(self, slot: "_Slot") -> None:
+        """Shapes and addresses of this slot's tensors, in the context (cheap: a few calls per tensor)."""
+        for name, tensor in slot.inputs.items():
             self.context.set_input_shape(name, tuple(tensor.shape))
             self.context.set_tensor_address(name, tensor.data_ptr())
-        outputs = {}
-        for info in self._outputs:
-            shape = tuple(self.context.get_tensor_shape(info.name))
-            outputs[info.name] = self.torch.empty(shape, dtype=self._dtypes[info.name], device="cuda")
-            self.context.set_tensor_address(info.name, outputs[info.name].data_ptr())
-        return outputs
+        for name, tensor in slot.outputs.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"{self.compiler.title} execute_async_v3 failed")
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self.torch
-        with torch.cuda.stream(self.stream):
-            inputs = {name: torch.from_numpy(array).to("cuda", self._dtypes[name], non_blocking=True).contiguous()
-                      for name, array in feed.items()}
-            outputs = self._bind(inputs)
-            self._execute()
-        self.stream.synchronize()  # the device buffers above stay alive until here
-        return {name: t.float().cpu().numpy() for name, t in outputs.items()}
+        return self.fetch(self._slot(feed))
 
     # For benchmarks: inputs on the device, outputs pre-allocated, shapes and addresses set once;
-    # run_prepared is execute_async_v3 alone.
+    # run_prepared is execute_async_v3 alone, or the replay of its CUDA graph.
     def prepare(self, feed):
-        arrays = self._host_arrays(feed)
-        torch = self.torch
-        with torch.cuda.stream(self.stream):
-            inputs = {name: torch.from_numpy(a).to("cuda", self._dtypes[name]).contiguous() for name, a in arrays.items()}
-            outputs = self._bind(inputs)
-        self.stream.synchronize()
-        return inputs, outputs  # kept alive by the caller while it runs
+        self.activate()
+        return self._slot(self._host_arrays(feed))
 
-    def run_prepared(self, prepared) -> None:
-        self._execute()
+    def run_prepared(self, prepared: "_Slot") -> None:
+        if prepared.graph is not None:
+            prepared.graph.replay()
+        else:
+            self._execute()
+
+    def fetch(self, prepared: "_Slot") -> dict[str, np.ndarray]:
+        self._bind(prepared)
+        with self.torch.cuda.stream(self.stream):
+            self.run_prepared(prepared)
+        self.stream.synchronize()
+        return {name: t.float().cpu().numpy() for name, t in prepared.outputs.items()}
 
     def synchronize(self) -> None:
         self.stream.synchronize()
+
+    def device_timer(self):
+        return CudaEventTimer(self.stream)
+
+    def memory(self) -> tuple[float | None, str]:
+        return (device_memory_in_use_mib() - self._memory_baseline,
+                "device memory in use above the baseline before loading (engine, context, buffers; MiB)")
+
+    def _memory_in_use(self) -> float | None:
+        return device_memory_in_use_mib()
+
+    def audit(self) -> dict:
+        return {"context_memory_mib": round(self.engine.device_memory_size_v2 / 2**20, 1)}
 
     def describe(self) -> str:
         return f"{self.backend} ({gpu_name() or 'cuda'}, {self.precision})"
 
     def close(self) -> None:
+        self._slots = {}
         self.context = self.engine = self.runtime = None
+        super().close()
+
+
+@dataclass
+class _Slot:
+    inputs: dict
+    outputs: dict
+    graph: object = None
 
 
 class TensorRTRTXRunner(TensorRTRunner):
@@ -140,6 +199,13 @@ class TensorRTRTXRunner(TensorRTRunner):
 
     backend = "tensorrt-rtx"
     compiler = TENSORRT_RTX
+
+    @classmethod
+    def candidates(cls, device: str, precision: str) -> list[dict]:
+        return [{}]  # its runtime captures CUDA graphs itself (WHOLE_GRAPH_CAPTURE)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "cuda_graph": "whole-graph capture by the TensorRT-RTX runtime"}
 
     def _refuse_foreign(self, data: bytes) -> None:
         here = gpu_capability()

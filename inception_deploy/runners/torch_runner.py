@@ -1,4 +1,4 @@
-"""The zoo model itself, on CPU or CUDA, in fp32 or fp16."""
+"""The zoo model itself, on CPU or CUDA, in fp32 or fp16, eager or through torch.compile."""
 
 from __future__ import annotations
 
@@ -9,39 +9,77 @@ import torch
 from torch import nn
 
 from ..errors import BackendMissing, InputError
-from .base import Runner, TensorInfo
+from .base import CudaEventTimer, MeasurementInvalid, Runner, TensorInfo, device_memory_in_use_mib
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 
 class TorchRunner(Runner):
     backend = "torch"
+    devices = ("cpu", "cuda")
 
     def __init__(self, model: nn.Module, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False):
+                 compile: str | None = None, tf32: bool = False):
+        """compile: a torch.compile backend ("inductor"), or None for eager. tf32: let fp32 convolutions and
+        matmuls use TF32 on the GPU (off by default: fp32 means fp32)."""
         if precision not in DTYPES:
             raise InputError(f"torch runs fp32 or fp16, not {precision}")
+        if device not in ("cpu", "cuda"):
+            raise InputError(f"torch device must be cpu or cuda, not {device}")
         if device == "cuda" and not torch.cuda.is_available():
             raise BackendMissing(
                 "torch has no CUDA device here: run on a machine with an NVIDIA GPU and a CUDA build of torch"
             )
-        if device not in ("cpu", "cuda"):
-            raise InputError(f"torch device must be cpu or cuda, not {device}")
-        self.device, self.precision = device, precision
-        self.dtype = DTYPES[precision]
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        # A copy: converting to half or moving to the GPU must not change the caller's model.
-        self.model = copy.deepcopy(model).to(device=device, dtype=self.dtype, memory_format=self.memory_format).eval()
-        if device == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
+        self.source_model, self.device, self.precision = model, device, precision
+        self.channels_last, self.compile, self.tf32 = channels_last, compile, tf32 and device == "cuda"
         if compile:
             self.backend = "torch-compile"
-            # CUDA graphs ("reduce-overhead") remove launch overhead for the fixed shapes a benchmark uses.
-            self.model = torch.compile(self.model, mode="reduce-overhead" if device == "cuda" else "default", dynamic=False)
         spec = model.spec
         self._inputs = [TensorInfo("input", ("batch", *spec.input_size), "float32")]
         num_classes = model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]
         self._outputs = [TensorInfo("logits", ("batch", int(num_classes)), "float32")]
+        self.model = None
+
+    @classmethod
+    def candidates(cls, device: str, precision: str) -> list[dict]:
+        # channels_last is what fp16 tensor cores want; on the CPU it often wins in fp32 too: measure both.
+        return [{"channels_last": True}] if precision == "fp16" else [{"channels_last": False}, {"channels_last": True}]
+
+    def settings(self) -> dict:
+        settings = {"channels_last": self.channels_last, "threads": torch.get_num_threads()}
+        if self.compile:
+            settings.update(compile=self.compile, mode=self._compile_mode(), fullgraph=True)
+        if self.device == "cuda":
+            settings.update(tf32=self.tf32, cudnn_benchmark=True)
+        return settings
+
+    def _compile_mode(self) -> str:
+        # CUDA graphs ("reduce-overhead") remove launch overhead for the fixed shapes a benchmark uses.
+        return "reduce-overhead" if self.device == "cuda" else "default"
+
+    def _activate(self) -> None:
+        dtype = DTYPES[self.precision]
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self._allocated_before = torch.cuda.memory_allocated()
+            self._saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                                 torch.backends.cudnn.benchmark)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
+        # A copy: converting to half or moving to the GPU must not change the caller's model.
+        model = copy.deepcopy(self.source_model).to(device=self.device, dtype=dtype, memory_format=self.memory_format).eval()
+        if self.compile:
+            # Dynamo keeps one cache per forward() and runs eager code, silently, once it has compiled
+            # recompile_limit (8) variants. Every runner starts from an empty cache, and fullgraph=True turns
+            # a graph break into an error instead of an eager fallback.
+            from torch._dynamo.utils import counters
+
+            torch._dynamo.reset()
+            self._graphs_before = counters["stats"]["unique_graphs"]
+            model = torch.compile(model, backend=self.compile, mode=None if self.compile != "inductor" else self._compile_mode(),
+                                  fullgraph=True, dynamic=False)
+        self.model = model
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with torch.inference_mode():
@@ -49,20 +87,55 @@ class TorchRunner(Runner):
         return {"logits": y.float().cpu().numpy()}
 
     def prepare(self, feed) -> torch.Tensor:
+        self.activate()
         x = feed["input"]
         x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        return x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        return x.to(self.device, DTYPES[self.precision]).contiguous(memory_format=self.memory_format)
 
     def run_prepared(self, prepared: torch.Tensor) -> None:
         with torch.inference_mode():
             self.model(prepared)
 
+    def fetch(self, prepared: torch.Tensor) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return {"logits": self.model(prepared).float().cpu().numpy()}
+
     def synchronize(self) -> None:
         if self.device == "cuda":
             torch.cuda.synchronize()
 
+    def device_timer(self):
+        return CudaEventTimer(torch.cuda.current_stream()) if self.device == "cuda" else None
+
+    def audit(self) -> dict:
+        if not self.compile:
+            return {}
+        from torch._dynamo.utils import counters
+
+        graphs = counters["stats"]["unique_graphs"] - self._graphs_before
+        if graphs == 0:
+            raise MeasurementInvalid("torch.compile compiled no graph: this ran eager code, not compiled code")
+        facts = {"compiled_graphs": graphs, "recompiles": graphs - 1}
+        if graphs > 1:
+            facts["warnings"] = [f"torch.compile recompiled {graphs - 1} time(s) for one input shape"]
+        return facts
+
+    def memory(self) -> tuple[float | None, str]:
+        if self.device == "cuda":
+            return ((torch.cuda.max_memory_allocated() - self._allocated_before) / 2**20,
+                    "torch allocator peak during this row (MiB)")
+        return super().memory()
+
+    def _memory_in_use(self) -> float | None:
+        return device_memory_in_use_mib() if self.device == "cuda" else super()._memory_in_use()
+
     def close(self) -> None:
         self.model = None
-        if self.device == "cuda":
+        if self._active and self.compile:
+            torch._dynamo.reset()  # nothing compiled here carries over to the next runner
+        if self._active and self.device == "cuda":
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark) = self._saved_flags
+            torch.cuda.synchronize()
             torch.cuda.empty_cache()
-
+        super().close()
