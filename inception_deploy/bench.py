@@ -69,6 +69,7 @@ class _Candidate:
     parity: tuple[str, dict | None] | None = None
     warnings: list[str] = field(default_factory=list)
     failure: str | None = None
+    missing: bool = False  # failed because the backend or device is missing here
 
 
 @dataclass
@@ -115,15 +116,16 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
             for round_index in range(plan.rounds):
                 for row, candidates in zip(live, fresh):
                     for candidate in candidates:
-                        if candidate.failure or row.skipped:
+                        if candidate.failure:
                             continue
                         step(f"{spec.name} · {row.backend.name} · {row.precision} · batch {batch} · "
                              f"round {round_index + 1}/{plan.rounds}")
                         _measure(plan, spec, row, candidate, batch, model, reference if round_index == 0 else None)
+                        _release()  # after the measurement's locals are gone: nothing carries over to the next
                         measured({"variant": spec.name, "backend": row.backend.name, "precision": row.precision,
                                   "batch": batch, "round": round_index + 1, "settings": candidate.settings,
                                   "stats": candidate.rounds[-1].to_dict() if candidate.rounds and not candidate.failure else None,
-                                  "failure": candidate.failure, "skipped": row.skipped})
+                                  "failure": candidate.failure, "backend_missing": candidate.missing})
             for row, candidates in zip(live, fresh):
                 add(_record(plan, spec, row, candidates, batch))
     return records
@@ -151,7 +153,7 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
         return "no CUDA GPU here"
     if backend.name == "onnxruntime" and precision == "fp16":
         return "ONNX Runtime's CPU provider runs fp16 through inserted Casts: a timing would measure the Casts"
-    if backend.engine == "onnxruntime" and backend.device != "cpu" and precision == "int8":
+    if backend.engine == "onnxruntime" and backend.device == "cuda" and precision == "int8":
         return ("ONNX Runtime's CUDA provider dequantizes a Q/DQ model and convolves in fp32: a timing would not be "
                 "int8 (use tensorrt)")
     if backend.engine in COMPILERS:
@@ -219,18 +221,16 @@ def _measure(plan: BenchPlan, spec, row: _Row, candidate: _Candidate, batch: int
             memory = runner.memory()
             if candidate.memory[0] is None or (memory[0] is not None and memory[0] > candidate.memory[0]):
                 candidate.memory = memory  # the largest over rounds
-            if reference is not None:
+            if reference is not None:  # TF32 as the runner ran it: asked for, or built into an engine
                 candidate.parity = _parity(runner, reference, batch, row.precision, plan.include_transfers,
-                                           tf32=bool(tf32.get("tf32")))
+                                           tf32=row.precision == "fp32" and bool(candidate.recorded.get("tf32")))
         candidate.rounds.append(stats)
-    except BackendMissing as err:
-        row.skipped = str(err)  # the backend or its device is missing: nothing of this row can run
+    except BackendMissing as err:  # the backend or its device is missing here (a skip, unless it ran before)
+        candidate.failure, candidate.missing = str(err), not candidate.rounds
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as err:  # noqa: BLE001 - ORT's Fail/EPFail, CUDA OOM, a capture failure: a failed row, go on
         candidate.failure = first_line(err) if isinstance(err, InceptionDeployError) else f"{type(err).__name__}: {first_line(err)}"
-    finally:
-        _release()
 
 
 def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, tf32: bool) -> tuple[str, dict]:
@@ -257,10 +257,11 @@ def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, t
 def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batch: int) -> BenchRecord:
     base = dict(variant=spec.name, backend=row.backend.name, precision=row.precision, batch=batch,
                 device=row.backend.device, include_transfers=plan.include_transfers)
-    if row.skipped:
-        return BenchRecord(**base, status="skipped", reason=row.skipped)
     done = [c for c in candidates if c.rounds and not c.failure]
     if not done:
+        if candidates and all(c.missing for c in candidates):
+            row.skipped = candidates[0].failure  # and for the batches still to come
+            return BenchRecord(**base, status="skipped", reason=row.skipped)
         reason = next((c.failure for c in candidates if c.failure), "no measurement")
         return BenchRecord(**base, status="failed", reason=reason)
     best = max(done, key=lambda c: combine_rounds(c.rounds)["throughput"])

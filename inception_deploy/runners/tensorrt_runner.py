@@ -150,7 +150,8 @@ class TensorRTRunner(Runner):
 
     def run_prepared(self, prepared: "_Slot") -> None:
         if prepared.graph is not None:
-            prepared.graph.replay()
+            with self.torch.cuda.stream(self.stream):  # replay() launches on the current stream: make it ours
+                prepared.graph.replay()
         else:
             self._execute()
 
@@ -181,6 +182,8 @@ class TensorRTRunner(Runner):
         return f"{self.backend} ({gpu_name() or 'cuda'}, {self.precision})"
 
     def close(self) -> None:
+        for slot in getattr(self, "_slots", {}).values():  # a caller may still hold a slot: empty it
+            slot.inputs, slot.outputs, slot.graph = {}, {}, None
         self._slots = {}
         self.context = self.engine = self.runtime = None
         super().close()

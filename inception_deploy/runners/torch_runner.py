@@ -77,6 +77,7 @@ class TorchRunner(Runner):
 
             torch._dynamo.reset()
             self._graphs_before = counters["stats"]["unique_graphs"]
+            self._cudagraph_skips_before = counters["inductor"]["cudagraph_skips"]
             model = torch.compile(model, backend=self.compile, mode=None if self.compile != "inductor" else self._compile_mode(),
                                   fullgraph=True, dynamic=False)
         self.model = model
@@ -116,8 +117,14 @@ class TorchRunner(Runner):
         if graphs == 0:
             raise MeasurementInvalid("torch.compile compiled no graph: this ran eager code, not compiled code")
         facts = {"compiled_graphs": graphs, "recompiles": graphs - 1}
-        if graphs > 1:
-            facts["warnings"] = [f"torch.compile recompiled {graphs - 1} time(s) for one input shape"]
+        warnings = [f"torch.compile recompiled {graphs - 1} time(s) for one input shape"] if graphs > 1 else []
+        if self._compile_mode() == "reduce-overhead":
+            skips = counters["inductor"]["cudagraph_skips"] - self._cudagraph_skips_before
+            facts["cudagraph_skips"] = skips
+            if skips:
+                warnings.append("Inductor skipped CUDA graphs: this ran without them despite mode=reduce-overhead")
+        if warnings:
+            facts["warnings"] = warnings
         return facts
 
     def memory(self) -> tuple[float | None, str]:
