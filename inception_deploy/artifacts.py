@@ -1,18 +1,17 @@
-"""Artifact files and the manifest that lists them. Nothing is ever left half-written."""
+"""Artifact files: their names, atomic writes and sha256. Nothing is ever left half-written (manifest.py lists them)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import InputError
+from .errors import InceptionDeployError, InputError
 
-MANIFEST_NAME = "manifest.json"
 # The file each precision's ONNX lands in, inside an export directory.
 PRECISIONS = ("fp32", "fp16", "int8")  # the one list: every artifact, engine, runner and report uses these names
 ONNX_FILES = dict(zip(PRECISIONS, ("model.onnx", "model.fp16.onnx", "model.int8.onnx")))
@@ -27,17 +26,75 @@ def engine_file(precision: str, compiler: str = "tensorrt") -> str:
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds. A full disk
+    is one line (exit 1); the temporary file, and any directory made for it, are removed on failure."""
+    final = Path(final)
+    with made_dirs(final.parent):
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        try:
+            yield tmp_path
+            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+            os.replace(tmp_path, final)
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                reason = "no space left on device" if err.errno != errno.EFBIG else "file too large for this filesystem"
+                raise InceptionDeployError(f"{reason} while writing {final}: free some space and run again") from None
+            raise
+        finally:
+            tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def made_dirs(directory: Path) -> Iterator[Path]:
+    """Make `directory` (and missing parents); if the block fails, remove those it made that are still empty."""
+    directory = Path(directory)
+    missing = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-        os.replace(tmp_path, final)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+        yield directory
+    except BaseException:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, an output directory that is a file or cannot be written (exit 2)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a directory: choose another {option}")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a directory: choose another {option}")
+    _probe_writable(existing, f"{option} {path}", option)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that is a directory, not a regular file, or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory: give a file path")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{option} {path} is not a regular file: give a file path")
+    check_output_dir(path.parent, option)
+
+
+def _probe_writable(directory: Path, what: str, option: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".inception-deploy-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"{what} is not writable ({err.strerror or err}): choose another {option}") from None
 
 
 def _umask() -> int:
@@ -57,42 +114,3 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def artifact_record(out_dir: Path, path: Path, **facts) -> dict:
-    """A manifest entry: the path relative to the manifest, its size and sha256, plus `facts`."""
-    return {"path": path.relative_to(out_dir).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_of(path), **facts}
-
-
-def read_manifest(out_dir: Path) -> dict | None:
-    path = out_dir / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def verified_record(path: Path, manifest: dict | None, *, made: str = "exported",
-                    fix: str = "re-run the export") -> dict | None:
-    """`path`'s entry in `manifest` (None when it is not listed), after checking the file is the one listed:
-    InputError (exit 2) when its sha256 differs."""
-    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == path.name), None)
-    if record is not None and sha256_of(path) != record.get("sha256"):
-        raise InputError(f"{path} changed since it was {made} (sha256 differs from "
-                         f"{path.parent / MANIFEST_NAME}): {fix}")
-    return record
-
-
-def add_artifact(out_dir: Path, manifest: dict, record: dict) -> dict:
-    """List `record` in the manifest (replacing an entry of the same path) and write the manifest."""
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
-    write_manifest(out_dir, manifest)
-    return manifest
-
-
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    path = out_dir / MANIFEST_NAME
-    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    return path

@@ -20,11 +20,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .artifacts import ONNX_FILES, read_manifest, verified_record
+from .artifacts import ONNX_FILES
+from .manifest import IntegrityError, read_manifest, verified_record
 from .bench_plan import BenchPlan
 from .compare import difference
 from .compilers import COMPILERS, installed
 from .errors import BackendMissing, InceptionDeployError, first_line
+from .interrupts import honoured_interrupt
 from .registry import get_spec
 from .runners import Backend, open_runner, runner_class
 from .samples import random_batch
@@ -206,7 +208,8 @@ def _measure(plan: BenchPlan, spec, row: _Row, candidate: _Candidate, batch: int
     try:
         runner = open_runner(row.backend, model=model, artifact=row.artifact, precision=row.precision,
                              **candidate.settings, **tf32)
-        with runner:
+        # Ctrl-C ends the sweep even when a library turns it into its own error (Inductor's workers do).
+        with honoured_interrupt(), runner:
             feed = {runner.inputs[0].name: x}
             if plan.include_transfers:
                 stats = measure(lambda: runner.run(feed), batch=batch, warmup_s=plan.warmup_s, duration_s=plan.duration_s)
@@ -227,8 +230,8 @@ def _measure(plan: BenchPlan, spec, row: _Row, candidate: _Candidate, batch: int
         candidate.rounds.append(stats)
     except BackendMissing as err:  # the backend or its device is missing here (a skip, unless it ran before)
         candidate.failure, candidate.missing = str(err), not candidate.rounds
-    except (KeyboardInterrupt, SystemExit):
-        raise
+    except (KeyboardInterrupt, SystemExit, IntegrityError):
+        raise  # a tampered artifact ends the sweep: never a row from it
     except Exception as err:  # noqa: BLE001 - ORT's Fail/EPFail, CUDA OOM, a capture failure: a failed row, go on
         candidate.failure = first_line(err) if isinstance(err, InceptionDeployError) else f"{type(err).__name__}: {first_line(err)}"
 

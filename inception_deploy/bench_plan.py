@@ -11,7 +11,8 @@ from .errors import InputError
 from .registry import resolve_name
 from .runners import BACKENDS, Backend
 
-SUITE_DIRS = (Path("benchmarks/suites"), Path(__file__).resolve().parent.parent / "benchmarks" / "suites")
+# Your own suites in ./benchmarks/suites first, then the built-in ones, which travel with the package.
+SUITE_DIRS = (Path("benchmarks/suites"), Path(__file__).resolve().parent / "suites")
 DEFAULT_ROUNDS = 3
 
 
@@ -68,7 +69,7 @@ SUITE_KEYS = ("variants", "backends", "precisions", "batches", "device", "warmup
 
 
 def find_suite(name_or_path: str) -> Path:
-    """A suite file: a path, or a name looked up in ./benchmarks/suites, then in the project's own."""
+    """A suite file: a path, or a name looked up in ./benchmarks/suites, then among the built-in suites."""
     path = Path(name_or_path)
     if path.suffix or path.parent != Path("."):
         if path.is_file():

@@ -8,6 +8,7 @@ with or without auxiliary heads.
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"checkpoint {path} does not exist: check the --weights path")
     if not path.is_file():
         raise InputError(f"checkpoint {path} is not a file: pass the .pth/.pt/.safetensors file itself")
-    obj = _load_safetensors(path) if path.suffix == ".safetensors" else _load_torch(path)
-    return _strip_prefixes(_unwrap(obj, path))
+    obj = _load_safetensors(path) if _is_safetensors(path) else _load_torch(path)  # by content, not by name
+    state_dict = _strip_prefixes(_unwrap(obj, path))
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+            raise InputError(f"checkpoint {path}: tensor {key} holds {kind} values: the checkpoint is broken "
+                             "(a diverged or corrupted training run); use another checkpoint")
+    return state_dict
+
+
+def _is_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then a JSON header ('{'); torch files are zip or pickle."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return path.suffix == ".safetensors" and len(head) < 9  # too short to tell: let the named loader say so
+    return 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -47,7 +63,10 @@ def _load_safetensors(path: Path) -> dict:
 
 def _load_torch(path: Path):
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's advice about pickles is for its own users, not ours
+            warnings.simplefilter("ignore")
+            with open(path, "rb") as f:  # a file object: torch would pick a loader by the file's suffix
+                return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "unsupported global" in str(err).lower():  # a real pickle that names classes: refused for safety
             raise InputError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ from rich.table import Table
 
 from typer.core import TyperGroup
 
-from .errors import InceptionDeployError, InputError
+from .errors import InceptionDeployError, InputError, Interrupted
+from .interrupts import honoured_interrupt
 from .registry import list_models
 
 INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -136,18 +138,29 @@ def export(
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
     calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS ONLY."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Output directory; default export/<name>/."),
+    force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --out."),
 ):
     """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
     from .export import export_onnx  # heavy: torch.onnx, onnxscript, onnxsim
 
     if not onnx:
         raise typer.BadParameter("--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx")
-    with StepReporter(err) as on_step:
+    where = out_dir or Path("export") / variant
+    with StepReporter(err) as on_step, interrupted_says(f"interrupted: no artifact was written; {where} is as it was"):
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
                                calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
-                               out_dir=out_dir, on_step=on_step)
+                               out_dir=out_dir, force=force, on_step=on_step)
     print_export_summary(manifest, out_dir)
+
+
+@contextlib.contextmanager
+def interrupted_says(message: str):
+    """Turn Ctrl-C inside the block into one line saying what was kept."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
 
 
 class StepReporter:
@@ -189,7 +202,11 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
     table.add_row("input", f"{manifest['input']['name']} {manifest['input']['shape']} {manifest['input']['dtype']}")
     table.add_row("output", f"{manifest['output']['name']} {manifest['output']['shape']} {manifest['output']['dtype']}")
     table.add_row("opset / params", f"{manifest['opset']} / {manifest['params']:,}")
+    kept = set(manifest.get("kept", []))
     for a in manifest["artifacts"]:
+        if a["path"] in kept:
+            table.add_row(a["path"], f"kept from the previous export: its source is unchanged (sha256 {a['sha256'][:12]}…)")
+            continue
         p = a["parity"]
         verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
         figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
@@ -205,7 +222,13 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
         table.add_row(a["path"], "\n".join(lines))
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
     out.print(table)
+    for path in manifest.get("removed", []):
+        err.print(f"removed {path}: it was made from a source that this export replaced", highlight=False, soft_wrap=True)
+    for warning in manifest.get("warnings", []):
+        err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for a in manifest["artifacts"]:
+        if a["path"] in kept:
+            continue
         if not a["parity"]["passed"]:
             err.print(f"[bold red]WARNING:[/] {a['path']} agrees poorly with the fp32 model (top-1 "
                       f"{a['parity']['top1_agreement']:.0%}, cosine {a['parity']['cosine']:.4f}): calibrate on more, and more "
@@ -238,11 +261,15 @@ def parity(
     report_md: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report to PATH.md."),
 ):
     """Check that every backend computes what the PyTorch model computes. Exit 1 if any row fails."""
-    from .artifacts import write_text_atomic
+    from .artifacts import check_output_file, write_text_atomic
     from .parity import check_parity
     from .report import localization_lines, markdown, rich_table, to_json
 
-    with StepReporter(err) as on_step:
+    if json_out and json_out != "-":
+        check_output_file(Path(json_out), "--json")  # before the work, not after it
+    if report_md:
+        check_output_file(report_md, "--report")
+    with StepReporter(err) as on_step, interrupted_says("interrupted: nothing was written"), honoured_interrupt():
         report = check_parity(
             variant, onnx_files=onnx_files or None, export_dir=export_dir, backends=backends, reference=reference,
             precisions=precision, weights=weights, num_classes=num_classes, images=images, samples=samples, seed=seed,
@@ -252,6 +279,8 @@ def parity(
     human.print(rich_table(report))
     for skipped in report.inputs.get("skipped_images", []):
         err.print(f"[yellow]skipped image[/] {skipped['file']}: {skipped['reason']}", highlight=False)
+    for warning in report.warnings:
+        err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for line in localization_lines(report):
         human.print(line, highlight=False, soft_wrap=True)
     if report.untrained:
@@ -288,9 +317,10 @@ def trt(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."),
 ):
     """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine and list it in the manifest."""
-    from .artifacts import read_manifest
+    from .artifacts import check_output_dir
     from .compilers import gpu_capability, parse_targets, require_builder
     from .engine import BuildOptions, build_engine, find_export
+    from .manifest import read_manifest
     from .registry import get_spec
 
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
@@ -308,6 +338,7 @@ def trt(
     if out_dir is None and variant is None:
         err.print(f"using the most recent export: {export_dir}", highlight=False)
     manifest = read_manifest(export_dir)
+    check_output_dir(export_dir, "--out")  # the engine lands beside its ONNX: writable, before the build
     if variant is not None and manifest is not None and manifest.get("variant") != get_spec(variant).name:
         raise InputError(f"{export_dir} holds an export of {manifest.get('variant')}, not {get_spec(variant).name}: "
                          "name the right VARIANT or --out")
@@ -335,13 +366,17 @@ def print_engine_summary(engine: dict, export_dir: Path) -> None:
         out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}", highlight=False, soft_wrap=True)
 
 
-def _csv(text: Optional[str], cast=str) -> Optional[list]:
+def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
     if text is None:
         return None
-    try:
-        return [cast(item.strip()) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected a comma-separated list, got '{text}'") from None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        try:
+            cast(item)
+        except ValueError:
+            kind = "an integer" if cast is int else "valid"
+            raise InputError(f"{option} '{item}' is not {kind}: expected a comma-separated list, got '{text}'") from None
+    return [cast(item) for item in items]
 
 
 @app.command()
@@ -357,7 +392,7 @@ def bench(
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="Let fp32 rows on a GPU use TF32, labelled so (default: off, fp32 is fp32)."),
     include_transfers: Optional[bool] = typer.Option(None, "--include-transfers/--exclude-transfers", help="Time host↔device copies too (default: excluded)."),
     check_parity: bool = typer.Option(False, "--check-parity", help="Check every row's outputs on the runner that was timed, against torch fp32."),
-    suite: Optional[str] = typer.Option(None, "--suite", help="A sweep from benchmarks/suites/NAME.toml (or a .toml path); options given here override it."),
+    suite: Optional[str] = typer.Option(None, "--suite", help="A sweep: a built-in suite (cpu-smoke, cpu-2core, h100-full), ./benchmarks/suites/NAME.toml, or a .toml path; options given here override it."),
     export_root: Path = typer.Option(Path("export"), "--export-root", help="Where the artifacts are (missing fp32/fp16 ONNX are exported there)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON; each measurement is also appended to a .jsonl beside it as it happens."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the records as CSV."),
@@ -367,6 +402,7 @@ def bench(
     import dataclasses
     import shlex
 
+    from .artifacts import check_output_dir, check_output_file
     from .bench import run_bench
     from .bench_plan import BenchPlan, load_suite
     from .bench_report import MeasurementLog, write_reports
@@ -377,10 +413,15 @@ def bench(
                                                      precisions=["fp32"], batches=[1, 8])
     overrides = {k: v for k, v in {
         "variants": [resolve_name(v) for v in variants] if variants else None, "backends": _csv(backends),
-        "precisions": _csv(precision), "batches": _csv(batch, int), "device": device, "warmup_s": warmup_s,
+        "precisions": _csv(precision), "batches": _csv(batch, int, "--batch"), "device": device, "warmup_s": warmup_s,
         "duration_s": duration_s, "include_transfers": include_transfers, "rounds": rounds, "tf32": tf32,
     }.items() if v is not None}
     plan = dataclasses.replace(base, **overrides, check_parity=check_parity, export_root=export_root).check()
+    for path, option in ((json_out, "--json"), (csv_out, "--csv")):
+        if path is not None:
+            check_output_file(path, option)  # before the sweep, not after it
+    if report_dir is not None:
+        check_output_dir(report_dir, "--report")
     env = environment(plan.device)
     plan_dict = plan.to_dict()
     plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
@@ -416,7 +457,8 @@ def bench(
         for log in logs:
             log.measurement(m)
 
-    with StepReporter(err) as on_step:
+    kept = f"the measurements so far are in {', '.join(str(log.path) for log in logs)}" if logs else "nothing was written"
+    with StepReporter(err) as on_step, interrupted_says(f"interrupted: {kept}; no report was written"), honoured_interrupt():
         if out.is_terminal:
             from rich.live import Live
 

@@ -16,12 +16,13 @@ from typing import Callable
 
 import onnx
 
-from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, verified_record
+from .artifacts import ONNX_FILES, atomic_path
+from .manifest import add_artifact, artifact_record, read_manifest, verified_record
 from .compilers import (TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, parse_targets,
                         require_builder, resolve)
 from .engine_layers import inspected_layers, logged_layers
 from .errors import CheckFailed, InputError, first_line
-from .interrupts import deferred_interrupt
+from .interrupts import deferred_interrupt, writes_complete_first
 from .qdq_rules import check_qdq
 from .registry import get_spec
 
@@ -147,28 +148,30 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
         turing = (" (TensorRT-RTX compiles only fp16 for Turing: build sm75 on its own, from model.fp16.onnx)"
                   if targets and "sm75" in targets and options.precision != "fp16" else "")
         raise CheckFailed(f"{compiler.title} could not build an engine from {onnx_path.name}: {logger.last_error()}{turing}")
-    data = bytes(serialized)
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(data)
-    try:  # a summary the compiler's output no longer yields must not cost the engine
-        layers = (inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
-                  else logged_layers(logger.messages))
-    except Exception as err:  # noqa: BLE001
-        layers = {"source": None, "error": first_line(err)}
-    if compiler is TENSORRT:
-        cache_path = Path(facts["timing_cache"])
-        with atomic_path(cache_path) as tmp:
-            tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    # The engine and its manifest entry land together: Ctrl-C in between waits for the entry.
+    with writes_complete_first(f"{engine_path.name} was completed first, and listed in the manifest"):
+        data = bytes(serialized)
+        with atomic_path(engine_path) as tmp:
+            tmp.write_bytes(data)
+        try:  # a summary the compiler's output no longer yields must not cost the engine
+            layers = (inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
+                      else logged_layers(logger.messages))
+        except Exception as err:  # noqa: BLE001
+            layers = {"source": None, "error": first_line(err)}
+        if compiler is TENSORRT:
+            cache_path = Path(facts["timing_cache"])
+            with atomic_path(cache_path) as tmp:
+                tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
 
-    record = artifact_record(
-        export_dir, engine_path, kind=compiler.kind, precision=options.precision,
-        source={"path": onnx_path.name, "sha256": listed["sha256"]},
-        compiler={"name": compiler.name, "version": trt.__version__},
-        strongly_typed=True, **facts,
-        profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
-        workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
-    )
-    return add_artifact(export_dir, manifest, record)
+        record = artifact_record(
+            export_dir, engine_path, kind=compiler.kind, precision=options.precision,
+            source={"path": onnx_path.name, "sha256": listed["sha256"]},
+            compiler={"name": compiler.name, "version": trt.__version__},
+            strongly_typed=True, **facts,
+            profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+            workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
+        )
+        return add_artifact(export_dir, manifest, record)
 
 
 def _configure_rtx(trt, config, targets: tuple[str, ...]) -> dict:

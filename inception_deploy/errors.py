@@ -29,3 +29,9 @@ def first_line(err: BaseException, limit: int = 200) -> str:
     """The part of a library's exception that names the problem: its first non-empty line, shortened."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     return (lines[0] if lines else type(err).__name__)[:limit]
+
+
+class Interrupted(InceptionDeployError):
+    """Ctrl-C: the message says what was kept."""
+
+    exit_code = 130

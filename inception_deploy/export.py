@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import platform
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +20,15 @@ import onnx
 import torch
 
 from . import __version__
-from .artifacts import ONNX_FILES, add_artifact, artifact_record, atomic_path, read_manifest, sha256_of, write_manifest
+from .artifacts import ONNX_FILES, atomic_path, check_output_dir, made_dirs, sha256_of
 from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
 from .fp16 import convert_to_fp16
+from .interrupts import honoured_interrupt, writes_complete_first
+from .manifest import add_artifact, artifact_record, read_manifest, write_manifest
 from .qdq_rules import check_qdq, qdq_summary
-from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8
+from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, publish_cache, quantize_int8
 from .registry import get_spec
 from .runners.onnxruntime_runner import OnnxRuntimeRunner
 from .samples import UNTRAINED_CONDITIONING, random_batch
@@ -76,6 +79,7 @@ def export_onnx(
     calib_method: str = "minmax",
     calib_synthetic: bool = False,
     out_dir: str | Path | None = None,
+    force: bool = False,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     on_step: StepCallback | None = None,
@@ -85,7 +89,9 @@ def export_onnx(
     Every artifact is run in ONNX Runtime (CPU) and compared before it is written: model.onnx against
     the PyTorch model, model.fp16.onnx and model.int8.onnx against model.onnx. fp32 and fp16 are refused
     when out of tolerance; int8 is kept with its agreement figures, and a warning when they are poor.
-    Returns the manifest.
+    A re-export keeps the derived artifacts (fp16, int8, engines) whose source is unchanged and removes the
+    others; the manifest lists them under "kept" and "removed". Exporting over another variant's export
+    needs `force`. Returns the manifest (with "warnings", when there are any).
     Raises InputError for bad arguments or checkpoints, CheckFailed when a comparison fails (nothing is
     written then), BackendMissing when onnxruntime/onnxsim/onnxscript is not installed.
     """
@@ -108,9 +114,13 @@ def export_onnx(
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is a file: pass a directory")
+    check_output_dir(out_dir, "--out")  # before minutes of work
+    previous = read_manifest(out_dir, lenient=True)
+    if previous is not None and previous["variant"] != spec.name and not force:
+        raise InputError(f"{out_dir} holds an export of {previous['variant']}: pass --force to replace it with "
+                         f"{spec.name}, or choose another --out")
     seconds: dict[str, float] = {}
+    warnings: list[str] = []
 
     @contextlib.contextmanager
     def timed(name: str, label: str):
@@ -119,6 +129,28 @@ def export_onnx(
         yield
         seconds[name] = round(time.perf_counter() - start, 3)
 
+    with honoured_interrupt():
+        verified, model, pending_cache = _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8,
+                                         calibration, calib_method, out_dir, samples, seed, timed, step, warnings)
+    step(f"writing {out_dir}")
+    start = time.perf_counter()
+    with made_dirs(out_dir), writes_complete_first(f"the new export in {out_dir} was completed first (its files and manifest)"):
+        head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
+        if pending_cache is not None:
+            publish_cache(*pending_cache)
+        manifest = _write_artifacts(out_dir, head, verified, previous)
+        seconds["write"] = round(time.perf_counter() - start, 3)
+        manifest["export"]["seconds"] = seconds
+        if warnings:
+            manifest["warnings"] = warnings
+        write_manifest(out_dir, manifest)
+    return manifest
+
+
+def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8, calibration,
+                   calib_method, out_dir, samples, seed, timed, step, warnings):
+    """Every requested artifact, made and verified in memory: {precision: (proto, parity, facts)}, the model, and
+    the calibration cache to publish with them (None when there is nothing new to write)."""
     with timed("build", f"building {spec.name}" + ("" if weights else " (untrained: conditioning BatchNorm)")):
         model = deployable_model(spec.name, num_classes=num_classes, weights=weights)
     example = random_batch(spec, fixed_batch or EXPORT_BATCH, seed=seed + 2)
@@ -133,6 +165,7 @@ def export_onnx(
     with timed("parity", "verifying in ONNX Runtime (CPU) against torch"):
         with torch.inference_mode():
             expected = model(torch.from_numpy(check_input)).numpy()
+        _check_outputs(expected, spec.name, warnings)
         fp32_parity, fp32_out = _verify(proto, check_input, expected, "fp32", variant=spec.name, reference="torch-cpu-fp32", seed=seed)
     verified = {"fp32": (proto, fp32_parity, {})}
     if fp16:
@@ -143,9 +176,13 @@ def export_onnx(
             verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
     if int8:
         with timed("int8", f"quantizing to int8 ({calib_method} calibration)"):
-            out_dir.mkdir(parents=True, exist_ok=True)
-            proto8, facts = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
+            proto8, facts, pending_cache = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
                                           progress=lambda done, total: step("calibrating on images", done, total))
+            for name, reason in calibration.skipped:
+                warnings.append(f"--calib: skipped {name}: {reason}")
+            if facts["calibration"].get("cache_discarded"):
+                warnings.append(f"the calibration cache {facts['calibration']['cache']} was "
+                                f"{facts['calibration']['cache_discarded']}: discarded and rebuilt")
             check_qdq(proto8, "the int8 model")  # before any artifact is written (the calibration cache is kept)
             facts["qdq"] = qdq_summary(proto8)
             step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
@@ -156,13 +193,18 @@ def export_onnx(
                                  seed=seed, refuse=False)
             parity8["inputs"] = "calibration images" if not calibration.synthetic else SYNTHETIC_LABEL
             verified["int8"] = (proto8, parity8, facts)
+    return verified, model, (pending_cache if int8 else None)
 
-    with timed("write", f"writing {out_dir}"):
-        head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
-        manifest = _write_artifacts(out_dir, head, verified)
-    manifest["export"]["seconds"] = seconds
-    write_manifest(out_dir, manifest)
-    return manifest
+
+def _check_outputs(expected: np.ndarray, variant: str, warnings: list[str]) -> None:
+    """Name a degenerate model before ONNX Runtime is blamed for it."""
+    if not np.isfinite(expected).all():
+        kind = "NaN" if np.isnan(expected).any() else "Inf"
+        raise CheckFailed(f"the PyTorch model itself outputs {kind} on the check inputs: its weights are broken "
+                          f"(check the checkpoint); nothing was written")
+    if len(expected) > 1 and np.allclose(expected, expected[:1], rtol=0, atol=1e-6 * max(1.0, float(np.abs(expected).max()))):
+        warnings.append(f"{variant} outputs the same logits for every input: it ignores its input (dead weights or "
+                        "a broken checkpoint), so parity on it proves nothing")
 
 
 def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, dynamic: bool) -> onnx.ModelProto:
@@ -176,7 +218,8 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, 
             )
         return program.model_proto
     except Exception as err:
-        raise InceptionDeployError(f"torch.onnx export failed: {first_line(err)}") from None
+        message = re.sub(r"\x1b\[[0-9;]*m", "", first_line(err, 400))  # the exporter colours its messages
+        raise InceptionDeployError(f"torch.onnx export failed: {message[:200]}") from None
 
 
 def _check(proto: onnx.ModelProto) -> None:
@@ -260,25 +303,46 @@ def _manifest_head(spec, model, weights, opset: int, fixed_batch: int | None, si
     }
 
 
-def _write_artifacts(out_dir: Path, head: dict, verified: dict) -> dict:
-    """Write each verified artifact atomically; drop those the previous manifest listed and this one does not."""
+def _write_artifacts(out_dir: Path, head: dict, verified: dict, previous: dict | None) -> dict:
+    """Write each verified artifact atomically. Of the previous export's artifacts, keep those derived from a
+    source that is unchanged (same sha256: an fp16 or int8 ONNX of the same model.onnx, an engine of the same
+    ONNX), and remove the rest, listing them under "removed"."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    old = read_manifest(out_dir)
-    records = []
-    for precision, (proto, parity, facts) in verified.items():
+    records, valid = [], {}
+    for precision, (proto, parity, facts) in verified.items():  # fp32 first: the others record it as their source
         path = out_dir / ONNX_FILES[precision]
         with atomic_path(path) as tmp:
             onnx.save_model(proto, tmp)
-        records.append(artifact_record(out_dir, path, kind="onnx", precision=precision, **facts, parity=parity))
+        source = {} if precision == "fp32" else {"source": {"path": ONNX_FILES["fp32"], "sha256": valid[ONNX_FILES["fp32"]]}}
+        record = artifact_record(out_dir, path, kind="onnx", precision=precision, **facts, **source, parity=parity)
+        records.append(record)
+        valid[record["path"]] = record["sha256"]
     fp32_graph = verified["fp32"][0].graph
     head["input"] = _graph_io(fp32_graph.input[0])
     head["output"] = _graph_io(fp32_graph.output[0])
-    head["artifacts"] = records
-    kept = {r["path"] for r in records}
-    for entry in (old or {}).get("artifacts", []):
-        stale = out_dir / entry.get("path", "")
-        if entry.get("path") not in kept and stale.is_file() and stale.resolve().parent == out_dir.resolve():
-            stale.unlink()  # derived from the previous export: it no longer matches this model
+    same_variant = previous is not None and previous.get("variant") == head["variant"]
+    old = previous.get("artifacts", []) if previous else []
+    old_sha = {e["path"]: e["sha256"] for e in old}
+    kept, removed = [], []
+    for entry in sorted((e for e in old if e["path"] not in valid), key=lambda e: e.get("kind") != "onnx"):
+        source = entry.get("source") or {}
+        source_path = source.get("path", ONNX_FILES["fp32"])  # before sources were recorded: made with model.onnx
+        source_sha = source.get("sha256", old_sha.get(source_path))
+        path = out_dir / entry["path"]
+        if (same_variant and valid.get(source_path) == source_sha and path.is_file()
+                and sha256_of(path) == entry["sha256"]):
+            kept.append(entry)
+            valid[entry["path"]] = entry["sha256"]
+        else:
+            removed.append(entry["path"])
+            for stale in (path, path.with_name(path.name + ".runtime-cache")):
+                if stale.is_file() and stale.resolve().parent == out_dir.resolve():
+                    stale.unlink()
+    head["artifacts"] = records + kept
+    if kept:
+        head["kept"] = [e["path"] for e in kept]
+    if removed:
+        head["removed"] = removed
     return head
 
 

@@ -13,6 +13,8 @@ import signal
 import threading
 from typing import Callable, Iterator
 
+from .errors import Interrupted
+
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
@@ -29,3 +31,43 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
             signal.signal(signal.SIGINT, previous)
     if hits:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def honoured_interrupt() -> Iterator[None]:
+    """Ctrl-C stays responsive (KeyboardInterrupt at once), and is honoured even when a library catches it
+    and turns it into its own error (torch.export: "Failed to export the model…") or carries on as if
+    nothing happened: on leaving the block, a Ctrl-C that came during it is a KeyboardInterrupt."""
+    hits: list[int] = []
+    installable = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if installable else None
+    active = installable and previous is not signal.SIG_IGN
+
+    def handler(signum, frame):
+        hits.append(signum)
+        raise KeyboardInterrupt
+
+    if active:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    except BaseException:
+        if hits:
+            raise KeyboardInterrupt from None  # whatever the library made of it
+        raise
+    finally:
+        if active:
+            signal.signal(signal.SIGINT, previous)
+    if hits:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def writes_complete_first(what: str) -> Iterator[None]:
+    """Around writes that belong together (files and their manifest entry): Ctrl-C waits until all are done,
+    then ends the command saying so (Interrupted, exit 130), so that no half of them is ever left."""
+    try:
+        with deferred_interrupt():
+            yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: {what}") from None

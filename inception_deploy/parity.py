@@ -15,17 +15,19 @@ import numpy as np
 import onnx
 import torch
 
-from .artifacts import ENGINE_KINDS, PRECISIONS, read_manifest, sha256_of, verified_record
+from .artifacts import ENGINE_KINDS, PRECISIONS, sha256_of
+from .manifest import read_manifest, verified_record
 from .compare import Difference, difference
 from .compilers import COMPILERS, require_runtime
-from .errors import InputError, first_line
+from .errors import CheckFailed, InputError, first_line
 from .export import default_out_dir
 from .localize import BlockDivergence, first_divergence, localize
-from .registry import get_spec, list_models
+from .identify import identify, model_signature, onnx_signature
+from .registry import get_spec
 from .runners import Backend, Runner, open_runner, parse_backends
 from .samples import UNTRAINED_CONDITIONING, image_batch, random_batch
 from .tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
-from .zoo import DEFAULT_INIT_SEED, build_model, deployable_model
+from .zoo import DEFAULT_INIT_SEED, deployable_model
 
 DEFAULT_SAMPLES = 8
 CHUNK = 8  # samples per run: bounds memory on big inputs
@@ -73,6 +75,7 @@ class ParityReport:
     untrained: bool
     inputs: dict
     rows: list[ParityRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -80,7 +83,8 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         return {"variant": self.variant, "reference": self.reference, "untrained": self.untrained,
-                "inputs": self.inputs, "passed": self.passed, "rows": [r.to_dict() for r in self.rows]}
+                "inputs": self.inputs, "passed": self.passed, "warnings": self.warnings,
+                "rows": [r.to_dict() for r in self.rows]}
 
 
 def check_parity(
@@ -111,6 +115,8 @@ def check_parity(
     for backend in chosen_backends:
         if backend.engine in COMPILERS:
             require_runtime(COMPILERS[backend.engine])  # exit 3 before any work when the library or the GPU is missing
+    if (atol is not None and not atol >= 0) or (rtol is not None and not rtol >= 0):
+        raise InputError(f"--atol and --rtol must be 0 or more, got atol {atol}, rtol {rtol}")
     if rtol is not None and atol is None:
         atol = 0.0  # --rtol alone: a purely relative elementwise tolerance
     if samples is not None and (samples < 0 or (samples == 0 and images is None)):
@@ -122,7 +128,8 @@ def check_parity(
                    and not any(b.runs == "model" for b in chosen_backends)]
         if missing:
             raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run `inception-deploy export "
-                             f"{spec.aliases[0]} --{missing[0]}` or name one with --onnx")
+                             f"{spec.aliases[0]} --{missing[0]}{' --calib DIR' if missing[0] == 'int8' else ''}` "
+                             "or name one with --onnx")
         artifacts = [a for a in artifacts if a.precision in wanted]
     weights, num_classes = _reference_weights(manifest, weights, num_classes)
 
@@ -145,6 +152,7 @@ def check_parity(
             expected = _run_all(runner, x)
 
     report = ParityReport(spec.name, REFERENCES[reference], model.untrained, inputs_info)
+    _check_reference(expected["logits"], x, report)
     for backend in chosen_backends:
         for target, precision in _targets(backend, artifacts, wanted, reference):
             if isinstance(target, str):  # a reason to skip
@@ -170,6 +178,19 @@ def check_parity(
                                                 precision=precision)
                 report.rows.append(row)
     return report
+
+
+def _check_reference(logits: np.ndarray, x: torch.Tensor, report: ParityReport) -> None:
+    """A degenerate reference makes every verdict meaningless: NaN is an error, a constant output a warning."""
+    if not np.isfinite(logits).all():
+        kind = "NaN" if np.isnan(logits).any() else "Inf"
+        raise CheckFailed(f"the reference ({report.reference}) itself outputs {kind}: the model's weights are broken "
+                          "(check the checkpoint); no backend can be compared with it")
+    distinct = len({hash(sample.numpy().tobytes()) for sample in x}) > 1
+    scale = max(1.0, float(np.abs(logits).max()))
+    if distinct and len(logits) > 1 and np.allclose(logits, logits[:1], rtol=0, atol=1e-6 * scale):
+        report.warnings.append("the reference outputs the same logits for every input: the model ignores its input "
+                               "(dead weights or a broken checkpoint), so a PASS here proves nothing")
 
 
 def _parse_precisions(precisions) -> list[str] | None:
@@ -212,11 +233,15 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
 
 
 def _precision_of(path: Path) -> str:
+    if path.stat().st_size == 0:
+        raise InputError(f"--onnx {path} is empty (0 bytes): export it again")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:
         raise InputError(f"--onnx {path} is not a readable ONNX model ({first_line(err, 120)}): "
                          "it is corrupt or truncated; export it again") from None
+    if not model.graph.node:
+        raise InputError(f"--onnx {path} is not a readable ONNX model (it holds no graph): export it again")
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         return "int8"
     if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
@@ -242,43 +267,19 @@ def _reference_weights(manifest: dict | None, weights, num_classes):
     return None, num_classes
 
 
-def _conv_shapes(model: torch.nn.Module) -> list[tuple[int, ...]]:
-    return sorted(tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-
-
-def _onnx_conv_shapes(graph: onnx.GraphProto) -> list[tuple[int, ...]]:
-    """Kernel shapes of the graph's Conv nodes, seen through DequantizeLinear (Q/DQ) and Cast (fp16)."""
-    initializers = {i.name: tuple(i.dims) for i in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-    shapes = []
-    for node in graph.node:
-        if node.op_type != "Conv":
-            continue
-        name = node.input[1]
-        while name not in initializers and name in producers and producers[name].op_type in ("DequantizeLinear", "Cast"):
-            name = producers[name].input[0]
-        shapes.append(initializers.get(name, ()))
-    return sorted(shapes)
-
-
 def _check_artifact_matches(artifact: Artifact, model: torch.nn.Module, spec) -> None:
     """Refuse, in one line, an ONNX file of another variant (or head size)."""
     graph = onnx.load(str(artifact.path), load_external_data=False).graph
-    onnx_convs = _onnx_conv_shapes(graph)
+    signature = onnx_signature(graph)
     dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] if graph.input else []
     classes = [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] if graph.output else []
     head = model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0]
-    if onnx_convs == _conv_shapes(model) and dims[1:] == list(spec.input_size):
+    if signature == model_signature(model) and dims[1:] == list(spec.input_size):
         if classes != [head]:
             raise InputError(f"{artifact.path} outputs {classes} classes but the reference model has {head}: "
                              "pass the checkpoint it was exported from with --weights, or --num-classes")
         return
-    owner = None
-    for other in list_models():
-        with torch.device("meta"):
-            candidate = build_model(other.name)
-        if onnx_convs == _conv_shapes(candidate):
-            owner = other
+    owner = identify(signature)
     hint = (f": it looks like {owner.name} — run `inception-deploy parity {owner.aliases[0]} --onnx {artifact.path}`"
             if owner is not None and owner.name != spec.name else "")
     raise InputError(f"{artifact.path} is not an ONNX export of this {spec.name} (its convolutions or input "

@@ -30,7 +30,7 @@ import onnx
 
 from .artifacts import atomic_path
 from .deps import require
-from .errors import InputError
+from .errors import InputError, first_line
 from .samples import image_batch, random_batch
 from .spec import ModelSpec
 
@@ -61,7 +61,7 @@ def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: i
         return Calibration(random_batch(spec, samples, seed=seed).numpy(), SYNTHETIC_LABEL, [], [], True)
     if calib_dir is None:
         raise InputError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
-    batch, files, skipped = image_batch(spec, calib_dir)
+    batch, files, skipped = image_batch(spec, calib_dir, option="--calib")
     return Calibration(batch[:samples].numpy(), str(calib_dir), files[:samples], skipped, False)
 
 
@@ -96,9 +96,29 @@ def quantization_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def _cache_problem(cache: Path, model: onnx.ModelProto) -> str | None:
+    """Why a calibration cache cannot be reused (empty, not ORT's format, another model's), or None."""
+    try:
+        raw = cache.read_bytes()
+        data = json.loads(raw) if raw.strip() else None
+    except (OSError, ValueError) as err:
+        return f"unreadable ({first_line(err, 80)})"
+    if data is None:
+        return "empty"
+    if not isinstance(data, dict) or data.get("CLS") != "TensorsData" or not isinstance(data.get("data"), dict) \
+            or "calibration_method" not in data or not data["data"]:
+        return "not an onnxruntime calibration cache"
+    names = {v for n in model.graph.node for v in (*n.input, *n.output)} | {i.name for i in model.graph.input}
+    foreign = [name for name in data["data"] if name not in names]
+    if foreign:
+        return f"made for another model (tensor '{foreign[0]}' is not in this one)"
+    return None
+
+
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
                   progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict]:
-    """The Q/DQ model, and facts for the manifest (the cache used, whether it was reused)."""
+    """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
+    publish with the artifacts as (path, bytes), or None when the cache was reused. Nothing is written here."""
     if method not in CALIB_METHODS:
         raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
     require("onnxruntime")
@@ -113,7 +133,8 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
     key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
                          + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
-    reused = cache.is_file()
+    problem = _cache_problem(cache, model) if cache.exists() else None
+    reused = cache.is_file() and problem is None
     nodes = quantization_nodes(model)
     reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
     quiet = logging.getLogger().level
@@ -134,19 +155,24 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                 extra_options=options, calibration_cache_path=working_cache,
             )
             quantized = _skip_input_only(onnx.load(str(output)))
-            if not reused:
-                cache_dir.mkdir(parents=True, exist_ok=True)
-                with atomic_path(cache) as final:
-                    shutil.copyfile(working_cache, final)
-                for stale in cache_dir.glob(f"model.int8.calib-{method}-*.json"):
-                    if stale != cache:
-                        stale.unlink()  # made for other inputs or another model
+            pending = None if reused else (cache, working_cache.read_bytes())
     finally:
         logging.getLogger().setLevel(quiet)
     facts = {"calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
                              "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
                              "quantized_nodes": len(nodes)}}
-    return quantized, facts
+    if problem:
+        facts["calibration"]["cache_discarded"] = problem
+    return quantized, facts, pending
+
+
+def publish_cache(cache: Path, data: bytes) -> None:
+    """Write a new calibration cache (atomically, with the artifacts it served) and drop the caches it replaces."""
+    with atomic_path(cache) as final:
+        final.write_bytes(data)
+    for stale in cache.parent.glob(f"{cache.name.rsplit('-', 1)[0]}-*.json"):
+        if stale != cache:
+            stale.unlink()  # made for other inputs, options or another model
 
 
 def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:

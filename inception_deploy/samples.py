@@ -66,7 +66,23 @@ def reestimate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
 INTERPOLATIONS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC"}
 
 
-def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+def _to_rgb8(image):
+    """RGB with 8 bits per channel. Pillow's convert() clips 16- and 32-bit modes (I;16, I, F) to 0..255,
+    which turns a 16-bit photograph white: scale them by their bit depth instead."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 1.0 if pixels.max(initial=0) <= 1.0 else pixels.max()
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
+def image_batch(spec: ModelSpec, directory: str | Path, *, option: str = "--images") -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
     """Every readable image in `directory`, through the variant's own preprocessing (Pillow).
 
     Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
@@ -75,7 +91,7 @@ def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, l
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(f"--images {directory} is not a directory")
+        raise InputError(f"{option} {directory} is not a directory")
     pre = spec.preprocessing
     resample = getattr(Image.Resampling, INTERPOLATIONS[pre.interpolation])
     mean = torch.tensor(pre.mean).view(3, 1, 1)
@@ -84,7 +100,7 @@ def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, l
     for path in sorted(p for p in directory.iterdir() if p.is_file()):
         try:
             with Image.open(path) as image:
-                image = image.convert("RGB")
+                image = _to_rgb8(image)
                 scale = pre.resize / min(image.size)
                 image = image.resize((max(pre.crop, round(image.width * scale)), max(pre.crop, round(image.height * scale))), resample)
                 left, top = (image.width - pre.crop) // 2, (image.height - pre.crop) // 2
@@ -96,6 +112,7 @@ def image_batch(spec: ModelSpec, directory: str | Path) -> tuple[torch.Tensor, l
         tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
         used.append(path.name)
     if not tensors:
-        raise InputError(f"--images {directory} holds no readable image ({len(skipped)} files skipped): "
+        what = f"{len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "it is empty"
+        raise InputError(f"{option} {directory} holds no readable image ({what}): "
                          "point it at a folder of JPEG/PNG photographs")
     return torch.stack(tensors), used, skipped

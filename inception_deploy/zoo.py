@@ -84,7 +84,14 @@ def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool 
 
 
 def _likely_owner_hint(spec: ModelSpec, sd: dict[str, torch.Tensor], weights) -> str:
-    owner = guess_variant(sd)
+    from .identify import checkpoint_signature, identify
+
+    # Its convolutions say which variant it is, whatever its key names; failing that, the names.
+    by_shape = identify(checkpoint_signature(sd))
+    if by_shape is not None and by_shape.name == spec.name:
+        return (f"; its convolutions are {spec.name}'s but its key names differ: it is in another library's layout "
+                "(`inception-deploy models` lists the ones loaded unchanged)")
+    owner = by_shape or guess_variant(sd)
     if owner is None:
         return "; its keys match no Inception variant"
     if owner.name == spec.name:

@@ -20,7 +20,7 @@ from inception_deploy.runners.base import Runner, reset_peak_rss
 from inception_deploy.timing import MIN_WARMUP_ITERATIONS, combine_rounds, measure, summarize
 
 runner = CliRunner()
-SUITES = Path(__file__).parent.parent / "benchmarks" / "suites"
+SUITES = Path(__file__).parent.parent / "inception_deploy" / "suites"
 
 
 class FakeClock:

@@ -1,5 +1,6 @@
 """Every variant exported once, and the written ONNX checked in ONNX Runtime against the source model."""
 
+import hashlib
 import json
 
 import onnx
@@ -79,7 +80,8 @@ def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity
     out = tmp_path / "g"
     out.mkdir()
     (out / "model.fp16.onnx").write_bytes(b"stale")
-    (out / "manifest.json").write_text(json.dumps({"artifacts": [{"path": "model.fp16.onnx"}]}))
+    (out / "manifest.json").write_text(json.dumps({"variant": "googlenet", "artifacts": [
+        {"path": "model.fp16.onnx", "sha256": hashlib.sha256(b"stale").hexdigest()}]}))
     runner = CliRunner()
     result = runner.invoke(app, ["export", "v1", "--onnx", "--weights", str(weights), "--batch", "2", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -90,6 +90,10 @@ class OnnxRuntimeRunner(Runner):
         providers = [first] if self.device == "cpu" else [first, "CPUExecutionProvider"]
         if self.device == "tensorrt":
             providers.insert(1, "CUDAExecutionProvider")
+        if not isinstance(self.model_source, onnx.ModelProto):
+            from ..manifest import verify_beside
+
+            verify_beside(Path(self.model_source))  # the file its export's manifest lists, or nothing runs
         payload = self.model_source.SerializeToString() if isinstance(self.model_source, onnx.ModelProto) else str(self.model_source)
         with _native_stderr_captured() as native_log:
             if self.device != "cpu" and hasattr(ort, "preload_dlls"):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_path, read_manifest, verified_record
+from ..artifacts import atomic_path
+from ..manifest import read_manifest, verified_record
 from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
 from ..errors import BackendMissing, InputError
 from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib

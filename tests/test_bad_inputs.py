@@ -1,0 +1,373 @@
+"""A catalogue of bad and adversarial inputs, tried as a new user would.
+
+Every case must end in one line on stderr with the documented exit code (2 usage/input, 1 failed check,
+3 missing backend), no traceback, nothing left behind (no new or partial file), and every earlier artifact
+byte-identical. Ctrl-C is tried with a real SIGINT sent to a real process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from inception_deploy.cli import app
+
+runner = CliRunner()
+PROC = Path("/proc/no-such-dir")
+IMPORT_S = 4.0  # a CLI process's start-up (torch, onnx, onnxruntime imports) before its work begins
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with its sha256: what must not change."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class Workspace:
+    """A scratch directory with an export of googlenet (fp32, fp16, int8) in export/googlenet."""
+
+    def __init__(self, root: Path, export_copy):
+        self.root = root
+        self._export_copy = export_copy
+        self._export: Path | None = None
+
+    @property
+    def export(self) -> Path:
+        if self._export is None:
+            source = self._export_copy("googlenet")
+            self._export = self.root / "export" / "googlenet"
+            self._export.parent.mkdir(exist_ok=True)
+            shutil.copytree(source, self._export)  # real copies: cases replace files in place
+        return self._export
+
+    def file(self, name: str, data: bytes = b"") -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def folder(self, name: str) -> Path:
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def swap(self, name: str, other: str) -> Path:
+        """Replace an artifact with another file's bytes: what a tampered or swapped artifact looks like."""
+        target = self.export / name
+        target.write_bytes((self.export / other).read_bytes())
+        return target
+
+    def manifest(self, text: str) -> Path:
+        (self.export / "manifest.json").write_text(text)
+        return self.export
+
+    def checkpoint(self, name: str, variant: str = "googlenet", *, poison: bool = False, safetensors: bool = False) -> Path:
+        from inception_deploy.zoo import create_model
+
+        state = {k: v.clone() for k, v in create_model(variant).state_dict().items()}
+        if poison:
+            next(v for v in state.values() if v.is_floating_point()).view(-1)[0] = float("nan")
+        path = self.root / name
+        if safetensors:
+            from safetensors.torch import save_file
+
+            save_file(state, str(path))
+        else:
+            torch.save(state, path)
+        return path
+
+
+def pickled_object(ws: Workspace) -> Path:
+    path = ws.root / "evil.pth"
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a pickled module, not a state dict
+    return path
+
+
+def suite_with_typo(ws: Workspace) -> Path:
+    return ws.file("typo.toml", b'variants = ["v1"]\nbackend = ["torch"]\n')
+
+
+# (id, args built from the workspace, exit code, fragment of the one-line message)
+CASES = [
+    # unknown names and bad options
+    ("export-unknown-variant", lambda ws: ["export", "v9"], 2, "unknown variant 'v9'"),
+    ("parity-unknown-variant", lambda ws: ["parity", "v9"], 2, "unknown variant 'v9'"),
+    ("bench-unknown-variant", lambda ws: ["bench", "v9"], 2, "unknown variant 'v9'"),
+    ("trt-unknown-variant", lambda ws: ["trt", "v9", "--compiler", "tensorrt"], 2, "unknown variant 'v9'"),
+    ("export-bad-opset", lambda ws: ["export", "v1", "--opset", "3"], 2, "--opset must be between"),
+    ("export-batch-zero", lambda ws: ["export", "v1", "--batch", "0"], 2, "--batch must be"),
+    ("export-batch-word", lambda ws: ["export", "v1", "--batch", "lots"], 2, "--batch must be"),
+    ("export-fp16-io-alone", lambda ws: ["export", "v1", "--fp16-io"], 2, "add --fp16"),
+    ("export-calib-without-int8", lambda ws: ["export", "v1", "--calib", str(ws.folder("imgs"))], 2, "add --int8"),
+    ("export-int8-without-calib", lambda ws: ["export", "v1", "--int8"], 2, "--calib DIR"),
+    ("export-int8-empty-calib", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.folder("empty"))], 2,
+     "--calib"),
+    ("export-int8-calib-not-a-dir", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("x.jpg", b"x"))], 2,
+     "--calib"),
+    ("export-int8-calib-only-junk", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("junk/a.jpg", b"no image").parent)],
+     2, "a.jpg"),
+    # checkpoints
+    ("weights-missing", lambda ws: ["export", "v1", "--weights", str(ws.root / "nope.pth")], 2, "does not exist"),
+    ("weights-a-directory", lambda ws: ["export", "v1", "--weights", str(ws.folder("ckpt"))], 2, "not a file"),
+    ("weights-garbage", lambda ws: ["export", "v1", "--weights", str(ws.file("g.pth", os.urandom(4096)))], 2,
+     "corrupt or truncated"),
+    ("weights-truncated-safetensors", lambda ws: ["export", "v1", "--weights", str(ws.file("t.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""))],
+     2, "corrupt or truncated"),
+    ("weights-pickled-object", lambda ws: ["export", "v1", "--weights", str(pickled_object(ws))], 2, "pickled Python objects"),
+    ("weights-other-architecture", lambda ws: ["export", "v3", "--weights", str(ws.checkpoint("v1.pth"))], 2, "googlenet"),
+    ("weights-with-nan", lambda ws: ["export", "v1", "--weights", str(ws.checkpoint("nan.pth", poison=True))], 2, "holds NaN"),
+    # output paths, refused before any work
+    ("export-out-is-a-file", lambda ws: ["export", "v1", "--out", str(ws.file("taken"))], 2, "is a file"),
+    ("export-out-under-a-file", lambda ws: ["export", "v1", "--out", str(ws.file("plain") / "sub")], 2, "is a file"),
+    ("export-out-in-proc", lambda ws: ["export", "v1", "--out", str(PROC / "x")], 2, "not writable"),
+    ("export-over-another-variant", lambda ws: ["export", "v3", "--out", str(ws.export)], 2, "--force"),
+    ("bench-json-is-a-dir", lambda ws: ["bench", "v1", "--json", str(ws.folder("out"))], 2, "is a directory"),
+    ("bench-csv-in-proc", lambda ws: ["bench", "v1", "--csv", str(PROC / "b.csv")], 2, "not writable"),
+    ("bench-report-is-a-file", lambda ws: ["bench", "v1", "--report", str(ws.file("r"))], 2, "is a file"),
+    ("parity-json-is-a-dir", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--json", str(ws.folder("o"))], 2,
+     "is a directory"),
+    ("parity-report-in-proc", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--report", str(PROC / "r.md")], 2,
+     "not writable"),
+    ("bench-json-is-a-device", lambda ws: ["bench", "v1", "--json", "/dev/null"], 2, "not a regular file"),
+    # integrity: a tampered artifact is never used
+    ("parity-swapped-onnx", lambda ws: ["parity", "v1", "--dir", str(ws.swap("model.onnx", "model.fp16.onnx").parent)], 2,
+     "changed since it was exported"),
+    ("bench-swapped-onnx", lambda ws: ["bench", "v1", "--backends", "onnxruntime", "--batch", "1", "--export-root",
+                                       str(ws.swap("model.onnx", "model.int8.onnx").parent.parent)], 2, "changed since"),
+    ("bench-check-parity-swapped-onnx", lambda ws: ["bench", "v1", "--backends", "onnxruntime", "--batch", "1", "--check-parity",
+                                                    "--export-root", str(ws.swap("model.onnx", "model.int8.onnx").parent.parent)],
+     2, "changed since"),
+    ("trt-swapped-onnx", lambda ws: ["trt", "v1", "--out", str(ws.swap("model.fp16.onnx", "model.onnx").parent)], 2,
+     "changed since it was exported"),
+    ("parity-empty-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest(""))], 2, "is empty (0 bytes)"),
+    ("parity-truncated-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"variant": "googlenet", "artif'))], 2,
+     "is not valid JSON"),
+    ("parity-foreign-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"name": "something else"}'))], 2,
+     "not an inception-deploy manifest"),
+    ("trt-invalid-manifest", lambda ws: ["trt", "v1", "--out", str(ws.manifest("[1, 2"))], 2, "is not valid JSON"),
+    ("bench-invalid-manifest", lambda ws: ["bench", "v1", "--batch", "1", "--export-root", str(ws.manifest("{}").parent)], 2,
+     "not an inception-deploy manifest"),
+    ("parity-empty-onnx", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--onnx", str(ws.file("empty.onnx"))], 2,
+     "is empty (0 bytes)"),
+    ("parity-truncated-onnx", lambda ws: ["parity", "v1", "--onnx", str(ws.file("t.onnx", (ws.export / "model.onnx").read_bytes()[:5000]))],
+     2, "not a readable ONNX model"),
+    ("parity-onnx-of-another-variant", lambda ws: ["parity", "v3", "--onnx", str(ws.export / "model.onnx")], 2,
+     "looks like googlenet"),
+    # parity options
+    ("parity-negative-atol", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--atol", "-1"], 2, "must be 0 or more"),
+    ("parity-negative-rtol", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--rtol", "-0.5"], 2, "must be 0 or more"),
+    ("parity-negative-samples", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--samples", "-1"], 2, "--samples"),
+    ("parity-unknown-backend", lambda ws: ["parity", "v1", "--backends", "warp"], 2, "unknown backend 'warp'"),
+    ("parity-unknown-precision", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--precision", "fp64"], 2,
+     "unknown precision 'fp64'"),
+    ("parity-images-not-a-dir", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.root / "none")], 2,
+     "--images"),
+    ("parity-images-empty", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.folder("e"))], 2,
+     "it is empty"),
+    ("parity-int8-hint", lambda ws: ["parity", "v1", "--onnx", str(ws.export / "model.onnx"), "--precision", "int8",
+                                     "--backends", "onnxruntime"], 2, "--int8 --calib DIR"),
+    # bench options
+    ("bench-batch-bad-element", lambda ws: ["bench", "v1", "--batch", "1,x"], 2, "'x' is not an integer"),
+    ("bench-rounds-zero", lambda ws: ["bench", "v1", "--rounds", "0"], 2, "--rounds"),
+    ("bench-unknown-suite", lambda ws: ["bench", "--suite", "nonesuch"], 2, "no suite 'nonesuch'"),
+    ("bench-suite-unknown-key", lambda ws: ["bench", "--suite", str(suite_with_typo(ws))], 2, "unknown key 'backend'"),
+    ("bench-unknown-backend", lambda ws: ["bench", "v1", "--backends", "warp"], 2, "unknown backend 'warp'"),
+    ("bench-unknown-device", lambda ws: ["bench", "v1", "--device", "tpu"], 2, "--device must be cpu or cuda"),
+    ("bench-unknown-precision", lambda ws: ["bench", "v1", "--precision", "fp64"], 2, "unknown precision 'fp64'"),
+    # trt
+    ("trt-sm90", lambda ws: ["trt", "v1", "--compiler", "tensorrt-rtx", "--target", "sm90", "--out", str(ws.export)], 2, "sm90"),
+    ("trt-two-precisions", lambda ws: ["trt", "v1", "--fp16", "--int8", "--out", str(ws.export)], 2, "one of"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input(case, tmp_path, export_copy, monkeypatch):
+    name, build, code, fragment = case
+    ws = Workspace(tmp_path / "ws", export_copy)
+    ws.root.mkdir()
+    monkeypatch.chdir(ws.root)
+    args = build(ws)
+    before = snapshot(ws.root)
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output and not lines[0].startswith("error: unexpected")
+    assert snapshot(ws.root) == before  # nothing new, nothing changed, no partial file
+
+
+def test_there_are_at_least_forty_cases():
+    assert len(CASES) >= 40
+
+
+def test_missing_backends_exit_3(export_copy):
+    out = export_copy("googlenet")
+    checks = [(["parity", "v1", "--dir", str(out), "--backends", "tensorrt"], "TensorRT")]
+    if not torch.cuda.is_available():
+        checks.append((["parity", "v1", "--dir", str(out), "--backends", "onnxruntime-cuda", "--samples", "1"], "CUDA"))
+    for args, fragment in checks:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 3 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_safetensors_file_named_pth_is_read_by_its_content(tmp_path):
+    from inception_deploy.checkpoint import read_state_dict
+
+    ws = Workspace(tmp_path, None)
+    disguised = ws.checkpoint("really-safetensors.pth", safetensors=True)
+    torch_file = ws.checkpoint("really-torch.safetensors")
+    assert len(read_state_dict(disguised)) == len(read_state_dict(torch_file)) > 100
+
+
+def test_a_16_bit_image_is_scaled_not_clipped(tmp_path):
+    """A 16-bit greyscale PNG at mid-grey must come out mid-grey, not white."""
+    from PIL import Image
+
+    from inception_deploy.registry import get_spec
+    from inception_deploy.samples import image_batch
+
+    spec = get_spec("googlenet")
+    Image.fromarray(np.full((300, 300), 32768, dtype=np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray(np.full((300, 300), 128, dtype=np.uint8)).save(tmp_path / "grey8.png")
+    batch, used, skipped = image_batch(spec, tmp_path)
+    assert used == ["grey16.png", "grey8.png"] and not skipped
+    assert torch.allclose(batch[0], batch[1], atol=0.02)
+
+
+def test_a_corrupt_calibration_cache_is_named_discarded_and_rebuilt(export_copy, calib_dir):
+    from inception_deploy import export_onnx
+
+    out = export_copy("googlenet")
+    manifest = export_onnx("googlenet", weights=None, int8=True, calib=calib_dir, out_dir=out / "re")  # a fresh dir: no cache
+    assert manifest["artifacts"][-1]["calibration"]["cache_reused"] is False
+    rebuilt = next((out / "re").glob("model.int8.calib-*.json"))
+    rebuilt.write_text("{}")
+    again = export_onnx("googlenet", weights=None, int8=True, calib=calib_dir, out_dir=out / "re")
+    calibration = next(a for a in again["artifacts"] if a["precision"] == "int8")["calibration"]
+    assert calibration["cache_reused"] is False and calibration["cache_discarded"] == "not an onnxruntime calibration cache"
+    assert any("discarded and rebuilt" in w for w in again["warnings"])
+    assert json.loads(rebuilt.read_text())["CLS"] == "TensorsData"  # rebuilt, atomically, in its place
+
+
+def test_a_re_export_keeps_what_still_fits(tmp_path, calib_dir):
+    """Same model.onnx: the fp16 and int8 files stay. Another model.onnx: they go, and are listed. Another
+    variant's export is replaced only with force. Skipped calibration files are listed."""
+    from inception_deploy import export_onnx
+    from inception_deploy.errors import InputError
+
+    out = tmp_path / "g"
+    export_onnx("googlenet", fp16=True, out_dir=out)
+    fp16 = (out / "model.fp16.onnx").read_bytes()
+    images = tmp_path / "calib"
+    shutil.copytree(calib_dir, images)
+    (images / "notes.txt").write_text("not an image")
+    second = export_onnx("googlenet", int8=True, calib=images, out_dir=out)
+    assert {a["path"] for a in second["artifacts"]} == {"model.onnx", "model.int8.onnx", "model.fp16.onnx"}
+    assert second["kept"] == ["model.fp16.onnx"] and (out / "model.fp16.onnx").read_bytes() == fp16
+    assert any(w.startswith("--calib: skipped notes.txt") for w in second["warnings"])
+    third = export_onnx("googlenet", num_classes=10, out_dir=out)  # another head: another model.onnx
+    assert sorted(third["removed"]) == ["model.fp16.onnx", "model.int8.onnx"]
+    assert sorted(p.name for p in out.glob("model*.onnx")) == ["model.onnx"]
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "variant": "inception_v3"}))  # as if v3 were here
+    with pytest.raises(InputError, match="--force"):
+        export_onnx("googlenet", out_dir=out)
+    forced = export_onnx("googlenet", out_dir=out, force=True)
+    assert forced["variant"] == "googlenet" and [a["path"] for a in forced["artifacts"]] == ["model.onnx"]
+
+
+def test_a_model_that_ignores_its_input_is_named(tmp_path):
+    """Zero classifier weights: every input gives the bias. A PASS at zero difference would mean nothing."""
+    from inception_deploy.zoo import create_model
+
+    state = create_model("googlenet").state_dict()
+    state["fc.weight"].zero_()
+    torch.save(state, tmp_path / "dead.pth")
+    result = runner.invoke(app, ["export", "v1", "--weights", str(tmp_path / "dead.pth"), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0 and "ignores its input" in result.stderr, result.output
+    result = runner.invoke(app, ["parity", "v1", "--dir", str(tmp_path / "e")])
+    assert result.exit_code == 0 and "proves nothing" in result.stderr, result.output
+
+
+def test_a_full_file_system_is_exit_1_and_leaves_no_temporary_file(export_copy, tmp_path):
+    """Writes past the file-size limit fail as a full disk does: one line, exit 1, no partial file."""
+    import resource
+
+    out = export_copy("googlenet")
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    code = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
+    result = subprocess.run([sys.executable, "-c", code, "parity", "v1", "--dir", str(out), "--samples", "2",
+                             "--json", str(tmp_path / "reports" / "v1" / "report.json")], capture_output=True, text=True,
+                            preexec_fn=small_files)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "while writing" in lines[0] and "report.json" in lines[0], result.stderr
+    assert not (tmp_path / "reports").exists()  # neither the temporary file nor the directories made for it
+
+
+def _run_and_interrupt(args: list[str], cwd: Path, after_s: float) -> subprocess.CompletedProcess:
+    """Start the real CLI, send it a real SIGINT after `after_s` seconds, and wait for it."""
+    code = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
+    process = subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.8])
+def test_ctrl_c_during_export_exits_130_and_keeps_the_previous_export(fraction, export_copy, calib_dir, tmp_path):
+    """Ctrl-C early (torch.export, which would swallow it) and late (calibration): the previous export stays."""
+    out = export_copy("inception_v3")
+    before = snapshot(out)
+    took = sum(json.loads((out / "manifest.json").read_text())["export"]["seconds"].values())  # this machine, today
+    args = ["export", "v3", "--fp16", "--int8", "--calib", str(calib_dir), "--out", str(out)]  # untrained: other bytes
+    result = _run_and_interrupt(args, tmp_path, IMPORT_S + fraction * took)
+    if result.returncode == 0:
+        pytest.fail(f"the export finished before the interrupt: {result.stderr}")
+    assert result.returncode == 130, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in result.stderr, result.stderr
+    assert snapshot(out) == before and not list(out.glob(".*partial"))
+
+
+def test_ctrl_c_during_bench_keeps_the_measurements(tmp_path):
+    result = _run_and_interrupt(["bench", "v1", "--backends", "onnxruntime,torch", "--batch", "1", "--rounds", "50",
+                                 "--warmup-s", "0", "--duration-s", "0.3", "--export-root", str(tmp_path / "export"),
+                                 "--json", str(tmp_path / "b.json")], tmp_path, 25.0)
+    assert result.returncode == 130, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "b.jsonl" in lines[0] and "no report was written" in lines[0], result.stderr
+    assert not (tmp_path / "b.json").exists()
+    log = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert any(line["type"] == "measurement" for line in log)
+
+
+def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):
+    out = export_copy("inception_v3")
+    before = snapshot(out)
+    result = _run_and_interrupt(["parity", "v3", "--dir", str(out), "--samples", "64", "--json", str(tmp_path / "p.json")],
+                                tmp_path, IMPORT_S + 4.0)
+    assert result.returncode == 130, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted: nothing was written" in lines[0], result.stderr
+    assert not (tmp_path / "p.json").exists() and snapshot(out) == before
