@@ -24,26 +24,67 @@ def engine_file(precision: str, compiler: str = "tensorrt") -> str:
     return f"model.{precision}.{ENGINE_SUFFIXES[compiler]}"
 
 
-@contextlib.contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds. A full disk
-    is one line (exit 1); the temporary file, and any directory made for it, are removed on failure."""
-    final = Path(final)
-    with made_dirs(final.parent):
+class Staging:
+    """Files written under temporary names beside their final ones, then renamed into place together, in the
+    order they were staged (a manifest last): a failure before that changes nothing."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def path(self, final: Path) -> Path:
+        final = Path(final)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
         os.close(fd)
-        tmp_path = Path(tmp)
-        try:
-            yield tmp_path
-            os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-            os.replace(tmp_path, final)
-        except OSError as err:
-            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                reason = "no space left on device" if err.errno != errno.EFBIG else "file too large for this filesystem"
-                raise InceptionDeployError(f"{reason} while writing {final}: free some space and run again") from None
-            raise
-        finally:
-            tmp_path.unlink(missing_ok=True)
+        self.files.append((Path(tmp), final))
+        return Path(tmp)
+
+    def commit(self) -> None:
+        for tmp, final in self.files:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+            os.replace(tmp, final)
+        self.files.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            tmp.unlink(missing_ok=True)
+        self.files.clear()
+
+
+@contextlib.contextmanager
+def staged(directory: Path) -> Iterator[Staging]:
+    """Stage files in `directory` (made if missing); they replace their final names when the block succeeds.
+    On failure the temporary files, and any directory made for them, are removed; a full disk is one line."""
+    staging = Staging()
+    try:
+        with made_dirs(directory):
+            try:
+                yield staging
+                staging.commit()
+            except OSError as err:
+                staging_of = {str(tmp): final for tmp, final in staging.files}
+                final = staging_of.get(str(err.filename or ""), staging.files[-1][1] if staging.files else directory)
+                raise disk_error(err, final) from None
+            finally:
+                staging.discard()
+    except OSError as err:  # making the directory or a temporary file
+        raise disk_error(err, directory) from None
+
+
+def disk_error(err: OSError, what: Path) -> Exception:
+    """A full disk as one line (exit 1); any other OSError as it is."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InceptionDeployError(f"no space left on device while writing {what}: free some space and run again")
+    if err.errno == errno.EFBIG:
+        return InceptionDeployError(f"file too large for this file system while writing {what}")
+    return err
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds."""
+    final = Path(final)
+    with staged(final.parent) as staging:
+        yield staging.path(final)
 
 
 @contextlib.contextmanager

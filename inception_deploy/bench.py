@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .artifacts import ONNX_FILES
-from .manifest import IntegrityError, read_manifest, verified_record
+from .manifest import IntegrityError, read_manifest, verify_beside
 from .bench_plan import BenchPlan
 from .compare import difference
 from .compilers import COMPILERS, installed
@@ -176,12 +176,17 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
     if backend.engine in COMPILERS:
         return directory / COMPILERS[backend.engine].engine_file(precision)  # its runner verifies it on loading
     path = directory / ONNX_FILES[precision]
-    if not path.is_file() and precision in ("fp32", "fp16"):
+    if not path.is_file() and precision == "fp16" and (directory / ONNX_FILES["fp32"]).is_file():
+        from .export import add_fp16
+
+        step(f"{variant}: no {path}, making it from {ONNX_FILES['fp32']} first")
+        add_fp16(directory)  # from the export that is there (its weights), not a new untrained one
+    elif not path.is_file() and precision in ("fp32", "fp16"):
         from .export import export_onnx
 
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
-    verified_record(path, read_manifest(directory), fix=f"re-export it with `inception-deploy export {variant}`")
+    verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`")
     return path
 
 

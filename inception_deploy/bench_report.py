@@ -9,7 +9,7 @@ import os
 import time
 from pathlib import Path
 
-from .artifacts import atomic_path, write_text_atomic
+from .artifacts import atomic_path, disk_error, write_text_atomic
 from .bench import BenchRecord
 from .deps import require
 
@@ -94,10 +94,13 @@ class MeasurementLog:
         self._append({"type": "record", **record.to_dict()})
 
     def _append(self, data: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"run": self.run, **data}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"run": self.run, **data}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            raise disk_error(err, self.path) from None
 
 
 def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:

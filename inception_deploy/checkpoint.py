@@ -44,9 +44,9 @@ def _is_safetensors(path: Path) -> bool:
     """safetensors: an 8-byte little-endian header length, then a JSON header ('{'); torch files are zip or pickle."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        return path.suffix == ".safetensors" and len(head) < 9  # too short to tell: let the named loader say so
-    return 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+    if len(head) < 9:
+        return path.suffix == ".safetensors"  # too short to tell: let the loader its name asks for say so
+    return head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0  # a truncated one too: its loader says so
 
 
 def _load_safetensors(path: Path) -> dict:

@@ -142,10 +142,11 @@ def export(
 ):
     """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
     from .export import export_onnx  # heavy: torch.onnx, onnxscript, onnxsim
+    from .registry import get_spec
 
     if not onnx:
         raise typer.BadParameter("--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx")
-    where = out_dir or Path("export") / variant
+    where = out_dir or Path("export") / get_spec(variant).name
     with StepReporter(err) as on_step, interrupted_says(f"interrupted: no artifact was written; {where} is as it was"):
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
@@ -171,6 +172,7 @@ class StepReporter:
 
     def __init__(self, console: Console):
         self.console = console
+        self._last: str | None = None
         self.progress: Progress | None = None
         self.task = None
 
@@ -180,6 +182,9 @@ class StepReporter:
     def __call__(self, label: str, done: int | None = None, total: int | None = None) -> None:
         """A step's label; with done/total, the bar shows how far a counted step (calibration, a sweep) is."""
         if not self.console.is_terminal:
+            if os.environ.get("INCEPTION_DEPLOY_PROGRESS") == "lines" and label != self._last:  # for logs and CI
+                self.console.print(f"step: {label}", highlight=False, soft_wrap=True)
+                self._last = label
             return
         if self.progress is None:
             self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -222,8 +227,8 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
         table.add_row(a["path"], "\n".join(lines))
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
     out.print(table)
-    for path in manifest.get("removed", []):
-        err.print(f"removed {path}: it was made from a source that this export replaced", highlight=False, soft_wrap=True)
+    for entry in manifest.get("removed", []):
+        err.print(f"removed {entry['path']}: {entry['why']}", highlight=False, soft_wrap=True)
     for warning in manifest.get("warnings", []):
         err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     for a in manifest["artifacts"]:

@@ -16,12 +16,12 @@ from typing import Callable
 
 import onnx
 
-from .artifacts import ONNX_FILES, atomic_path
-from .manifest import add_artifact, artifact_record, read_manifest, verified_record
+from .artifacts import ONNX_FILES, atomic_path, check_output_file, staged
+from .manifest import MANIFEST_NAME, artifact_record, listed_with, read_manifest, stage_manifest, verified_record
 from .compilers import (TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, parse_targets,
                         require_builder, resolve)
 from .engine_layers import inspected_layers, logged_layers
-from .errors import CheckFailed, InputError, first_line
+from .errors import CheckFailed, InceptionDeployError, InputError, first_line
 from .interrupts import deferred_interrupt, writes_complete_first
 from .qdq_rules import check_qdq
 from .registry import get_spec
@@ -72,10 +72,10 @@ def find_export(variant: str | None, export_root: Path = Path("export")) -> Path
         if read_manifest(directory) is None:
             raise InputError(f"no export of {get_spec(variant).name} in {directory}: run `inception-deploy export {variant}` first")
         return directory
-    candidates = [d for d in export_root.glob("*") if (d / "manifest.json").is_file()] if export_root.is_dir() else []
+    candidates = [d for d in export_root.glob("*") if (d / MANIFEST_NAME).is_file()] if export_root.is_dir() else []
     if not candidates:
         raise InputError(f"no export under {export_root}/: run `inception-deploy export VARIANT` first, or name the VARIANT")
-    return max(candidates, key=lambda d: (d / "manifest.json").stat().st_mtime)
+    return max(candidates, key=lambda d: (d / MANIFEST_NAME).stat().st_mtime)
 
 
 def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Callable[[str], None] | None = None) -> dict:
@@ -90,6 +90,8 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     compiler = options.check()
     targets = parse_targets(options.targets) if compiler is TENSORRT_RTX else None
     trt = require_builder(compiler)
+    if compiler is TENSORRT and options.timing_cache is not None:
+        check_output_file(Path(options.timing_cache), "--timing-cache")  # before the build, not after it
 
     manifest = read_manifest(export_dir)
     if manifest is None:
@@ -148,30 +150,35 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
         turing = (" (TensorRT-RTX compiles only fp16 for Turing: build sm75 on its own, from model.fp16.onnx)"
                   if targets and "sm75" in targets and options.precision != "fp16" else "")
         raise CheckFailed(f"{compiler.title} could not build an engine from {onnx_path.name}: {logger.last_error()}{turing}")
-    # The engine and its manifest entry land together: Ctrl-C in between waits for the entry.
+    # The engine and its manifest entry land together (staged, renamed in one go); Ctrl-C waits for both.
+    data = bytes(serialized)
     with writes_complete_first(f"{engine_path.name} was completed first, and listed in the manifest"):
-        data = bytes(serialized)
-        with atomic_path(engine_path) as tmp:
-            tmp.write_bytes(data)
-        try:  # a summary the compiler's output no longer yields must not cost the engine
-            layers = (inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
-                      else logged_layers(logger.messages))
-        except Exception as err:  # noqa: BLE001
-            layers = {"source": None, "error": first_line(err)}
-        if compiler is TENSORRT:
-            cache_path = Path(facts["timing_cache"])
-            with atomic_path(cache_path) as tmp:
+        with staged(export_dir) as staging:
+            engine_tmp = staging.path(engine_path)
+            engine_tmp.write_bytes(data)
+            try:  # a summary the compiler's output no longer yields must not cost the engine
+                layers = (inspected_layers(trt, data, logger, options.version_compatible) if compiler is TENSORRT
+                          else logged_layers(logger.messages))
+            except Exception as err:  # noqa: BLE001
+                layers = {"source": None, "error": first_line(err)}
+            record = artifact_record(
+                export_dir, engine_path, content=engine_tmp, kind=compiler.kind, precision=options.precision,
+                source={"path": onnx_path.name, "sha256": listed["sha256"]},
+                compiler={"name": compiler.name, "version": trt.__version__},
+                strongly_typed=True, **facts,
+                profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
+                workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
+            )
+            stage_manifest(staging, export_dir, listed_with(manifest, record))
+        # the previous engine's runtime cache holds kernels of that engine, not of this one
+        engine_path.with_name(engine_path.name + ".runtime-cache").unlink(missing_ok=True)
+    if compiler is TENSORRT:  # a cache for the next build: worth keeping, not worth failing the engine for
+        try:
+            with atomic_path(Path(facts["timing_cache"])) as tmp:
                 tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-
-        record = artifact_record(
-            export_dir, engine_path, kind=compiler.kind, precision=options.precision,
-            source={"path": onnx_path.name, "sha256": listed["sha256"]},
-            compiler={"name": compiler.name, "version": trt.__version__},
-            strongly_typed=True, **facts,
-            profile={"input": input_name, "min": options.min_batch, "opt": options.opt_batch, "max": options.max_batch},
-            workspace_gb=options.workspace_gb, build_seconds=round(seconds, 2), layers=layers,
-        )
-        return add_artifact(export_dir, manifest, record)
+        except (OSError, InceptionDeployError) as err:
+            step(f"the timing cache was not saved ({first_line(err)})")
+    return manifest
 
 
 def _configure_rtx(trt, config, targets: tuple[str, ...]) -> dict:

@@ -20,15 +20,15 @@ import onnx
 import torch
 
 from . import __version__
-from .artifacts import ONNX_FILES, atomic_path, check_output_dir, made_dirs, sha256_of
+from .artifacts import ENGINE_SUFFIXES, ONNX_FILES, check_output_dir, engine_file, sha256_of, staged
 from .compare import difference
 from .deps import require
 from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
 from .fp16 import convert_to_fp16
 from .interrupts import honoured_interrupt, writes_complete_first
-from .manifest import add_artifact, artifact_record, read_manifest, write_manifest
+from .manifest import artifact_record, listed_with, read_manifest, stage_manifest, verified_record
 from .qdq_rules import check_qdq, qdq_summary
-from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, publish_cache, quantize_int8
+from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8, stage_cache
 from .registry import get_spec
 from .runners.onnxruntime_runner import OnnxRuntimeRunner
 from .samples import UNTRAINED_CONDITIONING, random_batch
@@ -134,16 +134,21 @@ def export_onnx(
                                          calibration, calib_method, out_dir, samples, seed, timed, step, warnings)
     step(f"writing {out_dir}")
     start = time.perf_counter()
-    with made_dirs(out_dir), writes_complete_first(f"the new export in {out_dir} was completed first (its files and manifest)"):
-        head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
-        if pending_cache is not None:
-            publish_cache(*pending_cache)
-        manifest = _write_artifacts(out_dir, head, verified, previous)
-        seconds["write"] = round(time.perf_counter() - start, 3)
-        manifest["export"]["seconds"] = seconds
-        if warnings:
-            manifest["warnings"] = warnings
-        write_manifest(out_dir, manifest)
+    # All of it or none of it: every file is staged under a temporary name, then all are renamed into place,
+    # the manifest last; only then are the previous export's stale files removed. Ctrl-C waits for that.
+    with writes_complete_first(f"the new export in {out_dir} was completed first (its files and manifest)"):
+        with staged(out_dir) as staging:
+            head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
+            manifest, stale = _stage_artifacts(out_dir, staging, head, verified, previous)
+            if pending_cache is not None:
+                stale += stage_cache(staging, *pending_cache)
+            seconds["write"] = round(time.perf_counter() - start, 3)
+            manifest["export"]["seconds"] = seconds
+            if warnings:
+                manifest["warnings"] = warnings
+            stage_manifest(staging, out_dir, manifest)
+        for path in stale:
+            path.unlink(missing_ok=True)
     return manifest
 
 
@@ -303,18 +308,20 @@ def _manifest_head(spec, model, weights, opset: int, fixed_batch: int | None, si
     }
 
 
-def _write_artifacts(out_dir: Path, head: dict, verified: dict, previous: dict | None) -> dict:
-    """Write each verified artifact atomically. Of the previous export's artifacts, keep those derived from a
-    source that is unchanged (same sha256: an fp16 or int8 ONNX of the same model.onnx, an engine of the same
-    ONNX), and remove the rest, listing them under "removed"."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _stage_artifacts(out_dir: Path, staging, head: dict, verified: dict, previous: dict | None) -> tuple[dict, list[Path]]:
+    """Stage each verified artifact; return the manifest and the files to remove once it is in place.
+
+    Of the previous export's artifacts, those derived from a source that is unchanged (the same sha256: an
+    fp16 or int8 ONNX of the same model.onnx, an engine of the same ONNX) are kept; the others are removed
+    and listed under "removed", with the reason. Without a usable previous manifest, any file under an
+    artifact's name that this export did not write is of unknown origin: removed too."""
     records, valid = [], {}
     for precision, (proto, parity, facts) in verified.items():  # fp32 first: the others record it as their source
         path = out_dir / ONNX_FILES[precision]
-        with atomic_path(path) as tmp:
-            onnx.save_model(proto, tmp)
+        tmp = staging.path(path)
+        onnx.save_model(proto, tmp)
         source = {} if precision == "fp32" else {"source": {"path": ONNX_FILES["fp32"], "sha256": valid[ONNX_FILES["fp32"]]}}
-        record = artifact_record(out_dir, path, kind="onnx", precision=precision, **facts, **source, parity=parity)
+        record = artifact_record(out_dir, path, content=tmp, kind="onnx", precision=precision, **facts, **source, parity=parity)
         records.append(record)
         valid[record["path"]] = record["sha256"]
     fp32_graph = verified["fp32"][0].graph
@@ -329,21 +336,36 @@ def _write_artifacts(out_dir: Path, head: dict, verified: dict, previous: dict |
         source_path = source.get("path", ONNX_FILES["fp32"])  # before sources were recorded: made with model.onnx
         source_sha = source.get("sha256", old_sha.get(source_path))
         path = out_dir / entry["path"]
-        if (same_variant and valid.get(source_path) == source_sha and path.is_file()
-                and sha256_of(path) == entry["sha256"]):
+        if not same_variant:
+            removed.append({"path": entry["path"], "why": f"an artifact of {previous.get('variant')}"})
+        elif valid.get(source_path) != source_sha:
+            removed.append({"path": entry["path"], "why": f"made from a {source_path} this export replaced"})
+        elif not path.is_file() or sha256_of(path) != entry["sha256"]:
+            removed.append({"path": entry["path"], "why": "missing or changed since it was made"})
+        else:
             kept.append(entry)
             valid[entry["path"]] = entry["sha256"]
-        else:
-            removed.append(entry["path"])
-            for stale in (path, path.with_name(path.name + ".runtime-cache")):
-                if stale.is_file() and stale.resolve().parent == out_dir.resolve():
-                    stale.unlink()
+    if previous is None:
+        for name in _artifact_names():
+            if name not in valid and (out_dir / name).is_file():
+                removed.append({"path": name, "why": "not listed by any manifest here: of unknown origin"})
+    stale = []
+    for entry in removed:
+        path = out_dir / entry["path"]
+        for candidate in (path, path.with_name(path.name + ".runtime-cache")):
+            if candidate.is_file() and candidate.resolve().parent == out_dir.resolve():
+                stale.append(candidate)
     head["artifacts"] = records + kept
     if kept:
         head["kept"] = [e["path"] for e in kept]
     if removed:
         head["removed"] = removed
-    return head
+    return head, stale
+
+
+def _artifact_names() -> list[str]:
+    engines = [engine_file(p, c) for p in ONNX_FILES for c in ENGINE_SUFFIXES]
+    return [*ONNX_FILES.values(), *engines, *(f"{e}.runtime-cache" for e in engines)]
 
 
 def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
@@ -353,6 +375,9 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     source = export_dir / ONNX_FILES["fp32"]
     if manifest is None or not source.is_file():
         raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
+    listed = verified_record(source, manifest, fix=f"re-export it with `inception-deploy export {manifest['variant']}`")
+    if listed is None:
+        raise InputError(f"{source} is not listed in {export_dir}'s manifest: re-run the export")
     spec = get_spec(manifest["variant"])
     proto = onnx.load(str(source))
     fixed = manifest.get("batch")
@@ -362,8 +387,11 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
     parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
     path = export_dir / ONNX_FILES["fp16"]
-    with atomic_path(path) as tmp:
+    with writes_complete_first(f"{path.name} was completed first, and listed in the manifest"), staged(export_dir) as staging:
+        tmp = staging.path(path)
         onnx.save_model(proto16, tmp)
-    record = artifact_record(export_dir, path, kind="onnx", precision="fp16",
-                             io_dtype="float16" if fp16_io else "float32", parity=parity)
-    return add_artifact(export_dir, manifest, record)
+        record = artifact_record(export_dir, path, content=tmp, kind="onnx", precision="fp16",
+                                 io_dtype="float16" if fp16_io else "float32",
+                                 source={"path": source.name, "sha256": listed["sha256"]}, parity=parity)
+        stage_manifest(staging, export_dir, listed_with(manifest, record))
+    return manifest

@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .artifacts import sha256_of, write_text_atomic
+from .artifacts import PRECISIONS, sha256_of, write_text_atomic
 from .errors import InputError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA = 1
 
 
-def artifact_record(out_dir: Path, path: Path, **facts) -> dict:
-    """A manifest entry: the path relative to the manifest, its size and sha256, plus `facts`."""
-    return {"path": path.relative_to(out_dir).as_posix(), "bytes": path.stat().st_size, "sha256": sha256_of(path), **facts}
+def artifact_record(out_dir: Path, path: Path, *, content: Path | None = None, **facts) -> dict:
+    """A manifest entry: the path relative to the manifest, its size and sha256, plus `facts`. `content`: the
+    file that holds the bytes, when they are still staged under a temporary name."""
+    content = content or path
+    return {"path": path.relative_to(out_dir).as_posix(), "bytes": content.stat().st_size, "sha256": sha256_of(content),
+            **facts}
 
 
 def read_manifest(out_dir: Path, *, lenient: bool = False) -> dict | None:
@@ -29,33 +32,39 @@ def read_manifest(out_dir: Path, *, lenient: bool = False) -> dict | None:
     if not path.exists():
         return None
     try:
-        problem = _problem(path)
+        problem, data = _parse(path)
     except OSError as err:
-        problem = f"cannot be read ({err.strerror})"
+        problem, data = f"cannot be read ({err.strerror})", None
     if problem is None:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return data
     if lenient:
         return None
     raise InputError(f"{path} {problem}: re-run the export into {path.parent}, or remove it")
 
 
-def _problem(path: Path) -> str | None:
+def _parse(path: Path) -> tuple[str | None, dict | None]:
     if path.is_dir():
-        return "is a directory, not a manifest"
+        return "is a directory, not a manifest", None
     raw = path.read_bytes()
     if not raw.strip():
-        return "is empty (0 bytes)" if not raw else "is empty"
+        return ("is empty (0 bytes)" if not raw else "is empty"), None
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
-        return f"is not valid JSON ({getattr(err, 'msg', 'not UTF-8')}{where}; truncated or corrupt)"
+        return f"is not valid JSON ({getattr(err, 'msg', 'not UTF-8')}{where}; truncated or corrupt)", None
     if not isinstance(data, dict) or not isinstance(data.get("variant"), str) or not isinstance(data.get("artifacts"), list):
-        return "is not an inception-deploy manifest (no variant and artifacts list)"
-    if not all(isinstance(a, dict) and isinstance(a.get("path"), str) and isinstance(a.get("sha256"), str)
-               for a in data["artifacts"]):
-        return "is not an inception-deploy manifest (an artifact without path or sha256)"
-    return None
+        return "is not an inception-deploy manifest (no variant and artifacts list)", None
+    for entry in data["artifacts"]:
+        if not (isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)):
+            return "is not an inception-deploy manifest (an artifact without path or sha256)", None
+        if "kind" in entry and entry.get("precision") not in PRECISIONS:
+            return f"is not an inception-deploy manifest ({entry['path']} has no known precision)", None
+    return None, data
+
+
+def manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
 class IntegrityError(InputError):
@@ -76,18 +85,35 @@ def verified_record(path: Path, manifest: dict | None, *, made: str = "exported"
 
 
 def verify_beside(path: Path, *, made: str = "exported", fix: str = "re-run the export") -> dict | None:
-    """Check `path` against the manifest in its own directory, when that manifest lists it."""
-    return verified_record(path, read_manifest(path.parent), made=made, fix=fix)
+    """Check `path` against the manifest in its own directory: the file it lists, or, when that directory
+    has a manifest that does not list it, a file of unknown origin, refused (IntegrityError). A file in a
+    directory without a manifest is the user's own: None."""
+    manifest = read_manifest(path.parent)
+    record = verified_record(path, manifest, made=made, fix=fix)
+    if manifest is not None and record is None:
+        raise IntegrityError(f"{path} is not listed in {path.parent / MANIFEST_NAME}: it is not an artifact of that "
+                             f"export; {fix}, or move the file out of {path.parent}")
+    return record
+
+
+def listed_with(manifest: dict, record: dict) -> dict:
+    """`manifest` listing `record` (in place of an entry of the same path)."""
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
+    return manifest
 
 
 def add_artifact(out_dir: Path, manifest: dict, record: dict) -> dict:
-    """List `record` in the manifest (replacing an entry of the same path) and write the manifest."""
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
-    write_manifest(out_dir, manifest)
+    """List `record` in the manifest and write the manifest."""
+    write_manifest(out_dir, listed_with(manifest, record))
     return manifest
+
+
+def stage_manifest(staging, out_dir: Path, manifest: dict) -> None:
+    """Stage the manifest with the files it lists (artifacts.staged): it is renamed into place after them."""
+    staging.path(Path(out_dir) / MANIFEST_NAME).write_text(manifest_text(manifest))
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> Path:
     path = out_dir / MANIFEST_NAME
-    write_text_atomic(path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, manifest_text(manifest))
     return path

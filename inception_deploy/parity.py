@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from .artifacts import ENGINE_KINDS, PRECISIONS, sha256_of
-from .manifest import read_manifest, verified_record
+from .manifest import read_manifest, verified_record, verify_beside
 from .compare import Difference, difference
 from .compilers import COMPILERS, require_runtime
 from .errors import CheckFailed, InputError, first_line
@@ -209,6 +209,7 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         for p in paths:
             if not p.is_file():
                 raise InputError(f"--onnx {p} does not exist")
+            verify_beside(p, fix="re-run the export, or pass a copy from elsewhere")  # before reading a byte of it
         manifest = read_manifest(paths[0].parent)
         if manifest is not None and manifest.get("variant") != variant:
             manifest = None  # a manifest of another variant says nothing about this reference

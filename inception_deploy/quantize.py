@@ -28,7 +28,6 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from .artifacts import atomic_path
 from .deps import require
 from .errors import InputError, first_line
 from .samples import image_batch, random_batch
@@ -96,7 +95,11 @@ def quantization_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _cache_problem(cache: Path, model: onnx.ModelProto) -> str | None:
+CACHE_METHODS = {"minmax": "CalibrationMethod.MinMax", "entropy": "CalibrationMethod.Entropy",
+                 "percentile": "CalibrationMethod.Percentile"}  # as onnxruntime records them in its cache
+
+
+def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | None:
     """Why a calibration cache cannot be reused (empty, not ORT's format, another model's), or None."""
     try:
         raw = cache.read_bytes()
@@ -108,6 +111,11 @@ def _cache_problem(cache: Path, model: onnx.ModelProto) -> str | None:
     if not isinstance(data, dict) or data.get("CLS") != "TensorsData" or not isinstance(data.get("data"), dict) \
             or "calibration_method" not in data or not data["data"]:
         return "not an onnxruntime calibration cache"
+    recorded = data["calibration_method"].get("value") if isinstance(data["calibration_method"], dict) else None
+    if recorded != CACHE_METHODS[method]:
+        return f"made with another calibration method ({recorded})"
+    if not all(isinstance(v, dict) and {"lowest", "highest"} <= set(v) for v in data["data"].values()):
+        return "not an onnxruntime calibration cache (a tensor without its range)"
     names = {v for n in model.graph.node for v in (*n.input, *n.output)} | {i.name for i in model.graph.input}
     foreign = [name for name in data["data"] if name not in names]
     if foreign:
@@ -118,7 +126,8 @@ def _cache_problem(cache: Path, model: onnx.ModelProto) -> str | None:
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
                   progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict]:
     """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
-    publish with the artifacts as (path, bytes), or None when the cache was reused. Nothing is written here."""
+    write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
+    written here."""
     if method not in CALIB_METHODS:
         raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
     require("onnxruntime")
@@ -133,7 +142,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
     key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
                          + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
-    problem = _cache_problem(cache, model) if cache.exists() else None
+    problem = _cache_problem(cache, model, method) if cache.exists() else None
     reused = cache.is_file() and problem is None
     nodes = quantization_nodes(model)
     reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
@@ -144,16 +153,26 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
             output = Path(tmp) / "model.int8.onnx"
             # ORT reads and writes the cache in place: work on a copy, publish it atomically.
             working_cache = Path(tmp) / cache.name
+
+            def quantize(reader) -> None:
+                quantize_static(
+                    model, output, reader,
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
+                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                      "percentile": CalibrationMethod.Percentile}[method],
+                    extra_options=options, calibration_cache_path=working_cache,
+                )
+
             if reused:
                 shutil.copyfile(cache, working_cache)
-            quantize_static(
-                model, output, reader,
-                quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
-                calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                  "percentile": CalibrationMethod.Percentile}[method],
-                extra_options=options, calibration_cache_path=working_cache,
-            )
+                try:
+                    quantize(reader)
+                except Exception as err:  # noqa: BLE001 - a cache onnxruntime cannot use: calibrate afresh
+                    problem, reused = f"unusable by onnxruntime ({first_line(err, 80)})", False
+                    working_cache.unlink(missing_ok=True)
+            if not reused:
+                quantize(_Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None)))
             quantized = _skip_input_only(onnx.load(str(output)))
             pending = None if reused else (cache, working_cache.read_bytes())
     finally:
@@ -166,13 +185,11 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
     return quantized, facts, pending
 
 
-def publish_cache(cache: Path, data: bytes) -> None:
-    """Write a new calibration cache (atomically, with the artifacts it served) and drop the caches it replaces."""
-    with atomic_path(cache) as final:
-        final.write_bytes(data)
-    for stale in cache.parent.glob(f"{cache.name.rsplit('-', 1)[0]}-*.json"):
-        if stale != cache:
-            stale.unlink()  # made for other inputs, options or another model
+def stage_cache(staging, cache: Path, data: bytes) -> list[Path]:
+    """Stage a new calibration cache with the artifacts it served (artifacts.staged); return the caches it
+    replaces, to remove once it is in place."""
+    staging.path(cache).write_bytes(data)
+    return [stale for stale in cache.parent.glob(f"{cache.name.rsplit('-', 1)[0]}-*.json") if stale != cache]
 
 
 def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import atomic_path
-from ..manifest import read_manifest, verified_record
+from ..manifest import verify_beside
 from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
 from ..errors import BackendMissing, InputError
 from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
@@ -49,8 +49,7 @@ class TensorRTRunner(Runner):
         import torch
 
         self.torch = torch
-        self.record = verified_record(engine_path, read_manifest(engine_path.parent), made="built",
-                                      fix="rebuild it with `inception-deploy trt`")
+        self.record = verify_beside(engine_path, made="built", fix="rebuild it with `inception-deploy trt`")
         data = engine_path.read_bytes()
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
         self._refuse_foreign(data)
