@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -479,6 +480,155 @@ def bench(
     if failed:
         raise InceptionDeployError(f"{len(failed)} combination(s) failed: first {failed[0].variant} {failed[0].backend} "
                                    f"{failed[0].precision} b{failed[0].batch}: {failed[0].reason}")
+
+
+@app.command()
+def triton(
+    variant: str = typer.Argument(..., help="The exported variant to serve (name or alias)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8: which artifact of the export."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="onnxruntime (the ONNX) or tensorrt (an engine from `trt --compiler tensorrt`)."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Triton's max_batch_size; 0 for a fixed-batch export (no batching)."),
+    instances: int = typer.Option(1, "--instances", help="Model instances per device (instance_group count)."),
+    kind: str = typer.Option("gpu", "--kind", help="gpu or cpu: where Triton runs the instances."),
+    preferred_batch: Optional[str] = typer.Option(None, "--preferred-batch", help="The dynamic batcher's preferred sizes, e.g. 8,16,32."),
+    max_queue_delay_us: int = typer.Option(100, "--max-queue-delay-us", help="How long the dynamic batcher may hold a request to fill a batch."),
+    trt_accelerator: bool = typer.Option(False, "--trt-accelerator", help="onnxruntime on a GPU: let Triton's ORT backend use TensorRT."),
+    name: Optional[str] = typer.Option(None, "--name", help="The model's name in the repository; default: the variant's."),
+    export_dir: Optional[Path] = typer.Option(None, "--dir", help="The export directory; default export/<name>/."),
+    repo: Path = typer.Option(Path("model_repository"), "--repo", help="The Triton model repository to write into."),
+):
+    """Write a Triton model repository (config.pbtxt + the verified artifact + its manifest) for production Triton."""
+    from .export import default_out_dir
+    from .registry import get_spec
+    from .triton_repo import TritonOptions, write_repository
+
+    spec = get_spec(variant)
+    options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances, kind=kind,
+                            preferred_batch=tuple(_csv(preferred_batch, int, "--preferred-batch") or ()),
+                            max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name).check()
+    directory = export_dir or default_out_dir(spec.name)
+    from .manifest import read_manifest
+
+    manifest = read_manifest(directory)
+    if manifest is not None and manifest["variant"] != spec.name:
+        raise InputError(f"{directory} holds an export of {manifest['variant']}, not {spec.name}: name the right VARIANT or --dir")
+    with interrupted_says(f"interrupted: {repo} is as it was"):
+        served = write_repository(directory, repo, options)
+    out.print(f"wrote {served.model_dir}: {served.artifact['path']} (sha256 {served.artifact['sha256'][:12]}…, "
+              f"{RUNTIME_TITLES[options.runtime]}), config.pbtxt, manifest.json", highlight=False, soft_wrap=True)
+    for warning in served.warnings:
+        err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    out.print(f"serve it: docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repo.resolve()}:/models "
+              "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models", highlight=False, soft_wrap=True)
+
+
+RUNTIME_TITLES = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+
+
+@app.command()
+def serve(
+    variant: str = typer.Argument(..., help="The exported variant to serve (name or alias)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, fp16 or int8: which ONNX of the export."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda: where ONNX Runtime runs it."),
+    http_port: int = typer.Option(8000, "--http-port"),
+    grpc_port: int = typer.Option(8001, "--grpc-port"),
+    metrics_port: int = typer.Option(8002, "--metrics-port"),
+    address: str = typer.Option("127.0.0.1", "--address", help="Where to listen; 0.0.0.0 for every interface."),
+    max_batch: int = typer.Option(64, "--max-batch", help="The largest batch Triton's dynamic batcher forms."),
+    max_queue_delay_us: int = typer.Option(100, "--max-queue-delay-us"),
+    export_dir: Optional[Path] = typer.Option(None, "--dir", help="The export directory; default export/<name>/."),
+):
+    """Start a real Triton Inference Server here (PyTriton) serving the verified ONNX, until Ctrl-C. For
+    development, CPU hosts and tests; production Triton loads the repository `inception-deploy triton` writes."""
+    from .export import default_out_dir
+    from .registry import get_spec
+    from .serve import running_server
+
+    spec = get_spec(variant)
+    for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port"), (metrics_port, "--metrics-port")):
+        if not 0 < port < 65536:
+            raise InputError(f"{option} must be a port number (1..65535), got {port}")
+    directory = export_dir or default_out_dir(spec.name)
+    with interrupted_says("interrupted: the server stopped"):
+        with running_server(directory, precision=precision, device=device, max_batch=max_batch,
+                            max_queue_delay_us=max_queue_delay_us, http_port=http_port, grpc_port=grpc_port,
+                            metrics_port=metrics_port, address=address) as endpoints:
+            out.print(f"serving {endpoints.model} ({precision}, onnxruntime on {device}) with Triton's dynamic batcher "
+                      f"(max batch {max_batch}): HTTP {endpoints.http}, gRPC {endpoints.grpc}, metrics "
+                      f"{endpoints.metrics}; server log {endpoints.log}. Ctrl-C stops it.", highlight=False, soft_wrap=True)
+            sys.stdout.flush()  # a pipe buffers: whoever waits for the endpoints gets them now
+            while True:
+                time.sleep(3600)
+
+
+@app.command()
+def loadtest(
+    url: str = typer.Argument(..., help="The server, e.g. http://127.0.0.1:8000 (HTTP) or 127.0.0.1:8001 with --protocol grpc."),
+    model: str = typer.Option(..., "--model", help="The model's name on the server."),
+    protocol: str = typer.Option("http", "--protocol", help="http or grpc."),
+    concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Concurrent clients, one level after another."),
+    duration_s: float = typer.Option(10.0, "--duration-s", help="Seconds per concurrency level."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Send these images (through the variant's preprocessing) instead of random inputs."),
+    check: bool = typer.Option(False, "--check", help="Compare every response with the local export's ONNX run at batch 1."),
+    precision: str = typer.Option("fp32", "--precision", help="With --check: which of the export's ONNX the server serves."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="The variant, for --images and --check; default: the model's name."),
+    export_dir: Optional[Path] = typer.Option(None, "--dir", help="With --check: the export directory; default export/<variant>/."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the JSON report to PATH."),
+    report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, Markdown and a PNG plot into DIR."),
+):
+    """Load a Triton server with concurrent clients; report throughput, latency, failures, and parity under load."""
+    import shlex
+
+    from .artifacts import check_output_dir, check_output_file
+    from .export import default_out_dir
+    from .loadtest import local_reference, run_loadtest
+    from .loadtest_report import write_reports
+    from .registry import get_spec
+    from .samples import image_batch
+
+    levels = _csv(concurrency, int, "--concurrency")
+    if json_out is not None:
+        check_output_file(json_out, "--json")
+    if report_dir is not None:
+        check_output_dir(report_dir, "--report")
+    spec = get_spec(variant) if variant else None
+    if (images is not None or check) and spec is None:
+        try:
+            spec = get_spec(model)
+        except InputError:
+            raise InputError(f"model '{model}' is not a variant's name: pass --variant for --images/--check") from None
+    samples, label = None, "random"
+    if images is not None:
+        batch, used, skipped = image_batch(spec, images)
+        samples, label = batch.numpy(), f"image from {images}"
+        for name, reason in skipped:
+            err.print(f"[yellow]skipped image[/] {name}: {reason}", highlight=False, soft_wrap=True)
+    reference = reference_label = None
+    if check:
+        reference, reference_label = local_reference(export_dir or default_out_dir(spec.name), precision)
+    with StepReporter(err) as on_step, interrupted_says("interrupted: nothing was written"), honoured_interrupt():
+        report = run_loadtest(url, model, protocol=protocol, concurrency=levels, duration_s=duration_s, samples=samples,
+                              reference=reference, precision=precision, inputs_label=label,
+                              reference_label=reference_label, on_step=on_step)
+    table = Table(title=f"{model} at {url} ({protocol})", box=None)
+    for column in ("clients", "requests", "failed", "img/s", "p50 ms", "p99 ms", "checked", "mismatched"):
+        table.add_column(column, justify="right")
+    for r in report.rows:
+        lat = r.latency or {}
+        table.add_row(str(r.concurrency), str(r.requests), str(r.failures), f"{r.throughput:,.1f}",
+                      f"{lat['p50_ms']:.2f}" if lat else "—", f"{lat['p99_ms']:.2f}" if lat else "—",
+                      str(r.checked) if check else "—", str(r.mismatches) if check else "—")
+    out.print(table)
+    command = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    for path in write_reports(report, json_path=json_out, report_dir=report_dir, command=command):
+        err.print(f"wrote {path}", highlight=False)
+    first = next((r.first_error for r in report.rows if r.first_error), None)
+    if not report.passed:
+        failed = sum(r.failures for r in report.rows)
+        mismatched = sum(r.mismatches for r in report.rows)
+        raise InceptionDeployError(f"{failed} request(s) failed and {mismatched} response(s) were out of tolerance"
+                                   + (f"; first error: {first}" if first else ""))
+    out.print("[bold green]PASS[/]: no failed request" + (", every response within tolerance" if check else ""))
 
 
 def main() -> None:

@@ -11,6 +11,9 @@ INSTALL_HINTS = {
     "onnxruntime": "pip install onnxruntime-gpu (Linux x86-64) or onnxruntime (elsewhere)",
     "onnxsim": "pip install onnxsim, or export with --no-simplify",
     "onnxscript": "pip install onnxscript (torch.onnx's exporter needs it)",
+    "tritonclient.grpc.model_config_pb2": "pip install 'inception-deploy[triton]' (tritonclient[grpc])",
+    "tritonclient.http": "pip install 'inception-deploy[triton]' (tritonclient[http])",
+    "pytriton.triton": "pip install 'inception-deploy[triton]' (nvidia-pytriton)",
 }
 
 
