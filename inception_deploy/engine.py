@@ -105,9 +105,7 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
     if not onnx_path.is_file():
         flag = {"fp32": "--onnx", "int8": "--int8 --calib DIR"}[options.precision]
         raise InputError(f"{onnx_path} does not exist: run `inception-deploy export {manifest['variant']} {flag}` first")
-    listed = verified_record(onnx_path, manifest)
-    if listed is None:
-        raise InputError(f"{onnx_path} is not listed in {export_dir / 'manifest.json'}: re-run the export")
+    listed = verified_record(onnx_path, manifest, required=True)
     if options.precision == "int8":
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
                   f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")

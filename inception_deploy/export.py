@@ -375,9 +375,8 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     source = export_dir / ONNX_FILES["fp32"]
     if manifest is None or not source.is_file():
         raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
-    listed = verified_record(source, manifest, fix=f"re-export it with `inception-deploy export {manifest['variant']}`")
-    if listed is None:
-        raise InputError(f"{source} is not listed in {export_dir}'s manifest: re-run the export")
+    listed = verified_record(source, manifest, fix=f"re-export it with `inception-deploy export {manifest['variant']}`",
+                             required=True)
     spec = get_spec(manifest["variant"])
     proto = onnx.load(str(source))
     fixed = manifest.get("batch")

@@ -72,10 +72,13 @@ class IntegrityError(InputError):
 
 
 def verified_record(path: Path, manifest: dict | None, *, made: str = "exported",
-                    fix: str = "re-run the export") -> dict | None:
-    """`path`'s entry in `manifest` (None when it is not listed), after checking the file is the one listed:
-    IntegrityError (exit 2) when its sha256 differs."""
+                    fix: str = "re-run the export", required: bool = False) -> dict | None:
+    """`path`'s entry in `manifest`, after checking the file is the one listed: IntegrityError (exit 2) when
+    its sha256 differs, or, when `required`, when the manifest does not list it (else None)."""
     record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == path.name), None)
+    if record is None and required:
+        raise IntegrityError(f"{path} is not listed in {path.parent / MANIFEST_NAME}: it is not an artifact of that "
+                             f"export; {fix}, or move the file out of {path.parent}")
     if record is not None and path.is_file() and path.stat().st_size == 0:
         raise IntegrityError(f"{path} is empty (0 bytes), not the file {path.parent / MANIFEST_NAME} lists: {fix}")
     if record is not None and sha256_of(path) != record.get("sha256"):
@@ -89,11 +92,7 @@ def verify_beside(path: Path, *, made: str = "exported", fix: str = "re-run the 
     has a manifest that does not list it, a file of unknown origin, refused (IntegrityError). A file in a
     directory without a manifest is the user's own: None."""
     manifest = read_manifest(path.parent)
-    record = verified_record(path, manifest, made=made, fix=fix)
-    if manifest is not None and record is None:
-        raise IntegrityError(f"{path} is not listed in {path.parent / MANIFEST_NAME}: it is not an artifact of that "
-                             f"export; {fix}, or move the file out of {path.parent}")
-    return record
+    return verified_record(path, manifest, made=made, fix=fix, required=manifest is not None)
 
 
 def listed_with(manifest: dict, record: dict) -> dict:

@@ -118,9 +118,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
                 f"{' --calib DIR' if options.precision == 'int8' else ''}`" if options.runtime == "onnxruntime"
                 else f"`inception-deploy trt {manifest['variant']} --{options.precision} --compiler tensorrt` on the GPU it is for")
         raise InputError(f"no {artifact}: make it with {hint}")
-    record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it")
-    if record is None:
-        raise InputError(f"{artifact} is not listed in {export_dir / MANIFEST_NAME}: re-run the export")
+    record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it", required=True)
     warnings = _check_consistency(manifest, record, options)
     check_output_dir(repo_dir, "--repo")
 
