@@ -57,6 +57,8 @@ class BenchRecord:
     tf32: bool | None = None  # None where TF32 does not apply (CPU, fp16, int8)
     include_transfers: bool = False
     warnings: list[str] = field(default_factory=list)
+    source: str | None = None  # what was measured: the artifact and its sha256, or the PyTorch model's weights
+    resumed_from: str | None = None  # the earlier run (in the measurement log) that measured it, under --resume
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,12 +83,18 @@ class _Row:
     artifact: Path | None
     candidates: list[_Candidate]
     skipped: str | None = None
+    source: str | None = None  # BenchRecord.source
 
 
 def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
               on_record: Callable[[BenchRecord], None] | None = None,
-              on_measurement: Callable[[dict], None] | None = None) -> list[BenchRecord]:
-    """Run the sweep. on_record gets each row as it is finished; on_measurement each round as it is measured."""
+              on_measurement: Callable[[dict], None] | None = None,
+              resumed: dict[tuple[str, int], list[BenchRecord]] | None = None) -> list[BenchRecord]:
+    """Run the sweep. on_record gets each row as it is finished; on_measurement each round as it is measured.
+
+    resumed: (variant, batch) groups an earlier run measured (bench_log.resumable_groups). A group that still
+    fits this plan (the same rows, none failed, each measured from the artifact or weights it would be measured
+    from now) is kept as it was; any other is measured again, whole."""
     plan.check()
     report_step = on_step or (lambda *_: None)
     emit, measured = on_record or (lambda _: None), on_measurement or (lambda _: None)
@@ -104,13 +112,22 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
     for variant in plan.variants:
         spec = get_spec(variant)
         rows = [_plan_row(plan, spec, backend, precision, step) for backend in backends for precision in plan.precisions]
+        for row in rows:
+            if row.backend.runs == "model":  # the weights of the export, which planning may just have made
+                row.source = _weights_source(plan, spec.name)
         model = reference = None
-        if any(not r.skipped and r.backend.runs == "model" for r in rows) or plan.check_parity:
-            model = _model(plan, spec)
         for batch in plan.batches:
+            kept = _still_fits((resumed or {}).get((spec.name, batch)), rows)
+            if kept:
+                step(f"{spec.name} · batch {batch}: kept as run {kept[0].resumed_from or '?'} measured it (--resume)")
+                for record in kept:
+                    add(record)
+                continue
+            if model is None and (any(not r.skipped and r.backend.runs == "model" for r in rows) or plan.check_parity):
+                model = _model(plan, spec)
             for row in rows:
                 if row.skipped:
-                    add(BenchRecord(spec.name, row.backend.name, row.precision, batch, row.backend.device, "skipped", row.skipped))
+                    add(_skipped(spec.name, row, batch))
             live = [r for r in rows if not r.skipped]
             fresh = [[_Candidate(c.settings) for c in r.candidates] for r in live]
             if plan.check_parity and live and reference is None:
@@ -140,12 +157,37 @@ def _plan_row(plan: BenchPlan, spec, backend: Backend, precision: str, step) -> 
         return _Row(backend, precision, None, [], skipped=reason)
     artifact = None
     try:
+        source = None  # a model row's: its weights, known once every artifact is planned (run_bench)
         if backend.runs != "model":
-            artifact = _artifact(plan, spec.name, backend, precision, step)
+            artifact, source = _artifact(plan, spec.name, backend, precision, step)
         candidates = runner_class(backend).candidates(backend.device, precision)
     except BackendMissing as err:
         return _Row(backend, precision, None, [], skipped=str(err))
-    return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates])
+    return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates], source=source)
+
+
+def _skipped(variant: str, row: _Row, batch: int) -> BenchRecord:
+    return BenchRecord(variant, row.backend.name, row.precision, batch, row.backend.device, "skipped", row.skipped)
+
+
+def _still_fits(records: list[BenchRecord] | None, rows: list[_Row]) -> list[BenchRecord] | None:
+    """An earlier run's records of one group, in this plan's row order, when they can stand for a measurement
+    now: exactly this plan's rows, none failed, each live row measured from the same artifact or weights.
+    Rows that cannot run here get today's reason, not the old one."""
+    if not records:
+        return None
+    by_row = {(r.backend, r.precision): r for r in records}
+    if len(by_row) != len(records) or set(by_row) != {(r.backend.name, r.precision) for r in rows}:
+        return None
+    kept = []
+    for row in rows:
+        record = by_row[(row.backend.name, row.precision)]
+        if record.status == "failed" or (record.status == "skipped") != bool(row.skipped):
+            return None
+        if not row.skipped and record.source != row.source:
+            return None
+        kept.append(record if not row.skipped else _skipped(record.variant, row, record.batch))
+    return kept
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
@@ -171,10 +213,12 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
     return None
 
 
-def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> Path:
+def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> tuple[Path, str]:
+    """The verified artifact a row runs, and its source (name and sha256); its runner verifies it again on loading."""
     directory = plan.export_root / variant
     if backend.engine in COMPILERS:
-        return directory / COMPILERS[backend.engine].engine_file(precision)  # its runner verifies it on loading
+        path = directory / COMPILERS[backend.engine].engine_file(precision)
+        return path, _source(path, verify_beside(path, made="built", fix="rebuild it with `inception-deploy trt`"))
     path = directory / ONNX_FILES[precision]
     if not path.is_file() and precision == "fp16" and (directory / ONNX_FILES["fp32"]).is_file():
         from .export import add_fp16
@@ -186,8 +230,25 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
 
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
-    verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`")
-    return path
+    return path, _source(path, verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`"))
+
+
+def _source(path: Path, record: dict | None) -> str:
+    from .artifacts import sha256_of
+
+    return f"{path.name} sha256:{(record or {}).get('sha256') or sha256_of(path)}"
+
+
+def _weights_source(plan: BenchPlan, variant: str) -> str:
+    """Which weights the PyTorch rows run (those the export was made from): the record a resumed row must match."""
+    manifest = read_manifest(plan.export_root / variant) or {}
+    if manifest.get("weights"):
+        return f"PyTorch model, weights {Path(manifest['weights']['path']).name} sha256:{manifest['weights']['sha256']}"
+    from .zoo import DEFAULT_INIT_SEED
+
+    seed = (manifest.get("untrained_init") or {}).get("init_seed", DEFAULT_INIT_SEED)
+    head = f", {manifest['num_classes']} classes" if manifest.get("num_classes") else ""
+    return f"PyTorch model, untrained init (seed {seed}){head}"
 
 
 def _model(plan: BenchPlan, spec):
@@ -264,7 +325,7 @@ def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, t
 
 def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batch: int) -> BenchRecord:
     base = dict(variant=spec.name, backend=row.backend.name, precision=row.precision, batch=batch,
-                device=row.backend.device, include_transfers=plan.include_transfers)
+                device=row.backend.device, include_transfers=plan.include_transfers, source=row.source)
     done = [c for c in candidates if c.rounds and not c.failure]
     if not done:
         if candidates and all(c.missing for c in candidates):

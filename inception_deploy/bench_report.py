@@ -5,18 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import time
 from pathlib import Path
 
-from .artifacts import atomic_path, disk_error, write_text_atomic
+from .artifacts import atomic_path, write_text_atomic
 from .bench import BenchRecord
 from .deps import require
 
 CSV_FIELDS = ("variant", "backend", "precision", "batch", "device", "status", "throughput", "throughput_spread", "rounds",
               "min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "gpu_mean_ms", "gpu_p50_ms",
               "gpu_p99_ms", "first_call_ms", "iterations", "memory_mib", "memory_kind", "tf32", "parity", "parity_source",
-              "include_transfers", "reason", "warnings")
+              "include_transfers", "reason", "warnings", "source", "resumed_from")
 
 
 def to_json(records: list[BenchRecord], env: dict, plan: dict) -> str:
@@ -56,6 +54,12 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
               "baseline taken before loading); on the CPU the process peak RSS during the row. "
               "Parity: from this backend when the run used --check-parity, from the export's own check only for "
               "onnxruntime on the CPU, `reference` for the PyTorch model, else `unchecked`.", ""]
+    resumed = sorted({r.resumed_from for r in records if r.resumed_from})
+    if resumed:
+        count = sum(1 for r in records if r.resumed_from)
+        lines += [f"Resumed (`--resume`): {count} of {len(records)} rows were measured by earlier runs of this sweep "
+                  f"({', '.join(resumed)}), with the same settings, machine, software and artifacts; each "
+                  "(variant, batch) group comes whole from one run, its rows interleaved there.", ""]
     for variant in dict.fromkeys(r.variant for r in records):
         lines += [f"## {variant}", "",
                   "| backend | precision | batch | img/s | spread | p50 ms | p99 ms | GPU ms | CV | memory MiB | parity | note |",
@@ -76,31 +80,6 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
     if plan.get("command"):
         lines += ["", "Reproduce with:", "", "```bash", plan["command"], "```"]
     return "\n".join(lines) + "\n"
-
-
-class MeasurementLog:
-    """Append-only JSON lines, written as measurements happen, so that nothing measured is lost to a crash,
-    an interrupt or a later failure. A run begins with a header line; every line carries the run's id."""
-
-    def __init__(self, path: Path, env: dict, plan: dict):
-        self.path = Path(path)
-        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        self._append({"type": "run", "environment": env, "plan": plan})
-
-    def measurement(self, data: dict) -> None:
-        self._append({"type": "measurement", **data})
-
-    def record(self, record: BenchRecord) -> None:
-        self._append({"type": "record", **record.to_dict()})
-
-    def _append(self, data: dict) -> None:
-        try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"run": self.run, **data}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as err:
-            raise disk_error(err, self.path) from None
 
 
 def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:

@@ -403,6 +403,7 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the records as JSON; each measurement is also appended to a .jsonl beside it as it happens."),
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the records as CSV."),
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, JSON lines, CSV, a Markdown summary and PNG plots into DIR."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep: keep the (variant, batch) groups that --report's (or --json's) log already holds, measured under the same settings, machine and artifacts; measure the rest."),
 ):
     """Measure throughput and latency across backends, precisions and batch sizes."""
     import dataclasses
@@ -411,7 +412,8 @@ def bench(
     from .artifacts import check_output_dir, check_output_file
     from .bench import run_bench
     from .bench_plan import BenchPlan, load_suite
-    from .bench_report import MeasurementLog, write_reports
+    from .bench_log import MeasurementLog, resumable_groups
+    from .bench_report import write_reports
     from .environment import environment
     from .registry import resolve_name
 
@@ -431,11 +433,23 @@ def bench(
     env = environment(plan.device)
     plan_dict = plan.to_dict()
     plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    log_paths = ([report_dir / "bench.jsonl"] if report_dir else []) + ([json_out.with_suffix(".jsonl")] if json_out else [])
+    resumed, resumes = {}, []
+    if resume:
+        if not log_paths:
+            raise InputError("--resume continues the sweep logged in --report DIR (its bench.jsonl) or beside --json FILE: name the one to continue")
+        previous = next((p for p in log_paths if p.is_file()), None)
+        if previous is None:
+            err.print(f"nothing to resume in {log_paths[0]}: measuring every group", highlight=False, soft_wrap=True)
+        else:
+            resumed, resumes = resumable_groups(previous, env, plan_dict)
+            err.print(f"resuming from {previous}: {len(resumed)} group(s) measured by {len(resumes)} earlier run(s), "
+                      "kept where they still fit", highlight=False, soft_wrap=True)
     logs = []
-    for path in ([json_out.with_suffix(".jsonl")] if json_out else []) + ([report_dir / "bench.jsonl"] if report_dir else []):
+    for path in log_paths:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            logs.append(MeasurementLog(path, env, plan_dict))
+            logs.append(MeasurementLog(path, env, plan_dict, resumes=resumes))
         except OSError as e:
             raise InputError(f"cannot write {path} ({e.strerror}): choose another --json/--report path") from None
 
@@ -446,13 +460,15 @@ def bench(
     def on_record(r) -> None:
         from .bench_report import precision_label
 
-        for log in logs:
-            log.record(r)
+        if not r.resumed_from:  # a kept record is in the log already
+            for log in logs:
+                log.record(r)
         if r.status == "ok":
             s = r.stats
             gpu = f"{s['gpu_p50_ms']:.2f}" if s.get("gpu_p50_ms") is not None else "—"
             row = [r.variant, r.backend, precision_label(r), str(r.batch), f"{s['throughput']:,.1f}",
-                   f"{s['throughput_spread']:.0%}", f"{s['p50_ms']:.2f}", gpu, r.parity, "; ".join(r.warnings)]
+                   f"{s['throughput_spread']:.0%}", f"{s['p50_ms']:.2f}", gpu, r.parity,
+                   "; ".join(r.warnings + ([f"kept: measured by run {r.resumed_from}"] if r.resumed_from else []))]
         else:
             row = [r.variant, r.backend, r.precision, str(r.batch), "—", "—", "—", "—", r.parity, f"{r.status}: {r.reason}"]
         table.add_row(*row)
@@ -463,15 +479,16 @@ def bench(
         for log in logs:
             log.measurement(m)
 
-    kept = f"the measurements so far are in {', '.join(str(log.path) for log in logs)}" if logs else "nothing was written"
+    kept = (f"the measurements so far are in {', '.join(str(log.path) for log in logs)} (the same command with --resume "
+            "continues)" if logs else "nothing was written")
     with StepReporter(err) as on_step, interrupted_says(f"interrupted: {kept}; no report was written"), honoured_interrupt():
         if out.is_terminal:
             from rich.live import Live
 
             with Live(table, console=out, refresh_per_second=4):
-                records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement)
+                records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement, resumed=resumed)
         else:
-            records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement)
+            records = run_bench(plan, on_step=on_step, on_record=on_record, on_measurement=on_measurement, resumed=resumed)
     for path in write_reports(records, env, plan_dict, json_path=json_out, csv_path=csv_out, report_dir=report_dir):
         err.print(f"wrote {path}", highlight=False)
     for log in logs:

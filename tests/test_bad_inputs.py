@@ -375,19 +375,24 @@ def test_ctrl_c_during_export_exits_130_and_keeps_the_previous_export(moment, ex
     assert snapshot(out) == before
 
 
-def test_ctrl_c_during_bench_keeps_the_measurements(tmp_path):
+def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path):
     log = tmp_path / "b.jsonl"
+    args = ["bench", "v1", "--backends", "onnxruntime,torch", "--batch", "1,2", "--rounds", "3", "--warmup-s", "0",
+            "--duration-s", "0.3", "--export-root", str(tmp_path / "export"), "--json", str(tmp_path / "b.json")]
 
-    def measured(steps) -> bool:  # the second round has begun: the first is on disk
-        return "round 2/" in steps[-1] and log.is_file() and '"measurement"' in log.read_text()
+    def second_group_begun(steps) -> bool:  # batch 1 is finished and logged; batch 2 has rounds to go
+        return "batch 2 · round 1/" in steps[-1] and '"record"' in log.read_text()
 
-    result = _run_and_interrupt(["bench", "v1", "--backends", "onnxruntime,torch", "--batch", "1", "--rounds", "50",
-                                 "--warmup-s", "0", "--duration-s", "0.3", "--export-root", str(tmp_path / "export"),
-                                 "--json", str(tmp_path / "b.json")], tmp_path, measured, delay_s=0.5)
+    result = _run_and_interrupt(args, tmp_path, second_group_begun)
     _said_one_interrupted_line(result, "b.jsonl")
-    assert "no report was written" in result.stderr and not (tmp_path / "b.json").exists()
+    assert "no report was written" in result.stderr and "--resume" in result.stderr and not (tmp_path / "b.json").exists()
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert any(line["type"] == "measurement" for line in lines)
+    assert [line["batch"] for line in lines if line["type"] == "record"] == [1, 1]
+
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    records = json.loads((tmp_path / "b.json").read_text())["records"]
+    assert [(r["batch"], r["resumed_from"]) for r in records] == [(1, lines[0]["run"])] * 2 + [(2, None)] * 2
 
 
 def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):

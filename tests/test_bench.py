@@ -285,6 +285,66 @@ def test_cpu_smoke_suite_end_to_end(tmp_path):
     assert [line["type"] for line in log].count("measurement") == 2 * 2 * 3  # rounds × batches × candidates
 
 
+def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path):
+    """An interrupted sweep goes on: whole groups from the log stay as measured, the rest is measured now, and
+    a log cut off in mid-line (a killed process) neither fails nor corrupts what is appended after it."""
+    report = tmp_path / "report"
+    args = ["bench", "v1", "--backends", "torch,onnxruntime", "--rounds", "1", "--warmup-s", "0", "--duration-s", "0.05",
+            "--export-root", str(tmp_path / "export"), "--report", str(report)]
+    first = runner.invoke(app, [*args, "--batch", "1"])
+    assert first.exit_code == 0, first.output
+    before = {(r["backend"], r["batch"]): r for r in json.loads((report / "bench.json").read_text())["records"]}
+    log = report / "bench.jsonl"
+    with open(log, "a") as f:
+        f.write('{"run": "killed", "type": "measurem')  # the append a kill cut short
+
+    second = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
+    assert second.exit_code == 0, second.output
+    assert "1 group(s) measured by 1 earlier run(s)" in second.stderr
+    records = json.loads((report / "bench.json").read_text())["records"]
+    assert [(r["backend"], r["batch"]) for r in records] == [("torch", 1), ("onnxruntime", 1), ("torch", 2), ("onnxruntime", 2)]
+    first_run = json.loads(log.read_text().splitlines()[0])["run"]
+    for r in records[:2]:  # kept exactly as measured, and said so
+        assert r["resumed_from"] == first_run and r["stats"] == before[(r["backend"], 1)]["stats"]
+    assert all(r["resumed_from"] is None and r["status"] == "ok" for r in records[2:])
+    assert records[0]["source"].startswith("PyTorch model") and records[1]["source"].startswith("model.onnx sha256:")
+    assert "Resumed (`--resume`): 2 of 4 rows" in (report / "README.md").read_text()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line whole again
+    headers = [line for line in lines if line["type"] == "run"]
+    assert len(headers) == 2 and headers[1]["resumes"] == [first_run]
+    assert [line["batch"] for line in lines if line["type"] == "record"] == [1, 1, 2, 2]  # kept rows are not logged twice
+
+    third = runner.invoke(app, [*args, "--batch", "1,2", "--rounds", "2", "--resume"])
+    assert third.exit_code == 2 and "measured with rounds=1, this one asks rounds=2" in third.stderr
+    with open(log, "a") as f:
+        f.write("not json\n" + log.read_text().splitlines()[-1] + "\n")
+    damaged = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
+    assert damaged.exit_code == 2 and f"line {len(lines) + 1} is damaged" in damaged.stderr
+    assert len(damaged.stderr.strip().splitlines()) == 1
+
+
+def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
+    from inception_deploy.bench import _Row, _still_fits
+
+    def rows(onnx_source="model.onnx sha256:aa", ort_skipped=None):
+        return [_Row(BACKENDS["torch"], "fp32", None, [], source="PyTorch model"),
+                _Row(BACKENDS["onnxruntime"], "fp32", None, [], skipped=ort_skipped, source=onnx_source)]
+
+    def earlier(ort_status="ok", ort_source="model.onnx sha256:aa"):
+        return [BenchRecord("googlenet", "onnxruntime", "fp32", 1, "cpu", ort_status, source=ort_source, resumed_from="r1"),
+                BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok", source="PyTorch model", resumed_from="r1")]
+
+    kept = _still_fits(earlier(), rows())
+    assert [r.backend for r in kept] == ["torch", "onnxruntime"]  # in this plan's order
+    assert _still_fits(earlier(), rows(onnx_source="model.onnx sha256:bb")) is None  # re-exported since
+    assert _still_fits(earlier(ort_status="failed"), rows()) is None  # a failure is measured again
+    assert _still_fits(earlier()[1:], rows()) is None  # a row missing from the group
+    assert _still_fits(earlier(), rows(ort_skipped="no model.onnx now")) is None
+    skipped = _still_fits(earlier(ort_status="skipped", ort_source=None), rows(ort_skipped="today's reason"))
+    assert skipped[1].reason == "today's reason" and skipped[1].resumed_from is None
+    assert _still_fits(None, rows()) is None
+
+
 def test_suites_load_by_name_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert load_suite("cpu-smoke").variants == ["googlenet"]
@@ -301,6 +361,7 @@ def test_bad_bench_arguments(tmp_path):
         (["bench", "v1", "--device", "tpu"], "--device must be cpu or cuda"),
         (["bench", "v1", "--rounds", "0"], "--rounds must be a positive integer"),
         (["bench"], "name at least one VARIANT"),
+        (["bench", "v1", "--resume"], "--resume continues the sweep logged in --report DIR"),
     ]:
         result = runner.invoke(app, args)
         assert result.exit_code == 2, result.output
