@@ -114,15 +114,21 @@ def test_device_runners_must_implement_their_benchmark_hooks():
 
 def test_peak_memory_is_per_row():
     """The CPU memory column is the peak during the row, not the process's peak so far."""
+    import mmap
+
     from inception_deploy.runners.base import _proc_status_mib
 
-    # Whatever earlier tests left resident, a peak made and freed before the reset must not survive it.
+    # A peak made with fresh pages of its own (mmap, not malloc, which may reuse pages earlier tests left
+    # resident) and handed back to the kernel before the reset must not survive it.
+    size = 300 * 2**20
     assert reset_peak_rss()
     base = _proc_status_mib("VmHWM")
-    big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+    block = mmap.mmap(-1, size)
+    for offset in range(0, size, mmap.PAGESIZE):
+        block[offset] = 1
     peak = _proc_status_mib("VmHWM")
     assert peak - base > 250
-    del big  # numpy returns an allocation this large to the kernel at once (mmap)
+    block.close()
     assert reset_peak_rss()
     assert peak - _proc_status_mib("VmHWM") > 250
 
