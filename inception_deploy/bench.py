@@ -89,12 +89,13 @@ class _Row:
 def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
               on_record: Callable[[BenchRecord], None] | None = None,
               on_measurement: Callable[[dict], None] | None = None,
-              resumed: dict[tuple[str, int], list[BenchRecord]] | None = None) -> list[BenchRecord]:
+              resumed: dict[tuple[str, int], list[list[BenchRecord]]] | None = None) -> list[BenchRecord]:
     """Run the sweep. on_record gets each row as it is finished; on_measurement each round as it is measured.
 
-    resumed: (variant, batch) groups an earlier run measured (bench_log.resumable_groups). A group that still
-    fits this plan (the same rows, none failed, each measured from the artifact or weights it would be measured
-    from now) is kept as it was; any other is measured again, whole."""
+    resumed: for (variant, batch), that group's records from earlier runs, newest first
+    (bench_log.resumable_groups). The newest copy that still fits this plan (the same rows, none failed, each
+    measured from the artifact or weights it would be measured from now) is kept as it was; a group with none
+    is measured again, whole."""
     plan.check()
     report_step = on_step or (lambda *_: None)
     emit, measured = on_record or (lambda _: None), on_measurement or (lambda _: None)
@@ -113,13 +114,13 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
         spec = get_spec(variant)
         rows = [_plan_row(plan, spec, backend, precision, step) for backend in backends for precision in plan.precisions]
         for row in rows:
-            if row.backend.runs == "model":  # the weights of the export, which planning may just have made
+            if row.backend.runs == "model" and not row.skipped:  # the export's weights, which planning may have made
                 row.source = _weights_source(plan, spec.name)
         model = reference = None
         for batch in plan.batches:
-            kept = _still_fits((resumed or {}).get((spec.name, batch)), rows)
+            kept = next(filter(None, (_still_fits(copy, rows) for copy in (resumed or {}).get((spec.name, batch), []))), None)
             if kept:
-                step(f"{spec.name} · batch {batch}: kept as run {kept[0].resumed_from or '?'} measured it (--resume)")
+                step(f"{spec.name} · batch {batch}: kept as run {kept[0].resumed_from} measured it (--resume)")
                 for record in kept:
                     add(record)
                 continue
@@ -170,24 +171,22 @@ def _skipped(variant: str, row: _Row, batch: int) -> BenchRecord:
     return BenchRecord(variant, row.backend.name, row.precision, batch, row.backend.device, "skipped", row.skipped)
 
 
-def _still_fits(records: list[BenchRecord] | None, rows: list[_Row]) -> list[BenchRecord] | None:
-    """An earlier run's records of one group, in this plan's row order, when they can stand for a measurement
-    now: exactly this plan's rows, none failed, each live row measured from the same artifact or weights.
-    Rows that cannot run here get today's reason, not the old one."""
-    if not records:
-        return None
+def _still_fits(records: list[BenchRecord], rows: list[_Row]) -> list[BenchRecord] | None:
+    """One earlier run's records of a group, in the order a measured group is reported (rows skipped at
+    planning first), when they can stand for a measurement now: exactly this plan's rows, none failed, each
+    row that ran measured from the same artifact or weights, no row skipped then that runs now unless it was
+    found missing while running (the same machine and software would find it missing again)."""
     by_row = {(r.backend, r.precision): r for r in records}
     if len(by_row) != len(records) or set(by_row) != {(r.backend.name, r.precision) for r in rows}:
         return None
-    kept = []
     for row in rows:
         record = by_row[(row.backend.name, row.precision)]
-        if record.status == "failed" or (record.status == "skipped") != bool(row.skipped):
+        if record.status == "failed" or (row.skipped and record.status != "skipped"):
             return None
-        if not row.skipped and record.source != row.source:
+        if record.status == "ok" and record.source != row.source:
             return None
-        kept.append(record if not row.skipped else _skipped(record.variant, row, record.batch))
-    return kept
+    ordered = [r for r in rows if r.skipped] + [r for r in rows if not r.skipped]
+    return [by_row[(row.backend.name, row.precision)] for row in ordered]
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:

@@ -3,9 +3,9 @@
 A sweep over five variants and five batch sizes on a GPU takes longer than many machines are held (a
 preempted node, a job time limit, Ctrl-C). Nothing measured is lost: every round and every finished row is
 appended and fsynced at once. `bench --resume` reads the log back and keeps each (variant, batch) group that
-one earlier run finished without a failed row, measured under the same settings, on the same machine and
-software, from the same artifacts; every other group is measured again, whole, so that the rows compared in
-one group always alternated round by round in one run.
+one earlier run finished without a failed row, measured under the same settings, on the same kind of machine
+with the same software, from the same artifacts; every other group is measured again, whole, so that the rows
+compared in one group always alternated round by round in one run.
 """
 
 from __future__ import annotations
@@ -13,37 +13,44 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .artifacts import disk_error
 from .bench import BenchRecord
 from .errors import InputError
 
-# What must be equal for figures from two runs to stand side by side.
+# What must be equal for figures from two runs to stand side by side: the measurement settings, and the kind
+# of machine (CPU and GPU model, driver, OS) with the same software.
 SAME_SETTINGS = ("device", "warmup_s", "duration_s", "rounds", "tf32", "include_transfers", "check_parity")
 SAME_MACHINE = ("inception_deploy", "python", "torch", "onnxruntime", "tensorrt", "tensorrt-rtx", "cpu", "cpu_count",
-                "torch_threads", "cuda_available", "gpu", "cuda", "cudnn", "driver", "compute_capability")
+                "torch_threads", "platform", "cuda_available", "gpu", "cuda", "cudnn", "driver", "compute_capability")
 _RECORD_FIELDS = {f.name for f in fields(BenchRecord)}
+_REQUIRED = {f.name for f in fields(BenchRecord) if f.default is MISSING and f.default_factory is MISSING}
+_FIX = "start a new --report, or drop --resume"
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
 
 class MeasurementLog:
     """Append-only JSON lines, written as measurements happen, so that nothing measured is lost to a crash,
     an interrupt or a later failure. A run begins with a header line; every line carries the run's id."""
 
-    def __init__(self, path: Path, env: dict, plan: dict, *, resumes: list[str] = ()):
+    def __init__(self, path: Path, env: dict, plan: dict, *, run: str | None = None, resumes: list[str] = ()):
         self.path = Path(path)
-        self.run = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        self.run = run or new_run_id()
         self._cut_torn_tail()
         self._append({"type": "run", "environment": env, "plan": plan, **({"resumes": list(resumes)} if resumes else {})})
 
     def _cut_torn_tail(self) -> None:
-        """A process killed while appending leaves a last line without its newline: cut it, or the next line
-        would be glued to it. Nothing whole is lost: every complete line ends with a newline."""
+        """A process killed while appending leaves a last line without its newline: cut it (read_log never
+        uses it), or the next line would be glued to it. Only in a bench log: another file is left as it is."""
         try:
             with open(self.path, "r+b") as f:
                 data = f.read()
-                if data and not data.endswith(b"\n"):
+                if data and not data.endswith(b"\n") and _is_bench_log(data.split(b"\n", 1)[0]):
                     f.truncate(data.rfind(b"\n") + 1)
         except FileNotFoundError:
             pass
@@ -66,63 +73,89 @@ class MeasurementLog:
             raise disk_error(err, self.path) from None
 
 
+def _is_bench_log(first_line: bytes) -> bool:
+    try:
+        entry = json.loads(first_line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("type") == "run" and isinstance(entry.get("run"), str)
+
+
 def read_log(path: Path) -> list[dict]:
-    """The log's lines. A last line cut short (the process was killed while appending it) is dropped; a
-    damaged line anywhere else is named."""
+    """The log's lines, each checked for what resuming relies on. A last line without its newline is the
+    append a killed process left unfinished: it is never used, whole or not. A damaged line anywhere else is
+    named."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not a bench log (not UTF-8 text): start a new --report, or drop --resume") from None
+        raise InputError(f"{path} is not a bench log (not UTF-8 text): {_FIX}") from None
     except OSError as err:
-        raise InputError(f"cannot read {path} ({err.strerror}): start a new --report, or drop --resume") from None
+        raise InputError(f"cannot read {path} ({err.strerror}): {_FIX}") from None
     lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()
     entries = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             entry = json.loads(line)
-            if not isinstance(entry, dict) or "run" not in entry or "type" not in entry:
-                raise ValueError("not a bench log line")
+            problem = _problem(entry)
         except ValueError as err:
-            if number == len(lines) and not text.endswith("\n"):
-                break  # the append a kill interrupted: everything before it is whole
-            raise InputError(f"{path} line {number} is damaged ({str(err).splitlines()[0]}): start a new --report, "
-                             "or drop --resume") from None
+            problem = str(err).splitlines()[0]
+        if problem:
+            raise InputError(f"{path} line {number} is damaged ({problem}): {_FIX}")
         entries.append(entry)
     return entries
 
 
-def resumable_groups(path: Path, env: dict, plan: dict) -> tuple[dict[tuple[str, int], list[BenchRecord]], list[str]]:
-    """((variant, batch) -> the records of that group from the log, run ids they come from).
+def _problem(entry) -> str | None:
+    """What makes a parsed line unusable for resuming, if anything."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("run"), str) or not isinstance(entry.get("type"), str):
+        return "not a bench log line"
+    if entry["type"] == "run" and not (isinstance(entry.get("plan"), dict) and isinstance(entry.get("environment"), dict)):
+        return "a run header without its plan and environment"
+    if entry["type"] == "record":
+        missing = sorted(_REQUIRED - set(entry))
+        if missing:
+            return f"a record without {', '.join(missing)}"
+        if not all(isinstance(entry[k], str) for k in ("variant", "backend", "precision", "status")) or \
+                not isinstance(entry["batch"], int) or isinstance(entry["batch"], bool):
+            return "a record with fields of the wrong type"
+        if entry["status"] == "ok" and not isinstance(entry.get("stats"), dict):
+            return "an ok record without its stats"
+    return None
 
-    The log's last run must have measured under this plan's settings, on this machine and software (else a
-    one-line InputError names the difference); earlier runs that did not are ignored. Groups are returned
-    whole as one run left them; whether they still fit (rows, artifacts) is bench.run_bench's to decide.
+
+def resumable_groups(path: Path, env: dict, plan: dict) -> tuple[dict[tuple[str, int], list[list[BenchRecord]]], list[str], int]:
+    """What an earlier sweep in the log can lend this one: ((variant, batch) -> that group's records from
+    each run that logged it, newest run first; the ids of those runs; how many runs were ignored).
+
+    Runs measured under other settings, or on another kind of machine or software, are ignored; when that is
+    every run, a one-line InputError names the difference from the last one. Whether a group still fits this
+    plan (its rows, artifacts and weights) is bench.run_bench's to decide.
     """
     entries = read_log(path)
     headers = [e for e in entries if e["type"] == "run"]
     if not headers:
-        return {}, []
-    difference = _difference(headers[-1], env, plan)
-    if difference:
-        raise InputError(f"--resume: the last run in {path} {difference}: use the same options and machine, "
-                         "or a new --report (or drop --resume)")
-    runs = {h["run"] for h in headers if not _difference(h, env, plan)}
-    groups: dict[tuple[str, int], dict[str, list[BenchRecord]]] = {}
+        return {}, [], 0
+    usable = [h["run"] for h in headers if not _difference(h, env, plan)]
+    if not usable:
+        raise InputError(f"--resume: the last run in {path} {_difference(headers[-1], env, plan)}: use the same "
+                         f"options and machine, or a new --report (or drop --resume)")
+    order = {run: i for i, run in enumerate(usable)}
+    by_group: dict[tuple[str, int], dict[str, list[BenchRecord]]] = {}
     for e in entries:
-        if e["type"] == "record" and e["run"] in runs:
+        if e["type"] == "record" and e["run"] in order:
             record = BenchRecord(**{k: v for k, v in e.items() if k in _RECORD_FIELDS})
-            record.resumed_from = e["run"]
-            groups.setdefault((record.variant, record.batch), {}).setdefault(e["run"], []).append(record)
-    # A group measured by several runs (an interrupted one, then a resumed one): the latest run's is whole.
-    latest = {key: by_run[max(by_run, key=lambda run: [h["run"] for h in headers].index(run))]
-              for key, by_run in groups.items()}
-    return latest, sorted({r.resumed_from for records in latest.values() for r in records})
+            record.resumed_from = record.resumed_from or e["run"]  # a kept row logged again keeps its origin
+            by_group.setdefault((record.variant, record.batch), {}).setdefault(e["run"], []).append(record)
+    groups = {key: [runs[run] for run in sorted(runs, key=order.__getitem__, reverse=True)] for key, runs in by_group.items()}
+    return groups, sorted({run for runs in by_group.values() for run in runs}), len(headers) - len(usable)
 
 
 def _difference(header: dict, env: dict, plan: dict) -> str | None:
-    earlier_plan, earlier_env = header.get("plan") or {}, header.get("environment") or {}
+    earlier_plan, earlier_env = header["plan"], header["environment"]
     for key in SAME_SETTINGS:
         if earlier_plan.get(key) != plan.get(key):
             return f"measured with {key}={earlier_plan.get(key)!r}, this one asks {key}={plan.get(key)!r}"

@@ -58,8 +58,8 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
     if resumed:
         count = sum(1 for r in records if r.resumed_from)
         lines += [f"Resumed (`--resume`): {count} of {len(records)} rows were measured by earlier runs of this sweep "
-                  f"({', '.join(resumed)}), with the same settings, machine, software and artifacts; each "
-                  "(variant, batch) group comes whole from one run, its rows interleaved there.", ""]
+                  f"({', '.join(resumed)}), with the same settings, the same kind of machine and software, and the "
+                  "same artifacts; each (variant, batch) group comes whole from one run, its rows interleaved there.", ""]
     for variant in dict.fromkeys(r.variant for r in records):
         lines += [f"## {variant}", "",
                   "| backend | precision | batch | img/s | spread | p50 ms | p99 ms | GPU ms | CV | memory MiB | parity | note |",

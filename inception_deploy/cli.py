@@ -412,7 +412,7 @@ def bench(
     from .artifacts import check_output_dir, check_output_file
     from .bench import run_bench
     from .bench_plan import BenchPlan, load_suite
-    from .bench_log import MeasurementLog, resumable_groups
+    from .bench_log import MeasurementLog, new_run_id, resumable_groups
     from .bench_report import write_reports
     from .environment import environment
     from .registry import resolve_name
@@ -432,9 +432,15 @@ def bench(
         check_output_dir(report_dir, "--report")
     env = environment(plan.device)
     plan_dict = plan.to_dict()
-    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
-    log_paths = ([report_dir / "bench.jsonl"] if report_dir else []) + ([json_out.with_suffix(".jsonl")] if json_out else [])
-    resumed, resumes = {}, []
+    # The command that reproduces the report measures everything: --resume would keep what is already there.
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in argv) if argv else None
+    # One log per file: --json DIR/bench.json with --report DIR names the same one twice.
+    log_paths: list[Path] = []
+    for path in ([report_dir / "bench.jsonl"] if report_dir else []) + ([json_out.with_suffix(".jsonl")] if json_out else []):
+        if all(path.resolve() != other.resolve() for other in log_paths):
+            log_paths.append(path)
+    resumed, resumes, previous = {}, [], None
     if resume:
         if not log_paths:
             raise InputError("--resume continues the sweep logged in --report DIR (its bench.jsonl) or beside --json FILE: name the one to continue")
@@ -442,14 +448,16 @@ def bench(
         if previous is None:
             err.print(f"nothing to resume in {log_paths[0]}: measuring every group", highlight=False, soft_wrap=True)
         else:
-            resumed, resumes = resumable_groups(previous, env, plan_dict)
-            err.print(f"resuming from {previous}: {len(resumed)} group(s) measured by {len(resumes)} earlier run(s), "
-                      "kept where they still fit", highlight=False, soft_wrap=True)
+            resumed, resumes, ignored = resumable_groups(previous, env, plan_dict)
+            err.print(f"resuming from {previous}: {len(resumed)} group(s) logged by {len(resumes)} earlier run(s)"
+                      + (f" ({ignored} run(s) with other settings or on another machine ignored)" if ignored else "")
+                      + "; each is kept if it still fits, else measured again", highlight=False, soft_wrap=True)
     logs = []
+    run_id = new_run_id()
     for path in log_paths:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            logs.append(MeasurementLog(path, env, plan_dict, resumes=resumes))
+            logs.append(MeasurementLog(path, env, plan_dict, run=run_id, resumes=resumes if path == previous else ()))
         except OSError as e:
             raise InputError(f"cannot write {path} ({e.strerror}): choose another --json/--report path") from None
 
@@ -493,6 +501,10 @@ def bench(
         err.print(f"wrote {path}", highlight=False)
     for log in logs:
         err.print(f"wrote {log.path} (appended as measured)", highlight=False)
+    if resume:
+        kept = {(r.variant, r.batch) for r in records if r.resumed_from}
+        err.print(f"--resume: kept {len(kept)} group(s) as earlier runs measured them; measured "
+                  f"{len({(r.variant, r.batch) for r in records} - kept)} now", highlight=False, soft_wrap=True)
     failed = [r for r in records if r.status == "failed"]
     if failed:
         raise InceptionDeployError(f"{len(failed)} combination(s) failed: first {failed[0].variant} {failed[0].backend} "

@@ -15,6 +15,7 @@ from inception_deploy.bench import BenchRecord, _skip_reason, run_bench
 from inception_deploy.bench_plan import BenchPlan, load_suite
 from inception_deploy.bench_report import CSV_FIELDS, to_csv, to_markdown
 from inception_deploy.cli import app
+from inception_deploy.errors import InputError
 from inception_deploy.runners import BACKENDS
 from inception_deploy.runners.base import Runner, reset_peak_rss
 from inception_deploy.timing import MIN_WARMUP_ITERATIONS, combine_rounds, measure, summarize
@@ -292,41 +293,75 @@ def test_cpu_smoke_suite_end_to_end(tmp_path):
 
 
 def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path):
-    """An interrupted sweep goes on: whole groups from the log stay as measured, the rest is measured now, and
-    a log cut off in mid-line (a killed process) neither fails nor corrupts what is appended after it."""
+    """An interrupted sweep goes on: whole groups from the log stay as measured, the rest is measured now, a
+    log cut off in mid-line (a killed process) neither fails nor corrupts what is appended after it, and a
+    group kept by one resume is still kept by the next (rows skipped at planning included)."""
     report = tmp_path / "report"
-    args = ["bench", "v1", "--backends", "torch,onnxruntime", "--rounds", "1", "--warmup-s", "0", "--duration-s", "0.05",
-            "--export-root", str(tmp_path / "export"), "--report", str(report)]
-    first = runner.invoke(app, [*args, "--batch", "1"])
+    args = ["bench", "v1", "--backends", "torch,onnxruntime", "--precision", "fp32,int8", "--rounds", "1",
+            "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(tmp_path / "export"), "--report", str(report)]
+    first = runner.invoke(app, [*args, "--batch", "1", "--json", str(report / "bench.json")])  # one log, not two
     assert first.exit_code == 0, first.output
-    before = {(r["backend"], r["batch"]): r for r in json.loads((report / "bench.json").read_text())["records"]}
+    before = {(r["backend"], r["precision"]): r for r in json.loads((report / "bench.json").read_text())["records"]}
     log = report / "bench.jsonl"
+    assert sum('"type": "run"' in line for line in log.read_text().splitlines()) == 1
+    first_run = json.loads(log.read_text().splitlines()[0])["run"]
     with open(log, "a") as f:
         f.write('{"run": "killed", "type": "measurem')  # the append a kill cut short
 
     second = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
     assert second.exit_code == 0, second.output
-    assert "1 group(s) measured by 1 earlier run(s)" in second.stderr
+    assert "kept 1 group(s) as earlier runs measured them; measured 1 now" in second.stderr
     records = json.loads((report / "bench.json").read_text())["records"]
-    assert [(r["backend"], r["batch"]) for r in records] == [("torch", 1), ("onnxruntime", 1), ("torch", 2), ("onnxruntime", 2)]
-    first_run = json.loads(log.read_text().splitlines()[0])["run"]
-    for r in records[:2]:  # kept exactly as measured, and said so
-        assert r["resumed_from"] == first_run and r["stats"] == before[(r["backend"], 1)]["stats"]
-    assert all(r["resumed_from"] is None and r["status"] == "ok" for r in records[2:])
-    assert records[0]["source"].startswith("PyTorch model") and records[1]["source"].startswith("model.onnx sha256:")
-    assert "Resumed (`--resume`): 2 of 4 rows" in (report / "README.md").read_text()
+    order = [("torch", "int8"), ("onnxruntime", "int8"), ("torch", "fp32"), ("onnxruntime", "fp32")]  # skips first
+    assert [(r["backend"], r["precision"], r["batch"]) for r in records] == [(*k, b) for b in (1, 2) for k in order]
+    for r in records[:4]:  # kept exactly as measured, and said so
+        assert r["resumed_from"] == first_run and r == {**before[(r["backend"], r["precision"])], "resumed_from": first_run}
+    assert all(r["resumed_from"] is None for r in records[4:]) and [r["status"] for r in records[6:]] == ["ok", "ok"]
+    assert records[2]["source"].startswith("PyTorch model") and records[3]["source"].startswith("model.onnx sha256:")
+    readme = (report / "README.md").read_text()
+    assert "Resumed (`--resume`): 4 of 8 rows" in readme and "--resume" not in readme.split("Reproduce with:")[1]
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line whole again
     headers = [line for line in lines if line["type"] == "run"]
     assert len(headers) == 2 and headers[1]["resumes"] == [first_run]
-    assert [line["batch"] for line in lines if line["type"] == "record"] == [1, 1, 2, 2]  # kept rows are not logged twice
+    assert [line["batch"] for line in lines if line["type"] == "record"] == [1] * 4 + [2] * 4  # kept rows not logged twice
 
-    third = runner.invoke(app, [*args, "--batch", "1,2", "--rounds", "2", "--resume"])
-    assert third.exit_code == 2 and "measured with rounds=1, this one asks rounds=2" in third.stderr
-    with open(log, "a") as f:
-        f.write("not json\n" + log.read_text().splitlines()[-1] + "\n")
-    damaged = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
-    assert damaged.exit_code == 2 and f"line {len(lines) + 1} is damaged" in damaged.stderr
-    assert len(damaged.stderr.strip().splitlines()) == 1
+    third = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])  # everything is kept: nothing to measure
+    assert third.exit_code == 0, third.output
+    assert "kept 2 group(s) as earlier runs measured them; measured 0 now" in third.stderr
+    second_run = headers[1]["run"]
+    assert json.loads((report / "bench.json").read_text())["records"] == records[:4] + [
+        {**r, "resumed_from": second_run} for r in records[4:]]
+
+    other = runner.invoke(app, [*args, "--batch", "1,2", "--rounds", "2", "--resume"])
+    assert other.exit_code == 2 and "measured with rounds=1, this one asks rounds=2" in other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
+    stray = runner.invoke(app, [*args, "--batch", "4", "--rounds", "2"])  # appended to the same log, other settings
+    assert stray.exit_code == 0, stray.output
+    again = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
+    assert again.exit_code == 0 and "(1 run(s) with other settings or on another machine ignored)" in again.stderr
+    assert "measured 0 now" in again.stderr
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("not json", "Expecting value"),
+    ('{"run": "r", "type": "record", "variant": "googlenet"}', "a record without backend, batch, device"),
+    ('{"run": "r", "type": "run", "plan": "x", "environment": {}}', "a run header without its plan and environment"),
+    ('{"run": ["r"], "type": "run"}', "not a bench log line"),
+    ('{"run": "r", "type": "record", "variant": "googlenet", "backend": "torch", "precision": "fp32", "batch": [1], '
+     '"device": "cpu", "status": "ok"}', "a record with fields of the wrong type"),
+    ('{"run": "r", "type": "record", "variant": "googlenet", "backend": "torch", "precision": "fp32", "batch": 1, '
+     '"device": "cpu", "status": "ok", "stats": null}', "an ok record without its stats"),
+])
+def test_a_damaged_log_is_named_by_line(tmp_path, line, problem):
+    from inception_deploy.bench_log import read_log
+
+    log = tmp_path / "bench.jsonl"
+    header = json.dumps({"run": "r", "type": "run", "plan": {}, "environment": {}})
+    log.write_text(f"{header}\n{line}\n")
+    with pytest.raises(InputError, match=f"line 2 is damaged \\({problem}"):
+        read_log(log)
+    log.write_text(f"{header}\n{header}")  # a whole line without its newline: an append that did not finish
+    assert len(read_log(log)) == 1
 
 
 def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
@@ -334,21 +369,25 @@ def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
 
     def rows(onnx_source="model.onnx sha256:aa", ort_skipped=None):
         return [_Row(BACKENDS["torch"], "fp32", None, [], source="PyTorch model"),
-                _Row(BACKENDS["onnxruntime"], "fp32", None, [], skipped=ort_skipped, source=onnx_source)]
+                _Row(BACKENDS["onnxruntime"], "fp32", None, [], skipped=ort_skipped, source=onnx_source),
+                _Row(BACKENDS["torch"], "int8", None, [], skipped="torch runs no int8")]
 
     def earlier(ort_status="ok", ort_source="model.onnx sha256:aa"):
         return [BenchRecord("googlenet", "onnxruntime", "fp32", 1, "cpu", ort_status, source=ort_source, resumed_from="r1"),
+                BenchRecord("googlenet", "torch", "int8", 1, "cpu", "skipped", "torch runs no int8", resumed_from="r1"),
                 BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok", source="PyTorch model", resumed_from="r1")]
 
     kept = _still_fits(earlier(), rows())
-    assert [r.backend for r in kept] == ["torch", "onnxruntime"]  # in this plan's order
+    assert [(r.backend, r.precision) for r in kept] == [("torch", "int8"), ("torch", "fp32"), ("onnxruntime", "fp32")]
+    assert all(r.resumed_from == "r1" for r in kept)
     assert _still_fits(earlier(), rows(onnx_source="model.onnx sha256:bb")) is None  # re-exported since
     assert _still_fits(earlier(ort_status="failed"), rows()) is None  # a failure is measured again
     assert _still_fits(earlier()[1:], rows()) is None  # a row missing from the group
-    assert _still_fits(earlier(), rows(ort_skipped="no model.onnx now")) is None
-    skipped = _still_fits(earlier(ort_status="skipped", ort_source=None), rows(ort_skipped="today's reason"))
-    assert skipped[1].reason == "today's reason" and skipped[1].resumed_from is None
-    assert _still_fits(None, rows()) is None
+    assert _still_fits(earlier() + earlier()[:1], rows()) is None  # a row twice
+    assert _still_fits(earlier(), rows(ort_skipped="no model.onnx now")) is None  # measured then, cannot run now
+    # found missing while it ran (not at planning): the same machine and software would find it missing again
+    missing = _still_fits(earlier(ort_status="skipped", ort_source=None), rows())
+    assert missing is not None and missing[2].status == "skipped"
 
 
 def test_suites_load_by_name_from_anywhere(tmp_path, monkeypatch):
