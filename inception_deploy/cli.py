@@ -200,8 +200,6 @@ class StepReporter:
 
 
 def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
-    from .compare import Difference, top1_text
-
     where = out_dir or Path("export") / manifest["variant"]
     table = Table(title=f"{manifest['variant']} → {where}", show_header=False)
     table.add_column(style="bold")
@@ -217,7 +215,7 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
             continue
         p = a["parity"]
         verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
-        figures = (f"top-1 {top1_text(Difference.from_dict(p))}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
+        figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
                    if a["precision"] == "int8" else
                    f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, cosine {p['cosine']:.6f}")
         lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
@@ -239,7 +237,7 @@ def print_export_summary(manifest: dict, out_dir: Optional[Path]) -> None:
             continue
         if not a["parity"]["passed"]:
             err.print(f"[bold red]WARNING:[/] {a['path']} agrees poorly with the fp32 model (top-1 "
-                      f"{top1_text(Difference.from_dict(a['parity']))}, cosine {a['parity']['cosine']:.4f}): calibrate on more, and more "
+                      f"{a['parity']['top1_agreement']:.0%}, cosine {a['parity']['cosine']:.4f}): calibrate on more, and more "
                       "representative, images (--calib, --calib-samples) or try --calib-method entropy/percentile")
         if a.get("calibration", {}).get("synthetic"):
             err.print(f"[bold yellow]WARNING:[/] {a['path']} was calibrated on SYNTHETIC inputs: for smoke tests only, "
@@ -665,8 +663,7 @@ def loadtest(
 def main() -> None:
     import warnings
 
-    # Libraries' notices to their own developers (torch 2.11 warns about its own internals on every export)
-    # would break the one-line errors; this tool's own warnings are printed through rich, not this module.
+    # Libraries' notices to their own developers (torch 2.11 warns about its own internals on every export,
+    # from copyreg) would break the one-line errors; this tool's own warnings are printed through rich.
     warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     app()

@@ -1,12 +1,10 @@
-"""Backend-independent comparison of two output arrays (rows of logits, one per sample)."""
+"""Backend-independent comparison of two output arrays."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
-
-CONFIDENT = 0.5  # softmax probability of the reference's top-1 class
 
 
 @dataclass(frozen=True)
@@ -22,20 +20,9 @@ class Difference:
     top5_overlap: float  # mean fraction of each row's top-5 classes that both share
     rtol: float  # the rtol that needed_atol is computed at
     needed_atol: float  # the smallest atol with |actual - reference| <= atol + rtol * |reference| everywhere
-    rows: int = 0  # samples compared
-    # Top-1 agreement where the reference is confident (softmax top-1 >= CONFIDENT): where it is not, its own
-    # top two classes are near-tied and int8's rounding decides between them (an untrained net is never
-    # confident). None when no row is.
-    confident_rows: int = 0
-    top1_confident: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Difference":
-        """From to_dict()'s output, e.g. an artifact's parity in a manifest (older ones lack the newer fields)."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) -> Difference:
@@ -51,10 +38,7 @@ def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) 
     cosine = float(np.dot(ref.ravel(), act.ravel()) / norms) if norms > 0 else float(np.array_equal(ref, act))
     rows = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(1, -1)
     act_rows = act.reshape(rows.shape)
-    agrees = rows.argmax(1) == act_rows.argmax(1)
-    top1 = float(np.mean(agrees))
-    shifted = rows - rows.max(1, keepdims=True)
-    confident = (1.0 / np.exp(shifted).sum(1)) >= CONFIDENT  # the top-1 softmax probability, computed stably
+    top1 = float(np.mean(rows.argmax(1) == act_rows.argmax(1)))
     k = min(5, rows.shape[1])
     top_ref, top_act = np.argsort(-rows, axis=1)[:, :k], np.argsort(-act_rows, axis=1)[:, :k]
     top5 = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_ref, top_act)]))
@@ -70,16 +54,4 @@ def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) 
         top5_overlap=top5,
         rtol=rtol,
         needed_atol=float(np.clip(err - rtol * np.abs(ref), 0, None).max()) if err.size else 0.0,
-        rows=int(rows.shape[0]),
-        confident_rows=int(confident.sum()),
-        top1_confident=float(np.mean(agrees[confident])) if confident.any() else None,
     )
-
-
-def top1_text(d: Difference) -> str:
-    """Top-1 agreement for people: overall, and where the reference is confident when that is not every row."""
-    if d.confident_rows == d.rows:
-        return f"{d.top1_agreement:.0%}"
-    if not d.confident_rows:
-        return f"{d.top1_agreement:.0%} (0 confident)"
-    return f"{d.top1_agreement:.0%} ({d.top1_confident:.0%} of {d.confident_rows} confident)"

@@ -8,7 +8,6 @@ import math
 from rich import box
 from rich.table import Table
 
-from .compare import top1_text
 from .localize import first_divergence
 from .parity import ParityReport, ParityRow
 
@@ -23,7 +22,7 @@ def _cells(row: ParityRow) -> list[str]:
     d = row.diff
     return head + [
         f"{d.max_abs:.2e}", f"{d.mean_abs:.2e}", f"{d.p99_abs:.2e}", f"{d.max_rel:.2e}", f"{d.cosine:.6f}",
-        top1_text(d), f"{d.top5_overlap:.0%}", f"{d.needed_atol:.2e}", row.tolerance.describe(),
+        f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", f"{d.needed_atol:.2e}", row.tolerance.describe(),
         "PASS" if row.passed else "FAIL",
     ]
 
@@ -52,7 +51,7 @@ def rich_table(report: ParityReport) -> Table:
         d = row.diff
         verdict = "[green]PASS[/]" if row.passed else "[bold red]FAIL[/]"
         table.add_row(target, row.precision, f"{d.max_abs:.1e}", f"{d.max_rel:.1e}", f"{d.cosine:.6f}",
-                      top1_text(d), f"{d.top5_overlap:.0%}", verdict)
+                      f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", verdict)
     return table
 
 
