@@ -149,6 +149,13 @@ def write_text_atomic(final: Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_png_atomic(figure, final: Path) -> Path:
+    """A matplotlib figure as a PNG, landed whole or not at all."""
+    with atomic_path(final) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(final)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .artifacts import ONNX_FILES
+from .artifacts import ONNX_FILES, sha256_of
 from .manifest import IntegrityError, read_manifest, verify_beside
 from .bench_plan import BenchPlan
 from .compare import difference
@@ -113,9 +113,11 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
     for variant in plan.variants:
         spec = get_spec(variant)
         rows = [_plan_row(plan, spec, backend, precision, step) for backend in backends for precision in plan.precisions]
-        for row in rows:
-            if row.backend.runs == "model" and not row.skipped:  # the export's weights, which planning may have made
-                row.source = _weights_source(plan, spec.name)
+        model_rows = [r for r in rows if r.backend.runs == "model" and not r.skipped]
+        if model_rows:  # their source: the export's weights, which planning may just have made
+            weights = _weights_source(plan, spec.name)
+            for row in model_rows:
+                row.source = weights
         model = reference = None
         for batch in plan.batches:
             kept = next(filter(None, (_still_fits(copy, rows) for copy in (resumed or {}).get((spec.name, batch), []))), None)
@@ -233,8 +235,6 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
 
 
 def _source(path: Path, record: dict | None) -> str:
-    from .artifacts import sha256_of
-
     return f"{path.name} sha256:{(record or {}).get('sha256') or sha256_of(path)}"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .artifacts import disk_error
 from .bench import BenchRecord
-from .errors import InputError
+from .errors import InputError, first_line
 
 # What must be equal for figures from two runs to stand side by side: the measurement settings, and the kind
 # of machine (CPU and GPU model, driver, OS) with the same software.
@@ -102,7 +102,7 @@ def read_log(path: Path) -> list[dict]:
             entry = json.loads(line)
             problem = _problem(entry)
         except ValueError as err:
-            problem = str(err).splitlines()[0]
+            problem = first_line(err)
         if problem:
             raise InputError(f"{path} line {number} is damaged ({problem}): {_FIX}")
         entries.append(entry)

@@ -7,9 +7,9 @@ import io
 import json
 from pathlib import Path
 
-from .artifacts import atomic_path, write_text_atomic
+from .artifacts import write_png_atomic, write_text_atomic
 from .bench import BenchRecord
-from .deps import require
+from .deps import pyplot
 
 CSV_FIELDS = ("variant", "backend", "precision", "batch", "device", "status", "throughput", "throughput_spread", "rounds",
               "min_ms", "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv", "gpu_mean_ms", "gpu_p50_ms",
@@ -84,9 +84,7 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
 
 def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
     """throughput vs batch per backend/precision, and batch-1 latency percentiles; one PNG each per variant."""
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     for variant in dict.fromkeys(r.variant for r in records):
@@ -108,7 +106,7 @@ def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
         ax.set_title(f"{variant}: throughput")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        written.append(_save(fig, directory / f"{variant}_throughput.png"))
+        written.append(write_png_atomic(fig, directory / f"{variant}_throughput.png"))
         plt.close(fig)
 
         ones = [r for r in ok if r.batch == 1]
@@ -121,16 +119,9 @@ def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:
             ax.set_ylabel("ms")
             ax.set_title(f"{variant}: batch-1 latency")
             ax.legend()
-            written.append(_save(fig, directory / f"{variant}_latency_b1.png"))
+            written.append(write_png_atomic(fig, directory / f"{variant}_latency_b1.png"))
             plt.close(fig)
     return written
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
 
 
 def write_reports(records, env: dict, plan: dict, *, json_path=None, csv_path=None, report_dir=None) -> list[Path]:

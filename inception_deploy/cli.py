@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -18,8 +17,8 @@ from rich.table import Table
 
 from typer.core import TyperGroup
 
-from .errors import InceptionDeployError, InputError, Interrupted
-from .interrupts import honoured_interrupt
+from .errors import InceptionDeployError, InputError
+from .interrupts import honoured_interrupt, interrupted_says
 from .registry import list_models
 
 INTERRUPTED = 130  # Ctrl-C, as shells report it
@@ -156,15 +155,6 @@ def export(
     print_export_summary(manifest, out_dir)
 
 
-@contextlib.contextmanager
-def interrupted_says(message: str):
-    """Turn Ctrl-C inside the block into one line saying what was kept."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted(message) from None
-
-
 class StepReporter:
     """Shows the long steps as they happen on a terminal; silent in logs, where the summary says it all.
 
@@ -275,7 +265,7 @@ def parity(
         check_output_file(Path(json_out), "--json")  # before the work, not after it
     if report_md:
         check_output_file(report_md, "--report")
-    with StepReporter(err) as on_step, interrupted_says("interrupted: nothing was written"), honoured_interrupt():
+    with StepReporter(err) as on_step, interrupted_says(INTERRUPTED_MESSAGE), honoured_interrupt():
         report = check_parity(
             variant, onnx_files=onnx_files or None, export_dir=export_dir, backends=backends, reference=reference,
             precisions=precision, weights=weights, num_classes=num_classes, images=images, samples=samples, seed=seed,
@@ -372,6 +362,14 @@ def print_engine_summary(engine: dict, export_dir: Path) -> None:
         out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}", highlight=False, soft_wrap=True)
 
 
+def _command_line(*, leave_out: tuple[str, ...] = ()) -> str | None:
+    """The command as it was typed, for a report's "reproduce with" line."""
+    import shlex
+
+    argv = [a for a in sys.argv[1:] if a not in leave_out]
+    return "inception-deploy " + " ".join(shlex.quote(a) for a in argv) if argv else None
+
+
 def _csv(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
     if text is None:
         return None
@@ -407,7 +405,6 @@ def bench(
 ):
     """Measure throughput and latency across backends, precisions and batch sizes."""
     import dataclasses
-    import shlex
 
     from .artifacts import check_output_dir, check_output_file
     from .bench import run_bench
@@ -433,8 +430,7 @@ def bench(
     env = environment(plan.device)
     plan_dict = plan.to_dict()
     # The command that reproduces the report measures everything: --resume would keep what is already there.
-    argv = [a for a in sys.argv[1:] if a != "--resume"]
-    plan_dict["command"] = "inception-deploy " + " ".join(shlex.quote(a) for a in argv) if argv else None
+    plan_dict["command"] = _command_line(leave_out=("--resume",))
     # One log per file: --json DIR/bench.json with --report DIR names the same one twice.
     log_paths: list[Path] = []
     for path in ([report_dir / "bench.jsonl"] if report_dir else []) + ([json_out.with_suffix(".jsonl")] if json_out else []):
@@ -528,30 +524,26 @@ def triton(
 ):
     """Write a Triton model repository (config.pbtxt + the verified artifact + its manifest) for production Triton."""
     from .export import default_out_dir
+    from .manifest import read_manifest
     from .registry import get_spec
-    from .triton_repo import TritonOptions, write_repository
+    from .triton_repo import RUNTIMES, TritonOptions, write_repository
 
     spec = get_spec(variant)
     options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances, kind=kind,
                             preferred_batch=tuple(_csv(preferred_batch, int, "--preferred-batch") or ()),
                             max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name).check()
     directory = export_dir or default_out_dir(spec.name)
-    from .manifest import read_manifest
-
     manifest = read_manifest(directory)
     if manifest is not None and manifest["variant"] != spec.name:
         raise InputError(f"{directory} holds an export of {manifest['variant']}, not {spec.name}: name the right VARIANT or --dir")
     with interrupted_says(f"interrupted: {repo} is as it was"):
         served = write_repository(directory, repo, options)
     out.print(f"wrote {served.model_dir}: {served.artifact['path']} (sha256 {served.artifact['sha256'][:12]}…, "
-              f"{RUNTIME_TITLES[options.runtime]}), config.pbtxt, manifest.json", highlight=False, soft_wrap=True)
+              f"{RUNTIMES[options.runtime][0]}), config.pbtxt, manifest.json", highlight=False, soft_wrap=True)
     for warning in served.warnings:
         err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     out.print(f"serve it: docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v {repo.resolve()}:/models "
               "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models", highlight=False, soft_wrap=True)
-
-
-RUNTIME_TITLES = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 
 
 @app.command()
@@ -606,8 +598,6 @@ def loadtest(
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write JSON, Markdown and a PNG plot into DIR."),
 ):
     """Load a Triton server with concurrent clients; report throughput, latency, failures, and parity under load."""
-    import shlex
-
     from .artifacts import check_output_dir, check_output_file
     from .export import default_out_dir
     from .loadtest import local_reference, run_loadtest
@@ -635,7 +625,7 @@ def loadtest(
     reference = reference_label = None
     if check:
         reference, reference_label = local_reference(export_dir or default_out_dir(spec.name), precision)
-    with StepReporter(err) as on_step, interrupted_says("interrupted: nothing was written"), honoured_interrupt():
+    with StepReporter(err) as on_step, interrupted_says(INTERRUPTED_MESSAGE), honoured_interrupt():
         report = run_loadtest(url, model, protocol=protocol, concurrency=levels, duration_s=duration_s, samples=samples,
                               reference=reference, precision=precision, inputs_label=label,
                               reference_label=reference_label, on_step=on_step)
@@ -648,7 +638,7 @@ def loadtest(
                       f"{lat['p50_ms']:.2f}" if lat else "—", f"{lat['p99_ms']:.2f}" if lat else "—",
                       str(r.checked) if check else "—", str(r.mismatches) if check else "—")
     out.print(table)
-    command = "inception-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    command = _command_line()
     for path in write_reports(report, json_path=json_out, report_dir=report_dir, command=command):
         err.print(f"wrote {path}", highlight=False)
     first = next((r.first_error for r in report.rows if r.first_error), None)

@@ -23,3 +23,11 @@ def require(module: str) -> ModuleType:
     except ImportError as err:
         hint = INSTALL_HINTS.get(module, f"pip install {module}")
         raise BackendMissing(f"{module} is not available ({err}): {hint}") from None
+
+
+def pyplot() -> ModuleType:
+    """matplotlib's pyplot, drawing to files only (no display needed)."""
+    require("matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

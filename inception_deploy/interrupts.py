@@ -17,18 +17,27 @@ from .errors import Interrupted
 
 
 @contextlib.contextmanager
+def _sigint_handler(handler) -> Iterator[None]:
+    """`handler` for SIGINT during the block, where Python can install one (the main thread) and where SIGINT
+    is not ignored (a background job's stays ignored); the previous handler comes back after."""
+    installable = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if installable else None
+    active = installable and previous is not signal.SIG_IGN
+    if active:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if active:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
     """Yield `interrupted()`; on leaving the block, raise KeyboardInterrupt if Ctrl-C came during it."""
     hits: list[int] = []
-    installable = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if installable else None
-    if installable and previous is not signal.SIG_IGN:  # an ignored SIGINT (a background job) stays ignored
-        signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
-    try:
+    with _sigint_handler(lambda signum, frame: hits.append(signum)):
         yield lambda: bool(hits)
-    finally:
-        if installable and previous is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, previous)
     if hits:
         raise KeyboardInterrupt
 
@@ -39,35 +48,34 @@ def honoured_interrupt() -> Iterator[None]:
     and turns it into its own error (torch.export: "Failed to export the model…") or carries on as if
     nothing happened: on leaving the block, a Ctrl-C that came during it is a KeyboardInterrupt."""
     hits: list[int] = []
-    installable = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if installable else None
-    active = installable and previous is not signal.SIG_IGN
 
     def handler(signum, frame):
         hits.append(signum)
         raise KeyboardInterrupt
 
-    if active:
-        signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        with _sigint_handler(handler):
+            yield
     except BaseException:
         if hits:
             raise KeyboardInterrupt from None  # whatever the library made of it
         raise
-    finally:
-        if active:
-            signal.signal(signal.SIGINT, previous)
     if hits:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupted_says(message: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into one line saying what was kept (Interrupted, exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
 
 
 @contextlib.contextmanager
 def writes_complete_first(what: str) -> Iterator[None]:
     """Around writes that belong together (files and their manifest entry): Ctrl-C waits until all are done,
     then ends the command saying so (Interrupted, exit 130), so that no half of them is ever left."""
-    try:
-        with deferred_interrupt():
-            yield
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted: {what}") from None
+    with interrupted_says(f"interrupted: {what}"), deferred_interrupt():
+        yield

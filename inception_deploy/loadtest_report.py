@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .artifacts import atomic_path, write_text_atomic
-from .deps import require
+from .artifacts import write_png_atomic, write_text_atomic
+from .deps import pyplot
 from .loadtest import LoadReport
 
 
@@ -39,9 +39,7 @@ def to_markdown(report: LoadReport, command: str | None = None, plot: str | None
 
 
 def write_plot(report: LoadReport, path: Path) -> Path:
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = [r for r in report.rows if r.latency]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -54,9 +52,7 @@ def write_plot(report: LoadReport, path: Path) -> Path:
     twin.set_ylabel("p99 latency (ms)")
     ax.set_title(f"{report.model} on Triton ({report.protocol})")
     ax.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    write_png_atomic(fig, path)
     plt.close(fig)
     return path
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .artifacts import PRECISIONS, sha256_of, write_text_atomic
+from .artifacts import PRECISIONS, sha256_of
 from .errors import InputError
 
 MANIFEST_NAME = "manifest.json"
@@ -101,18 +101,8 @@ def listed_with(manifest: dict, record: dict) -> dict:
     return manifest
 
 
-def add_artifact(out_dir: Path, manifest: dict, record: dict) -> dict:
-    """List `record` in the manifest and write the manifest."""
-    write_manifest(out_dir, listed_with(manifest, record))
-    return manifest
-
-
 def stage_manifest(staging, out_dir: Path, manifest: dict) -> None:
     """Stage the manifest with the files it lists (artifacts.staged): it is renamed into place after them."""
     staging.path(Path(out_dir) / MANIFEST_NAME).write_text(manifest_text(manifest))
 
 
-def write_manifest(out_dir: Path, manifest: dict) -> Path:
-    path = out_dir / MANIFEST_NAME
-    write_text_atomic(path, manifest_text(manifest))
-    return path

@@ -95,8 +95,7 @@ def quantization_nodes(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-CACHE_METHODS = {"minmax": "CalibrationMethod.MinMax", "entropy": "CalibrationMethod.Entropy",
-                 "percentile": "CalibrationMethod.Percentile"}  # as onnxruntime records them in its cache
+ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's CalibrationMethod
 
 
 def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | None:
@@ -112,7 +111,7 @@ def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | No
             or "calibration_method" not in data or not data["data"]:
         return "not an onnxruntime calibration cache"
     recorded = data["calibration_method"].get("value") if isinstance(data["calibration_method"], dict) else None
-    if recorded != CACHE_METHODS[method]:
+    if recorded != f"CalibrationMethod.{ORT_METHODS[method]}":  # as onnxruntime records it in its cache
         return f"made with another calibration method ({recorded})"
     if not all(isinstance(v, dict) and {"lowest", "highest"} <= set(v) for v in data["data"].values()):
         return "not an onnxruntime calibration cache (a tensor without its range)"
@@ -124,7 +123,7 @@ def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | No
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict]:
+                  progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict, tuple | None]:
     """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
     write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
     written here."""
@@ -159,8 +158,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                     model, output, reader,
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
-                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                                      "percentile": CalibrationMethod.Percentile}[method],
+                    calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
                     extra_options=options, calibration_cache_path=working_cache,
                 )
 

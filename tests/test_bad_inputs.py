@@ -24,6 +24,8 @@ from typer.testing import CliRunner
 
 from inception_deploy.cli import app
 
+from conftest import CLI
+
 runner = CliRunner()
 PROC = Path("/proc/no-such-dir")
 
@@ -317,17 +319,13 @@ def test_a_full_file_system_is_exit_1_and_leaves_no_temporary_file(export_copy, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 
-    code = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
-    result = subprocess.run([sys.executable, "-c", code, "parity", "v1", "--dir", str(out), "--samples", "2",
+    result = subprocess.run([sys.executable, "-c", CLI, "parity", "v1", "--dir", str(out), "--samples", "2",
                              "--json", str(tmp_path / "reports" / "v1" / "report.json")], capture_output=True, text=True,
                             preexec_fn=small_files)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "while writing" in lines[0] and "report.json" in lines[0], result.stderr
     assert not (tmp_path / "reports").exists()  # neither the temporary file nor the directories made for it
-
-
-CLI = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
 
 
 def _run_and_interrupt(args: list[str], cwd: Path, ready, delay_s: float = 0.0) -> subprocess.CompletedProcess:

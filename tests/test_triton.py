@@ -17,7 +17,7 @@ from inception_deploy.cli import app
 from inception_deploy.registry import get_spec
 from inception_deploy.triton_repo import TritonOptions, validate_config, write_repository
 
-from conftest import VARIANTS
+from conftest import CLI, VARIANTS
 
 runner = CliRunner()
 
@@ -144,8 +144,7 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
     """`serve` in its own process until a real Ctrl-C (exit 130, one line); `loadtest --check` against it."""
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
-    code = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
-    server = subprocess.Popen([sys.executable, "-c", code, "serve", "v1", "--dir", str(out), "--http-port", str(http),
+    server = subprocess.Popen([sys.executable, "-c", CLI, "serve", "v1", "--dir", str(out), "--http-port", str(http),
                                "--grpc-port", str(grpc), "--metrics-port", str(metrics)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
