@@ -15,9 +15,15 @@ from .errors import InceptionDeployError, InputError
 # The file each precision's ONNX lands in, inside an export directory.
 PRECISIONS = ("fp32", "fp16", "int8")  # the one list: every artifact, engine, runner and report uses these names
 ONNX_FILES = dict(zip(PRECISIONS, ("model.onnx", "model.fp16.onnx", "model.int8.onnx")))
+EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib DIR"}  # what makes each ONNX
 # Engines: model.<precision>.engine (TensorRT), model.<precision>.rtx.engine (TensorRT-RTX); and their kind.
 ENGINE_SUFFIXES = {"tensorrt": "engine", "tensorrt-rtx": "rtx.engine"}
 ENGINE_KINDS = {"tensorrt": "tensorrt-engine", "tensorrt-rtx": "tensorrt-rtx-engine"}
+
+
+def export_command(variant: str, precision: str) -> str:
+    """The command that makes `variant`'s ONNX of `precision`, for "make it with" hints."""
+    return f"inception-deploy export {variant}{EXPORT_FLAGS[precision]}"
 
 
 def engine_file(precision: str, compiler: str = "tensorrt") -> str:

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .artifacts import ONNX_FILES, sha256_of
+from .artifacts import ONNX_FILES, export_command, sha256_of
 from .manifest import IntegrityError, read_manifest, verify_beside
 from .bench_plan import BenchPlan
 from .compare import difference
@@ -210,7 +210,7 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
             return f"no {engine}: build it with `inception-deploy trt {variant} --{precision} --compiler {backend.engine}`"
     if backend.engine == "onnxruntime" and precision == "int8":
         if not (plan.export_root / variant / ONNX_FILES["int8"]).is_file():
-            return f"no {plan.export_root / variant / ONNX_FILES['int8']}: make it with `export {variant} --int8 --calib DIR`"
+            return f"no {plan.export_root / variant / ONNX_FILES['int8']}: make it with `{export_command(variant, 'int8')}`"
     return None
 
 

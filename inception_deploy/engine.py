@@ -16,7 +16,7 @@ from typing import Callable
 
 import onnx
 
-from .artifacts import ONNX_FILES, atomic_path, check_output_file, staged
+from .artifacts import ONNX_FILES, atomic_path, check_output_file, export_command, staged
 from .manifest import MANIFEST_NAME, artifact_record, listed_with, read_manifest, stage_manifest, verified_record
 from .compilers import (TENSORRT, TENSORRT_ONLY_OPTIONS, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, parse_targets,
                         require_builder, resolve)
@@ -103,8 +103,7 @@ def build_engine(export_dir: str | Path, options: BuildOptions, *, on_step: Call
         step(f"{onnx_path.name} is missing: making it from model.onnx and verifying it in ONNX Runtime")
         manifest = add_fp16(export_dir)
     if not onnx_path.is_file():
-        flag = {"fp32": "--onnx", "int8": "--int8 --calib DIR"}[options.precision]
-        raise InputError(f"{onnx_path} does not exist: run `inception-deploy export {manifest['variant']} {flag}` first")
+        raise InputError(f"{onnx_path} does not exist: run `{export_command(manifest['variant'], options.precision)}` first")
     listed = verified_record(onnx_path, manifest, required=True)
     if options.precision == "int8":
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),

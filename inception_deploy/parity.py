@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import torch
 
-from .artifacts import ENGINE_KINDS, PRECISIONS, sha256_of
+from .artifacts import ENGINE_KINDS, PRECISIONS, export_command, sha256_of
 from .manifest import read_manifest, verified_record, verify_beside
 from .compare import Difference, difference
 from .compilers import COMPILERS, require_runtime
@@ -127,9 +127,8 @@ def check_parity(
         missing = [p for p in wanted if p not in {a.precision for a in artifacts if a.kind == "onnx"}
                    and not any(b.runs == "model" for b in chosen_backends)]
         if missing:
-            raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run `inception-deploy export "
-                             f"{spec.aliases[0]} --{missing[0]}{' --calib DIR' if missing[0] == 'int8' else ''}` "
-                             "or name one with --onnx")
+            raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run "
+                             f"`{export_command(spec.aliases[0], missing[0])}` or name one with --onnx")
         artifacts = [a for a in artifacts if a.precision in wanted]
     weights, num_classes = _reference_weights(manifest, weights, num_classes)
 

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .artifacts import ONNX_FILES
+from .artifacts import ONNX_FILES, export_command
 from .deps import require
 from .errors import InputError
 from .manifest import read_manifest, verify_beside
@@ -46,8 +46,7 @@ def running_server(export_dir: str | Path, *, precision: str = "fp32", device: s
         raise InputError(f"--device must be cpu or cuda, not '{device}'")
     artifact = export_dir / ONNX_FILES[precision]
     if not artifact.is_file():
-        raise InputError(f"no {artifact}: make it with `inception-deploy export {manifest['variant']} --{precision}"
-                         f"{' --calib DIR' if precision == 'int8' else ''}`")
+        raise InputError(f"no {artifact}: make it with `{export_command(manifest['variant'], precision)}`")
     verify_beside(artifact)
     fixed = manifest.get("batch")
     if isinstance(fixed, int) and max_batch != fixed:

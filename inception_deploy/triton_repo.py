@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .artifacts import ONNX_FILES, PRECISIONS, check_output_dir, engine_file, staged
+from .artifacts import ONNX_FILES, PRECISIONS, check_output_dir, engine_file, export_command, staged
 from .deps import require
 from .errors import InputError
 from .manifest import MANIFEST_NAME, read_manifest, verified_record
@@ -114,8 +114,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
     artifact = export_dir / (ONNX_FILES[options.precision] if options.runtime == "onnxruntime"
                              else engine_file(options.precision, "tensorrt"))
     if not artifact.is_file():
-        hint = (f"`inception-deploy export {manifest['variant']} --{options.precision}"
-                f"{' --calib DIR' if options.precision == 'int8' else ''}`" if options.runtime == "onnxruntime"
+        hint = (f"`{export_command(manifest['variant'], options.precision)}`" if options.runtime == "onnxruntime"
                 else f"`inception-deploy trt {manifest['variant']} --{options.precision} --compiler tensorrt` on the GPU it is for")
         raise InputError(f"no {artifact}: make it with {hint}")
     record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it", required=True)

@@ -98,7 +98,9 @@ def test_bad_triton_options_are_refused(export_copy, tmp_path):
     ]
     for args, fragment in cases:
         one_line_error(runner.invoke(app, ["triton", "v1", "--dir", str(out), "--repo", str(repo), *args]), 2, fragment)
-    (out / "model.onnx").unlink()
+    (out / "model.onnx").rename(tmp_path / "held.onnx")  # gone: the hint is a command that exists
+    one_line_error(runner.invoke(app, ["triton", "v1", "--dir", str(out), "--repo", str(repo)]), 2,
+                   "make it with `inception-deploy export googlenet`")
     shutil.copy(out / "model.fp16.onnx", out / "model.onnx")  # swapped
     one_line_error(runner.invoke(app, ["triton", "v1", "--dir", str(out), "--repo", str(repo)]), 2, "changed since")
     assert not repo.exists()
