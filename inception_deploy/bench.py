@@ -24,7 +24,7 @@ from .artifacts import ONNX_FILES, export_command, sha256_of
 from .manifest import IntegrityError, read_manifest, verify_beside
 from .bench_plan import BenchPlan
 from .compare import difference
-from .compilers import COMPILERS, installed
+from .compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
 from .errors import BackendMissing, InceptionDeployError, first_line
 from .interrupts import honoured_interrupt
 from .registry import get_spec
@@ -99,9 +99,9 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
     plan.check()
     report_step = on_step or (lambda *_: None)
     emit, measured = on_record or (lambda _: None), on_measurement or (lambda _: None)
-    backends = plan.resolved_backends()
+    pairs = plan.pairs()
     records: list[BenchRecord] = []
-    total = len(plan.variants) * len(backends) * len(plan.precisions) * len(plan.batches)
+    total = len(plan.variants) * len(pairs) * len(plan.batches)
 
     def step(label: str) -> None:
         report_step(label, len(records), total)
@@ -112,7 +112,7 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
 
     for variant in plan.variants:
         spec = get_spec(variant)
-        rows = [_plan_row(plan, spec, backend, precision, step) for backend in backends for precision in plan.precisions]
+        rows = [_plan_row(plan, spec, backend, precision, step) for backend, precision in pairs]
         model_rows = [r for r in rows if r.backend.runs == "model" and not r.skipped]
         if model_rows:  # their source: the export's weights, which planning may just have made
             weights = _weights_source(plan, spec.name)
@@ -120,18 +120,24 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
                 row.source = weights
         model = reference = None
         for batch in plan.batches:
-            kept = next(filter(None, (_still_fits(copy, rows) for copy in (resumed or {}).get((spec.name, batch), []))), None)
+            start = len(records)
+            order = {(r.backend.name, r.precision): i for i, r in enumerate(_in_report_order(rows))}
+            kept = _kept_rows((resumed or {}).get((spec.name, batch), []), rows)
             if kept:
-                step(f"{spec.name} · batch {batch}: kept as run {kept[0].resumed_from} measured it (--resume)")
-                for record in kept:
-                    add(record)
-                continue
-            if model is None and (any(not r.skipped and r.backend.runs == "model" for r in rows) or plan.check_parity):
+                runs = ", ".join(dict.fromkeys(r.resumed_from for r in kept.values()))
+                step(f"{spec.name} · batch {batch}: {len(kept)} of {len(rows)} row(s) kept as run(s) {runs} measured "
+                     "them (--resume)")
+                for row in _in_report_order(rows):
+                    if (row.backend.name, row.precision) in kept:
+                        add(kept[(row.backend.name, row.precision)])
+            todo = [r for r in rows if (r.backend.name, r.precision) not in kept]
+            if model is None and (any(not r.skipped and r.backend.runs == "model" for r in todo)
+                                  or (plan.check_parity and any(not r.skipped for r in todo))):
                 model = _model(plan, spec)
-            for row in rows:
+            for row in todo:
                 if row.skipped:
                     add(_skipped(spec.name, row, batch))
-            live = [r for r in rows if not r.skipped]
+            live = [r for r in todo if not r.skipped]
             fresh = [[_Candidate(c.settings) for c in r.candidates] for r in live]
             if plan.check_parity and live and reference is None:
                 reference = _reference(spec, model)
@@ -150,7 +156,25 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
                                   "failure": candidate.failure, "backend_missing": candidate.missing})
             for row, candidates in zip(live, fresh):
                 add(_record(plan, spec, row, candidates, batch))
+            records[start:] = sorted(records[start:], key=lambda r: order[(r.backend, r.precision)])
     return records
+
+
+def _in_report_order(rows: list["_Row"]) -> list["_Row"]:
+    """A group's rows as reported: those skipped at planning first, then the measured ones, in plan order."""
+    return [r for r in rows if r.skipped] + [r for r in rows if not r.skipped]
+
+
+def _kept_rows(copies: list[list[BenchRecord]], rows: list["_Row"]) -> dict[tuple[str, str], BenchRecord]:
+    """The rows of a group that earlier runs can stand for: each run's copy of the group (newest first) that
+    still fits is kept whole, where it adds only rows no newer copy gave. Rows measured in one run alternated
+    round by round; rows from different runs did not, and each keeps the id of the run that measured it."""
+    kept: dict[tuple[str, str], BenchRecord] = {}
+    for copy in copies:
+        fits = _still_fits(copy, rows)
+        if fits and not any((r.backend, r.precision) in kept for r in fits):
+            kept.update({(r.backend, r.precision): r for r in fits})
+    return kept
 
 
 def _plan_row(plan: BenchPlan, spec, backend: Backend, precision: str, step) -> _Row:
@@ -174,21 +198,21 @@ def _skipped(variant: str, row: _Row, batch: int) -> BenchRecord:
 
 
 def _still_fits(records: list[BenchRecord], rows: list[_Row]) -> list[BenchRecord] | None:
-    """One earlier run's records of a group, in the order a measured group is reported (rows skipped at
-    planning first), when they can stand for a measurement now: exactly this plan's rows, none failed, each
-    row that ran measured from the same artifact or weights, no row skipped then that runs now unless it was
-    found missing while running (the same machine and software would find it missing again)."""
+    """One earlier run's records of a group, in report order, when they can stand for a measurement now: rows
+    of this plan, each once, none failed, each row that ran measured from the same artifact or weights, no row
+    skipped then that runs now unless it was found missing while running (the same machine and software would
+    find it missing again). The run may have measured fewer rows than this plan has: those are measured now."""
     by_row = {(r.backend, r.precision): r for r in records}
-    if len(by_row) != len(records) or set(by_row) != {(r.backend.name, r.precision) for r in rows}:
+    planned = {(r.backend.name, r.precision): r for r in rows}
+    if not records or len(by_row) != len(records) or not set(by_row) <= set(planned):
         return None
-    for row in rows:
-        record = by_row[(row.backend.name, row.precision)]
+    for key, record in by_row.items():
+        row = planned[key]
         if record.status == "failed" or (row.skipped and record.status != "skipped"):
             return None
         if record.status == "ok" and record.source != row.source:
             return None
-    ordered = [r for r in rows if r.skipped] + [r for r in rows if not r.skipped]
-    return [by_row[(row.backend.name, row.precision)] for row in ordered]
+    return [by_row[key] for key in ((r.backend.name, r.precision) for r in _in_report_order(rows)) if key in by_row]
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
@@ -201,6 +225,9 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
     if backend.engine == "onnxruntime" and backend.device == "cuda" and precision == "int8":
         return ("ONNX Runtime's CUDA provider dequantizes a Q/DQ model and convolves in fp32: a timing would not be "
                 "int8 (use tensorrt)")
+    if backend.engine == "tensorrt-rtx" and (here := gpu_capability()) not in RTX_TARGETS:
+        return (f"{gpu_name()} ({here}) is not a TensorRT-RTX target ({', '.join(RTX_TARGETS)}): its engines cannot "
+                "run here; use tensorrt")
     if backend.engine in COMPILERS:
         compiler = COMPILERS[backend.engine]
         if not installed(compiler):

@@ -2,10 +2,11 @@
 
 A sweep over five variants and five batch sizes on a GPU takes longer than many machines are held (a
 preempted node, a job time limit, Ctrl-C). Nothing measured is lost: every round and every finished row is
-appended and fsynced at once. `bench --resume` reads the log back and keeps each (variant, batch) group that
-one earlier run finished without a failed row, measured under the same settings, on the same kind of machine
-with the same software, from the same artifacts; every other group is measured again, whole, so that the rows
-compared in one group always alternated round by round in one run.
+appended and fsynced at once. `bench --resume` reads the log back and keeps, for each (variant, batch), the
+rows that earlier runs measured under the same settings, on the same kind of machine with the same software,
+from the same artifacts. What one run measured of a group is kept whole or not at all (its rows alternated
+round by round there), and a run that measured some rows of a group (`--backends torch`) lends them to a later
+one that measures the rest: the rows of one report may come from several runs, each saying which.
 """
 
 from __future__ import annotations
@@ -19,12 +20,16 @@ from pathlib import Path
 from .artifacts import disk_error
 from .bench import BenchRecord
 from .errors import InputError, first_line
+from .runners import BACKENDS
 
 # What must be equal for figures from two runs to stand side by side: the measurement settings, and the kind
 # of machine (CPU and GPU model, driver, OS) with the same software.
 SAME_SETTINGS = ("device", "warmup_s", "duration_s", "rounds", "tf32", "include_transfers", "check_parity")
-SAME_MACHINE = ("inception_deploy", "python", "torch", "onnxruntime", "tensorrt", "tensorrt-rtx", "cpu", "cpu_count",
-                "torch_threads", "platform", "cuda_available", "gpu", "cuda", "cudnn", "driver", "compute_capability")
+SAME_MACHINE = ("inception_deploy", "python", "torch", "cpu", "cpu_count", "torch_threads", "platform", "cuda_available",
+                "gpu", "cuda", "cudnn", "driver", "compute_capability")
+# A backend's own library must be the same too, for its rows only: a run made before onnxruntime-gpu was
+# installed still lends its torch rows to one made after.
+SAME_LIBRARY = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt-rtx"}
 _RECORD_FIELDS = {f.name for f in fields(BenchRecord)}
 _REQUIRED = {f.name for f in fields(BenchRecord) if f.default is MISSING and f.default_factory is MISSING}
 _FIX = "start a new --report, or drop --resume"
@@ -144,14 +149,22 @@ def resumable_groups(path: Path, env: dict, plan: dict) -> tuple[dict[tuple[str,
         raise InputError(f"--resume: the last run in {path} {_difference(headers[-1], env, plan)}: use the same "
                          f"options and machine, or a new --report (or drop --resume)")
     order = {run: i for i, run in enumerate(usable)}
+    by_header = {h["run"]: h for h in headers}
     by_group: dict[tuple[str, int], dict[str, list[BenchRecord]]] = {}
     for e in entries:
-        if e["type"] == "record" and e["run"] in order:
+        if e["type"] == "record" and e["run"] in order and _same_library(e, by_header[e["run"]]["environment"], env):
             record = BenchRecord(**{k: v for k, v in e.items() if k in _RECORD_FIELDS})
             record.resumed_from = record.resumed_from or e["run"]  # a kept row logged again keeps its origin
             by_group.setdefault((record.variant, record.batch), {}).setdefault(e["run"], []).append(record)
     groups = {key: [runs[run] for run in sorted(runs, key=order.__getitem__, reverse=True)] for key, runs in by_group.items()}
     return groups, sorted({run for runs in by_group.values() for run in runs}), len(headers) - len(usable)
+
+
+def _same_library(record: dict, earlier_env: dict, env: dict) -> bool:
+    """Whether the library that ran this row is the one this machine has now (another version measures anew)."""
+    backend = BACKENDS.get(record["backend"])
+    key = SAME_LIBRARY.get(backend.engine) if backend else None
+    return key is None or earlier_env.get(key) == env.get(key)
 
 
 def _difference(header: dict, env: dict, plan: dict) -> str | None:

@@ -31,6 +31,9 @@ class BenchPlan:
     check_parity: bool = False
     export_root: Path = Path("export")
     description: str = ""
+    # The rows measured, as "backend:precision": a suite that wants some pairs of backends x precisions, not all.
+    # None: every pair. --backends and --precision narrow it.
+    rows: list[str] | None = None
 
     def check(self) -> "BenchPlan":
         if not self.variants:
@@ -49,23 +52,40 @@ class BenchPlan:
             raise InputError("--warmup-s must be >= 0 and --duration-s > 0")
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise InputError(f"--rounds must be a positive integer, got {self.rounds}")
+        if self.rows is not None:
+            for row in self.rows:
+                backend, _, precision = str(row).partition(":")
+                if backend not in BACKENDS or precision not in PRECISIONS:
+                    raise InputError(f"row '{row}' is not BACKEND:PRECISION (backends: {', '.join(BACKENDS)}; "
+                                     f"precisions: {', '.join(PRECISIONS)})")
+            if not self.pairs():
+                raise InputError(f"no row left: the suite's rows ({', '.join(self.rows)}) name none of the backends "
+                                 f"{', '.join(self.backends)} in {', '.join(self.precisions)}")
         return self
 
     def resolved_backends(self) -> list[Backend]:
         """The plan's backends from the one table; `--device cuda` moves torch and torch-compile to the GPU."""
-        chosen = []
-        for name in self.backends:
-            if self.device == "cuda" and BACKENDS[name].engine == "torch" and f"{name}-cuda" in BACKENDS:
-                name = f"{name}-cuda"
-            chosen.append(BACKENDS[name])
-        return list(dict.fromkeys(chosen))
+        return list(dict.fromkeys(self._resolve(name) for name in self.backends))
+
+    def pairs(self) -> list[tuple[Backend, str]]:
+        """The (backend, precision) rows measured for each variant and batch: backends x precisions, less what
+        `rows` leaves out."""
+        wanted = None if self.rows is None else set(self.rows)
+        pairs = [(self._resolve(b), p) for b in self.backends for p in self.precisions
+                 if wanted is None or f"{b}:{p}" in wanted]
+        return list(dict.fromkeys(pairs))
+
+    def _resolve(self, name: str) -> Backend:
+        if self.device == "cuda" and BACKENDS[name].engine == "torch" and f"{name}-cuda" in BACKENDS:
+            name = f"{name}-cuda"
+        return BACKENDS[name]
 
     def to_dict(self) -> dict:
         return {f.name: (str(v) if isinstance(v := getattr(self, f.name), Path) else v) for f in fields(self)}
 
 
-SUITE_KEYS = ("variants", "backends", "precisions", "batches", "device", "warmup_s", "duration_s", "rounds", "tf32",
-              "include_transfers", "description")
+SUITE_KEYS = ("variants", "backends", "precisions", "batches", "rows", "device", "warmup_s", "duration_s", "rounds",
+              "tf32", "include_transfers", "description")
 
 
 def find_suite(name_or_path: str) -> Path:

@@ -58,8 +58,9 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
     if resumed:
         count = sum(1 for r in records if r.resumed_from)
         lines += [f"Resumed (`--resume`): {count} of {len(records)} rows were measured by earlier runs of this sweep "
-                  f"({', '.join(resumed)}), with the same settings, the same kind of machine and software, and the "
-                  "same artifacts; each (variant, batch) group comes whole from one run, its rows interleaved there.", ""]
+                  f"({', '.join(resumed)}), with the same settings, the same kind of machine and software (each "
+                  "backend's own library included), and the same artifacts. Rows measured in one run alternated round "
+                  "by round; rows from different runs did not: the note names the run of each kept row.", ""]
     for variant in dict.fromkeys(r.variant for r in records):
         lines += [f"## {variant}", "",
                   "| backend | precision | batch | img/s | spread | p50 ms | p99 ms | GPU ms | CV | memory MiB | parity | note |",
@@ -74,12 +75,16 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
             memory = f"{r.memory_mib:,.0f}" if r.memory_mib is not None else "—"
             lines.append(f"| {r.backend} | {precision_label(r)} | {r.batch} | {s['throughput']:,.1f} | "
                          f"{s['throughput_spread']:.0%} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {gpu} | {s['cv']:.1%} | "
-                         f"{memory} | {r.parity} | {'; '.join(r.warnings)} |")
+                         f"{memory} | {r.parity} | {'; '.join(_notes(r))} |")
         lines.append("")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     if plan.get("command"):
         lines += ["", "Reproduce with:", "", "```bash", plan["command"], "```"]
     return "\n".join(lines) + "\n"
+
+
+def _notes(r: BenchRecord) -> list[str]:
+    return r.warnings + ([f"run {r.resumed_from}"] if r.resumed_from else [])
 
 
 def write_plots(records: list[BenchRecord], directory: Path) -> list[Path]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +25,16 @@ VARIANTS = list(REFERENCE_PARAMS)
 # The real CLI in a process of its own: `[sys.executable, "-c", CLI, *args]` (Ctrl-C and resource-limit tests).
 CLI = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
 PUBLIC_VARIANTS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2"]
+
+
+def sample_photographs() -> Path:
+    """The folder of scikit-learn's two sample photographs (china.jpg, flower.jpg): test data only. Where
+    scikit-learn is not installed (the lent GPU machine), INCEPTION_DEPLOY_TEST_IMAGES names a folder holding them."""
+    if os.environ.get("INCEPTION_DEPLOY_TEST_IMAGES"):
+        return Path(os.environ["INCEPTION_DEPLOY_TEST_IMAGES"])
+    import sklearn.datasets
+
+    return Path(sklearn.datasets.__file__).parent / "images"
 
 
 def library_model(name: str) -> nn.Module:
@@ -83,12 +95,10 @@ def calib_dir(tmp_path_factory):
     """scikit-learn's two sample photographs and seeded augmentations of them (crops, flips, brightness): 24 images."""
     import random
     import shutil
-    from pathlib import Path
 
-    import sklearn.datasets
     from PIL import Image, ImageEnhance, ImageOps
 
-    source = Path(sklearn.datasets.__file__).parent / "images"
+    source = sample_photographs()
     folder = tmp_path_factory.mktemp("calib")
     rng = random.Random(0)
     for name in ("china.jpg", "flower.jpg"):

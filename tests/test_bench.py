@@ -2,6 +2,7 @@
 from the timed runner), the reports, and real CPU sweeps."""
 
 import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -382,12 +383,51 @@ def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
     assert all(r.resumed_from == "r1" for r in kept)
     assert _still_fits(earlier(), rows(onnx_source="model.onnx sha256:bb")) is None  # re-exported since
     assert _still_fits(earlier(ort_status="failed"), rows()) is None  # a failure is measured again
-    assert _still_fits(earlier()[1:], rows()) is None  # a row missing from the group
+    partial = _still_fits(earlier()[1:], rows())  # a run that measured fewer rows: lends those, the rest is measured
+    assert [(r.backend, r.precision) for r in partial] == [("torch", "int8"), ("torch", "fp32")]
+    assert _still_fits([], rows()) is None
+    assert _still_fits(earlier() + [BenchRecord("googlenet", "tensorrt", "fp32", 1, "cuda", "ok", source="x")],
+                       rows()) is None  # a row this plan does not have
     assert _still_fits(earlier() + earlier()[:1], rows()) is None  # a row twice
     assert _still_fits(earlier(), rows(ort_skipped="no model.onnx now")) is None  # measured then, cannot run now
     # found missing while it ran (not at planning): the same machine and software would find it missing again
     missing = _still_fits(earlier(ort_status="skipped", ort_source=None), rows())
     assert missing is not None and missing[2].status == "skipped"
+
+
+def test_rows_from_several_runs_make_one_group():
+    """A run that measured the torch rows and a later one that measured ONNX Runtime's lend both to a resume;
+    each run's rows are kept whole or not at all, and a newer run's copy of a row wins."""
+    from inception_deploy.bench import _kept_rows, _Row
+
+    rows = [_Row(BACKENDS["torch"], "fp32", None, [], source="w"), _Row(BACKENDS["onnxruntime"], "fp32", None, [], source="o")]
+
+    def record(backend, run, status="ok", source=None):
+        return BenchRecord("googlenet", backend, "fp32", 1, "cpu", status, source=source or {"torch": "w"}.get(backend, "o"),
+                           resumed_from=run)
+
+    kept = _kept_rows([[record("onnxruntime", "r2")], [record("torch", "r1")]], rows)
+    assert {k: r.resumed_from for k, r in kept.items()} == {("torch", "fp32"): "r1", ("onnxruntime", "fp32"): "r2"}
+    kept = _kept_rows([[record("onnxruntime", "r3")], [record("torch", "r2"), record("onnxruntime", "r2")]], rows)
+    assert {k: r.resumed_from for k, r in kept.items()} == {("onnxruntime", "fp32"): "r3"}  # r2 overlaps r3: not split
+    kept = _kept_rows([[record("onnxruntime", "r2", "failed")], [record("torch", "r1")]], rows)
+    assert list(kept) == [("torch", "fp32")]  # the failed row is measured again
+
+
+def test_a_suite_names_its_rows_and_the_options_narrow_them(tmp_path):
+    plan = load_suite("gpu-core")
+    assert [(b.name, p) for b, p in plan.pairs()] == [
+        ("torch-cuda", "fp32"), ("torch-cuda", "fp16"), ("torch-compile-cuda", "fp16"), ("onnxruntime-cuda", "fp32"),
+        ("onnxruntime-cuda", "fp16"), ("tensorrt-rtx", "fp16")]
+    narrowed = dataclasses.replace(plan, backends=["torch", "torch-compile"]).check()
+    assert [(b.name, p) for b, p in narrowed.pairs()] == [("torch-cuda", "fp32"), ("torch-cuda", "fp16"),
+                                                          ("torch-compile-cuda", "fp16")]
+    with pytest.raises(InputError, match="no row left"):
+        dataclasses.replace(plan, backends=["tensorrt"]).check()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('variants = ["v1"]\nbackends = ["torch"]\nprecisions = ["fp32"]\nbatches = [1]\nrows = ["torch-fp32"]\n')
+    with pytest.raises(InputError, match="row 'torch-fp32' is not BACKEND:PRECISION"):
+        load_suite(str(bad))
 
 
 def test_suites_load_by_name_from_anywhere(tmp_path, monkeypatch):
@@ -413,22 +453,65 @@ def test_bad_bench_arguments(tmp_path):
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
-def test_gpu_rows_are_measured_on_the_gpu_with_their_own_parity(tmp_path):
-    plan = BenchPlan(variants=["googlenet"], backends=["torch", "torch-compile", "onnxruntime-cuda"], precisions=["fp32", "fp16"],
-                     batches=[1, 8], device="cuda", warmup_s=0.2, duration_s=0.3, rounds=2, check_parity=True,
-                     export_root=tmp_path)
-    records = run_bench(plan)
-    assert len(records) == 3 * 2 * 2
+def _gpu_plan(tmp_path, backends, **extra) -> BenchPlan:
+    return BenchPlan(variants=["googlenet"], backends=backends, precisions=["fp32", "fp16"], batches=[1, 8], device="cuda",
+                     warmup_s=0.2, duration_s=0.3, rounds=2, check_parity=True, export_root=tmp_path, **extra)
+
+
+def _assert_measured_on_the_gpu(records) -> None:
     for r in records:
         assert r.status == "ok" and r.device == "cuda", (r.backend, r.precision, r.batch, r.reason)
         assert r.stats["gpu_p50_ms"] > 0 and r.parity == "pass", (r.backend, r.precision, r.parity_detail)
         assert r.tf32 is (False if r.precision == "fp32" else None)
         assert r.memory_mib > 0 and ("above the baseline" in r.memory_kind or "allocator" in r.memory_kind)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
+def test_gpu_torch_rows_are_measured_on_the_gpu_with_their_own_parity(tmp_path):
+    records = run_bench(_gpu_plan(tmp_path, ["torch", "torch-compile"]))
+    assert len(records) == 2 * 2 * 2
+    _assert_measured_on_the_gpu(records)
     for r in records:
-        if r.backend == "onnxruntime-cuda":
-            assert r.settings["cuda_graph"] and r.settings["provider_options"]["use_tf32"] == "0"
-            assert r.settings["nodes_per_provider"].get("CUDAExecutionProvider", 0) > 50
         if r.backend == "torch-compile-cuda":
             assert r.settings["compiled_graphs"] == 1 and r.settings["mode"] == "reduce-overhead"
+            assert r.settings["cudagraph_skips"] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
+def test_gpu_onnxruntime_rows_run_on_cuda_and_rtx_says_where_it_cannot(tmp_path):
+    from inception_deploy.compilers import RTX_TARGETS, gpu_capability
+
+    plan = _gpu_plan(tmp_path, ["onnxruntime-cuda", "tensorrt-rtx"],
+                     rows=["onnxruntime-cuda:fp32", "onnxruntime-cuda:fp16", "tensorrt-rtx:fp16"])
+    records = run_bench(plan)
+    ort = [r for r in records if r.backend == "onnxruntime-cuda"]
+    assert len(ort) == 2 * 2
+    _assert_measured_on_the_gpu(ort)
+    for r in ort:
+        assert isinstance(r.settings["cuda_graph"], bool) and r.settings["provider_options"]["use_tf32"] == "0"
+        assert r.settings["nodes_per_provider"].get("CUDAExecutionProvider", 0) > 50
+    rtx = [r for r in records if r.backend == "tensorrt-rtx"]
+    assert len(rtx) == 2 and all(r.status == "skipped" for r in rtx)  # no engine built here, or not a target
+    if gpu_capability() not in RTX_TARGETS:
+        assert all("is not a TensorRT-RTX target" in r.reason for r in rtx), rtx[0].reason
+
+
+def test_a_run_before_another_onnxruntime_lends_its_torch_rows_only(tmp_path):
+    """The GPU proof measures torch rows before onnxruntime-gpu is installed: those rows still fit a later run,
+    while rows that ran on the other onnxruntime are measured again."""
+    from inception_deploy.bench_log import MeasurementLog, resumable_groups
+
+    env = {"torch": "2.11", "onnxruntime": "1.30.0", "gpu": "H100"}
+    plan = {"rounds": 2, "warmup_s": 0.25, "duration_s": 1.0}
+    log = MeasurementLog(tmp_path / "bench.jsonl", env, plan, run="early")
+    for backend in ("torch-cuda", "onnxruntime-cuda"):
+        log.record(BenchRecord("googlenet", backend, "fp32", 1, "cuda", "ok", stats={"throughput": 1.0}, source="s"))
+    groups, runs, ignored = resumable_groups(tmp_path / "bench.jsonl", {**env, "onnxruntime": "1.31.1"}, plan)
+    assert [[r.backend for r in copy] for copy in groups[("googlenet", 1)]] == [["torch-cuda"]] and runs == ["early"]
+    assert not ignored
+    groups, _, _ = resumable_groups(tmp_path / "bench.jsonl", env, plan)
+    assert [[r.backend for r in copy] for copy in groups[("googlenet", 1)]] == [["torch-cuda", "onnxruntime-cuda"]]
+    with pytest.raises(InputError, match="ran with torch '2.11', this machine has '2.12'"):
+        resumable_groups(tmp_path / "bench.jsonl", {**env, "torch": "2.12"}, plan)

@@ -14,7 +14,7 @@ import inception_deploy as idp
 from inception_deploy.cli import app
 from inception_deploy.parity import check_parity
 
-from conftest import VARIANTS
+from conftest import VARIANTS, sample_photographs
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def photographs(tmp_path_factory):
     """scikit-learn's two sample photographs (test data only), plus files that are not images."""
-    import sklearn.datasets
-
-    source = Path(sklearn.datasets.__file__).parent / "images"
+    source = sample_photographs()
     folder = tmp_path_factory.mktemp("photos")
     for name in ("china.jpg", "flower.jpg"):
         shutil.copy(source / name, folder / name)

@@ -59,9 +59,10 @@ class OnnxRuntimeRunner(Runner):
             return [{"threads": os.cpu_count()}]
         if device == "tensorrt":
             return [{}]
-        # Whichever layout measures faster is kept; a CUDA graph per shape removes launch overhead.
-        return [{"provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}, "cuda_graph": True}
-                for nhwc in (0, 1)]
+        # Whichever measures faster is kept: NCHW or NHWC convolutions, each with and without a CUDA graph per
+        # shape (a graph removes launch overhead; whether it pays at a large batch is measured, not assumed).
+        return [{"provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}, "cuda_graph": graph}
+                for nhwc in (0, 1) for graph in (False, True)]
 
     def settings(self) -> dict:
         settings = {"provider": self.provider, "provider_options": {k: v for k, v in self.provider_options.items()

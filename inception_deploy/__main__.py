@@ -1,0 +1,5 @@
+"""`python -m inception_deploy` is the `inception-deploy` command."""
+
+from .cli import main
+
+main()
