@@ -1,26 +1,14 @@
-"""inception-deploy: the Inception family from PyTorch to verified, deployable artifacts."""
+"""inception-deploy: the Inception family from PyTorch to verified, deployable artifacts.
 
-from .errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
-from .registry import get_spec, list_models, resolve_name
-from .spec import ModelSpec, Preprocessing
-from .zoo import create_model
+The flow, one subpackage per stage: models → export → compile → runners → parity / bench → serving; the CLI
+(`cli/`) parses options and makes one call into them. `core/` holds what every stage shares.
+"""
 
-__version__ = "0.1.0"
-
-
-def export_onnx(*args, **kwargs):
-    """Export a variant to a verified ONNX artifact; see inception_deploy.export.export_onnx."""
-    from .export import export_onnx as _export_onnx  # the exporter stack is heavy: load it on use
-
-    return _export_onnx(*args, **kwargs)
-
-
-def check_parity(*args, **kwargs):
-    """Compare a variant's artifacts with its PyTorch model on every backend; see inception_deploy.parity."""
-    from .parity import check_parity as _check_parity
-
-    return _check_parity(*args, **kwargs)
-
+from .core.errors import BackendMissing, CheckFailed, InceptionDeployError, InputError
+from .core.version import __version__
+from .export import export_onnx
+from .models import ModelSpec, Preprocessing, create_model, get_spec, list_models, resolve_name
+from .parity import check_parity
 
 __all__ = [
     "BackendMissing", "CheckFailed", "InceptionDeployError", "InputError", "ModelSpec", "Preprocessing",

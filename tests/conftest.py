@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from inception_deploy import get_spec
-from inception_deploy.samples import random_batch, reestimate_batchnorm
+from inception_deploy.models.samples import random_batch, reestimate_batchnorm
 
 # The figures of ../shared/reference/FACTS.md, typed in independently of the package's specs.
 REFERENCE_PARAMS = {
@@ -43,7 +43,7 @@ def library_model(name: str) -> nn.Module:
     inception_v2 has no public weights: its reference is our own model in the seed's layout, aux head included.
     """
     if name == "inception_v2":
-        from inception_deploy.zoo import build_model
+        from inception_deploy.models import build_model
 
         return build_model(name, aux_logits=True)
     with warnings.catch_warnings():
@@ -55,7 +55,9 @@ def library_model(name: str) -> nn.Module:
         if name == "inception_v3":
             import torchvision
 
-            return torchvision.models.inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=True)
+            return torchvision.models.inception_v3(
+                weights=None, aux_logits=True, transform_input=True, init_weights=True
+            )
         import timm
 
         return timm.create_model(name, pretrained=False)

@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CLI
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
-
-from conftest import CLI
 
 runner = CliRunner()
 PROC = Path("/proc/no-such-dir")
@@ -74,8 +73,10 @@ class Workspace:
         (self.export / "manifest.json").write_text(text)
         return self.export
 
-    def checkpoint(self, name: str, variant: str = "googlenet", *, poison: bool = False, safetensors: bool = False) -> Path:
-        from inception_deploy.zoo import create_model
+    def checkpoint(
+        self, name: str, variant: str = "googlenet", *, poison: bool = False, safetensors: bool = False
+    ) -> Path:
+        from inception_deploy.models import create_model
 
         state = {k: v.clone() for k, v in create_model(variant).state_dict().items()}
         if poison:
@@ -113,22 +114,62 @@ CASES = [
     ("export-fp16-io-alone", lambda ws: ["export", "v1", "--fp16-io"], 2, "add --fp16"),
     ("export-calib-without-int8", lambda ws: ["export", "v1", "--calib", str(ws.folder("imgs"))], 2, "add --int8"),
     ("export-int8-without-calib", lambda ws: ["export", "v1", "--int8"], 2, "--calib DIR"),
-    ("export-int8-empty-calib", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.folder("empty"))], 2,
-     "--calib"),
-    ("export-int8-calib-not-a-dir", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("x.jpg", b"x"))], 2,
-     "--calib"),
-    ("export-int8-calib-only-junk", lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("junk/a.jpg", b"no image").parent)],
-     2, "a.jpg"),
+    (
+        "export-int8-empty-calib",
+        lambda ws: ["export", "v1", "--int8", "--calib", str(ws.folder("empty"))],
+        2,
+        "--calib",
+    ),
+    (
+        "export-int8-calib-not-a-dir",
+        lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("x.jpg", b"x"))],
+        2,
+        "--calib",
+    ),
+    (
+        "export-int8-calib-only-junk",
+        lambda ws: ["export", "v1", "--int8", "--calib", str(ws.file("junk/a.jpg", b"no image").parent)],
+        2,
+        "a.jpg",
+    ),
     # checkpoints
     ("weights-missing", lambda ws: ["export", "v1", "--weights", str(ws.root / "nope.pth")], 2, "does not exist"),
     ("weights-a-directory", lambda ws: ["export", "v1", "--weights", str(ws.folder("ckpt"))], 2, "not a file"),
-    ("weights-garbage", lambda ws: ["export", "v1", "--weights", str(ws.file("g.pth", os.urandom(4096)))], 2,
-     "corrupt or truncated"),
-    ("weights-truncated-safetensors", lambda ws: ["export", "v1", "--weights", str(ws.file("t.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\""))],
-     2, "corrupt or truncated"),
-    ("weights-pickled-object", lambda ws: ["export", "v1", "--weights", str(pickled_object(ws))], 2, "pickled Python objects"),
-    ("weights-other-architecture", lambda ws: ["export", "v3", "--weights", str(ws.checkpoint("v1.pth"))], 2, "googlenet"),
-    ("weights-with-nan", lambda ws: ["export", "v1", "--weights", str(ws.checkpoint("nan.pth", poison=True))], 2, "holds NaN"),
+    (
+        "weights-garbage",
+        lambda ws: ["export", "v1", "--weights", str(ws.file("g.pth", os.urandom(4096)))],
+        2,
+        "corrupt or truncated",
+    ),
+    (
+        "weights-truncated-safetensors",
+        lambda ws: [
+            "export",
+            "v1",
+            "--weights",
+            str(ws.file("t.safetensors", b'\x10\x00\x00\x00\x00\x00\x00\x00{"a"')),
+        ],
+        2,
+        "corrupt or truncated",
+    ),
+    (
+        "weights-pickled-object",
+        lambda ws: ["export", "v1", "--weights", str(pickled_object(ws))],
+        2,
+        "pickled Python objects",
+    ),
+    (
+        "weights-other-architecture",
+        lambda ws: ["export", "v3", "--weights", str(ws.checkpoint("v1.pth"))],
+        2,
+        "googlenet",
+    ),
+    (
+        "weights-with-nan",
+        lambda ws: ["export", "v1", "--weights", str(ws.checkpoint("nan.pth", poison=True))],
+        2,
+        "holds NaN",
+    ),
     # output paths, refused before any work
     ("export-out-is-a-file", lambda ws: ["export", "v1", "--out", str(ws.file("taken"))], 2, "is a file"),
     ("export-out-under-a-file", lambda ws: ["export", "v1", "--out", str(ws.file("plain") / "sub")], 2, "is a file"),
@@ -137,51 +178,164 @@ CASES = [
     ("bench-json-is-a-dir", lambda ws: ["bench", "v1", "--json", str(ws.folder("out"))], 2, "is a directory"),
     ("bench-csv-in-proc", lambda ws: ["bench", "v1", "--csv", str(PROC / "b.csv")], 2, "not writable"),
     ("bench-report-is-a-file", lambda ws: ["bench", "v1", "--report", str(ws.file("r"))], 2, "is a file"),
-    ("parity-json-is-a-dir", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--json", str(ws.folder("o"))], 2,
-     "is a directory"),
-    ("parity-report-in-proc", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--report", str(PROC / "r.md")], 2,
-     "not writable"),
+    (
+        "parity-json-is-a-dir",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--json", str(ws.folder("o"))],
+        2,
+        "is a directory",
+    ),
+    (
+        "parity-report-in-proc",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--report", str(PROC / "r.md")],
+        2,
+        "not writable",
+    ),
     ("bench-json-is-a-device", lambda ws: ["bench", "v1", "--json", "/dev/null"], 2, "not a regular file"),
     # integrity: a tampered artifact is never used
-    ("parity-swapped-onnx", lambda ws: ["parity", "v1", "--dir", str(ws.swap("model.onnx", "model.fp16.onnx").parent)], 2,
-     "changed since it was exported"),
-    ("bench-swapped-onnx", lambda ws: ["bench", "v1", "--backends", "onnxruntime", "--batch", "1", "--export-root",
-                                       str(ws.swap("model.onnx", "model.int8.onnx").parent.parent)], 2, "changed since"),
-    ("bench-unlisted-onnx", lambda ws: ["bench", "v1", "--backends", "onnxruntime", "--batch", "1", "--export-root",
-                                        str(ws.manifest('{"variant": "googlenet", "artifacts": []}').parent)],
-     2, "is not listed in"),
-    ("parity-unlisted-onnx", lambda ws: ["parity", "v1", "--onnx", str(ws.file("export/googlenet/extra.onnx",
-                                                                                (ws.export / "model.onnx").read_bytes()))],
-     2, "is not listed in"),
-    ("trt-swapped-onnx", lambda ws: ["trt", "v1", "--out", str(ws.swap("model.fp16.onnx", "model.onnx").parent)], 2,
-     "changed since it was exported"),
+    (
+        "parity-swapped-onnx",
+        lambda ws: ["parity", "v1", "--dir", str(ws.swap("model.onnx", "model.fp16.onnx").parent)],
+        2,
+        "changed since it was exported",
+    ),
+    (
+        "bench-swapped-onnx",
+        lambda ws: [
+            "bench",
+            "v1",
+            "--backends",
+            "onnxruntime",
+            "--batch",
+            "1",
+            "--export-root",
+            str(ws.swap("model.onnx", "model.int8.onnx").parent.parent),
+        ],
+        2,
+        "changed since",
+    ),
+    (
+        "bench-unlisted-onnx",
+        lambda ws: [
+            "bench",
+            "v1",
+            "--backends",
+            "onnxruntime",
+            "--batch",
+            "1",
+            "--export-root",
+            str(ws.manifest('{"variant": "googlenet", "artifacts": []}').parent),
+        ],
+        2,
+        "is not listed in",
+    ),
+    (
+        "parity-unlisted-onnx",
+        lambda ws: [
+            "parity",
+            "v1",
+            "--onnx",
+            str(ws.file("export/googlenet/extra.onnx", (ws.export / "model.onnx").read_bytes())),
+        ],
+        2,
+        "is not listed in",
+    ),
+    (
+        "trt-swapped-onnx",
+        lambda ws: ["trt", "v1", "--out", str(ws.swap("model.fp16.onnx", "model.onnx").parent)],
+        2,
+        "changed since it was exported",
+    ),
     ("parity-empty-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest(""))], 2, "is empty (0 bytes)"),
-    ("parity-truncated-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"variant": "googlenet", "artif'))], 2,
-     "is not valid JSON"),
-    ("parity-foreign-manifest", lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"name": "something else"}'))], 2,
-     "not an inception-deploy manifest"),
+    (
+        "parity-truncated-manifest",
+        lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"variant": "googlenet", "artif'))],
+        2,
+        "is not valid JSON",
+    ),
+    (
+        "parity-foreign-manifest",
+        lambda ws: ["parity", "v1", "--dir", str(ws.manifest('{"name": "something else"}'))],
+        2,
+        "not an inception-deploy manifest",
+    ),
     ("trt-invalid-manifest", lambda ws: ["trt", "v1", "--out", str(ws.manifest("[1, 2"))], 2, "is not valid JSON"),
-    ("bench-invalid-manifest", lambda ws: ["bench", "v1", "--batch", "1", "--export-root", str(ws.manifest("{}").parent)], 2,
-     "not an inception-deploy manifest"),
-    ("parity-empty-onnx", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--onnx", str(ws.file("empty.onnx"))], 2,
-     "is empty (0 bytes)"),
-    ("parity-truncated-onnx", lambda ws: ["parity", "v1", "--onnx", str(ws.file("t.onnx", (ws.export / "model.onnx").read_bytes()[:5000]))],
-     2, "not a readable ONNX model"),
-    ("parity-onnx-of-another-variant", lambda ws: ["parity", "v3", "--onnx", str(ws.export / "model.onnx")], 2,
-     "looks like googlenet"),
+    (
+        "bench-invalid-manifest",
+        lambda ws: ["bench", "v1", "--batch", "1", "--export-root", str(ws.manifest("{}").parent)],
+        2,
+        "not an inception-deploy manifest",
+    ),
+    (
+        "parity-empty-onnx",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--onnx", str(ws.file("empty.onnx"))],
+        2,
+        "is empty (0 bytes)",
+    ),
+    (
+        "parity-truncated-onnx",
+        lambda ws: ["parity", "v1", "--onnx", str(ws.file("t.onnx", (ws.export / "model.onnx").read_bytes()[:5000]))],
+        2,
+        "not a readable ONNX model",
+    ),
+    (
+        "parity-onnx-of-another-variant",
+        lambda ws: ["parity", "v3", "--onnx", str(ws.export / "model.onnx")],
+        2,
+        "looks like googlenet",
+    ),
     # parity options
-    ("parity-negative-atol", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--atol", "-1"], 2, "must be 0 or more"),
-    ("parity-negative-rtol", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--rtol", "-0.5"], 2, "must be 0 or more"),
-    ("parity-negative-samples", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--samples", "-1"], 2, "--samples"),
+    (
+        "parity-negative-atol",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--atol", "-1"],
+        2,
+        "must be 0 or more",
+    ),
+    (
+        "parity-negative-rtol",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--rtol", "-0.5"],
+        2,
+        "must be 0 or more",
+    ),
+    (
+        "parity-negative-samples",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--samples", "-1"],
+        2,
+        "--samples",
+    ),
     ("parity-unknown-backend", lambda ws: ["parity", "v1", "--backends", "warp"], 2, "unknown backend 'warp'"),
-    ("parity-unknown-precision", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--precision", "fp64"], 2,
-     "unknown precision 'fp64'"),
-    ("parity-images-not-a-dir", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.root / "none")], 2,
-     "--images"),
-    ("parity-images-empty", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.folder("e"))], 2,
-     "it is empty"),
-    ("parity-int8-hint", lambda ws: ["parity", "v1", "--onnx", str(ws.export / "model.onnx"), "--precision", "int8",
-                                     "--backends", "onnxruntime"], 2, "--int8 --calib DIR"),
+    (
+        "parity-unknown-precision",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--precision", "fp64"],
+        2,
+        "unknown precision 'fp64'",
+    ),
+    (
+        "parity-images-not-a-dir",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.root / "none")],
+        2,
+        "--images",
+    ),
+    (
+        "parity-images-empty",
+        lambda ws: ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.folder("e"))],
+        2,
+        "it is empty",
+    ),
+    (
+        "parity-int8-hint",
+        lambda ws: [
+            "parity",
+            "v1",
+            "--onnx",
+            str(ws.export / "model.onnx"),
+            "--precision",
+            "int8",
+            "--backends",
+            "onnxruntime",
+        ],
+        2,
+        "--int8 --calib DIR",
+    ),
     # bench options
     ("bench-batch-bad-element", lambda ws: ["bench", "v1", "--batch", "1,x"], 2, "'x' is not an integer"),
     ("bench-rounds-zero", lambda ws: ["bench", "v1", "--rounds", "0"], 2, "--rounds"),
@@ -191,7 +345,12 @@ CASES = [
     ("bench-unknown-device", lambda ws: ["bench", "v1", "--device", "tpu"], 2, "--device must be cpu or cuda"),
     ("bench-unknown-precision", lambda ws: ["bench", "v1", "--precision", "fp64"], 2, "unknown precision 'fp64'"),
     # trt
-    ("trt-sm90", lambda ws: ["trt", "v1", "--compiler", "tensorrt-rtx", "--target", "sm90", "--out", str(ws.export)], 2, "sm90"),
+    (
+        "trt-sm90",
+        lambda ws: ["trt", "v1", "--compiler", "tensorrt-rtx", "--target", "sm90", "--out", str(ws.export)],
+        2,
+        "sm90",
+    ),
     ("trt-two-precisions", lambda ws: ["trt", "v1", "--fp16", "--int8", "--out", str(ws.export)], 2, "one of"),
 ]
 
@@ -229,7 +388,7 @@ def test_missing_backends_exit_3(export_copy):
 
 
 def test_a_safetensors_file_named_pth_is_read_by_its_content(tmp_path):
-    from inception_deploy.checkpoint import read_state_dict
+    from inception_deploy.models.checkpoint import read_state_dict
 
     ws = Workspace(tmp_path, None)
     disguised = ws.checkpoint("really-safetensors.pth", safetensors=True)
@@ -241,8 +400,8 @@ def test_a_16_bit_image_is_scaled_not_clipped(tmp_path):
     """A 16-bit greyscale PNG at mid-grey must come out mid-grey, not white."""
     from PIL import Image
 
-    from inception_deploy.registry import get_spec
-    from inception_deploy.samples import image_batch
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import image_batch
 
     spec = get_spec("googlenet")
     Image.fromarray(np.full((300, 300), 32768, dtype=np.uint16)).save(tmp_path / "grey16.png")
@@ -256,13 +415,18 @@ def test_a_corrupt_calibration_cache_is_named_discarded_and_rebuilt(export_copy,
     from inception_deploy import export_onnx
 
     out = export_copy("googlenet")
-    manifest = export_onnx("googlenet", weights=None, int8=True, calib=calib_dir, out_dir=out / "re")  # a fresh dir: no cache
+    manifest = export_onnx(
+        "googlenet", weights=None, int8=True, calib=calib_dir, out_dir=out / "re"
+    )  # a fresh dir: no cache
     assert manifest["artifacts"][-1]["calibration"]["cache_reused"] is False
     rebuilt = next((out / "re").glob("model.int8.calib-*.json"))
     rebuilt.write_text("{}")
     again = export_onnx("googlenet", weights=None, int8=True, calib=calib_dir, out_dir=out / "re")
     calibration = next(a for a in again["artifacts"] if a["precision"] == "int8")["calibration"]
-    assert calibration["cache_reused"] is False and calibration["cache_discarded"] == "not an onnxruntime calibration cache"
+    assert (
+        calibration["cache_reused"] is False
+        and calibration["cache_discarded"] == "not an onnxruntime calibration cache"
+    )
     assert any("discarded and rebuilt" in w for w in again["warnings"])
     assert json.loads(rebuilt.read_text())["CLS"] == "TensorsData"  # rebuilt, atomically, in its place
 
@@ -271,7 +435,7 @@ def test_a_re_export_keeps_what_still_fits(tmp_path, calib_dir):
     """Same model.onnx: the fp16 and int8 files stay. Another model.onnx: they go, and are listed. Another
     variant's export is replaced only with force. Skipped calibration files are listed."""
     from inception_deploy import export_onnx
-    from inception_deploy.errors import InputError
+    from inception_deploy.core.errors import InputError
 
     out = tmp_path / "g"
     export_onnx("googlenet", fp16=True, out_dir=out)
@@ -298,7 +462,7 @@ def test_a_re_export_keeps_what_still_fits(tmp_path, calib_dir):
 
 def test_a_model_that_ignores_its_input_is_named(tmp_path):
     """Zero classifier weights: every input gives the bias. A PASS at zero difference would mean nothing."""
-    from inception_deploy.zoo import create_model
+    from inception_deploy.models import create_model
 
     state = create_model("googlenet").state_dict()
     state["fc.weight"].zero_()
@@ -319,9 +483,24 @@ def test_a_full_file_system_is_exit_1_and_leaves_no_temporary_file(export_copy, 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
 
-    result = subprocess.run([sys.executable, "-c", CLI, "parity", "v1", "--dir", str(out), "--samples", "2",
-                             "--json", str(tmp_path / "reports" / "v1" / "report.json")], capture_output=True, text=True,
-                            preexec_fn=small_files)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "parity",
+            "v1",
+            "--dir",
+            str(out),
+            "--samples",
+            "2",
+            "--json",
+            str(tmp_path / "reports" / "v1" / "report.json"),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_files,
+    )
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "while writing" in lines[0] and "report.json" in lines[0], result.stderr
@@ -383,7 +562,9 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
 
     result = _run_and_interrupt(args, tmp_path, second_group_begun)
     _said_one_interrupted_line(result, "b.jsonl")
-    assert "no report was written" in result.stderr and "--resume" in result.stderr and not (tmp_path / "b.json").exists()
+    assert (
+        "no report was written" in result.stderr and "--resume" in result.stderr and not (tmp_path / "b.json").exists()
+    )
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [line["batch"] for line in lines if line["type"] == "record"] == [1, 1]
 
@@ -396,8 +577,12 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
 def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):
     out = export_copy("inception_v3")
     before = snapshot(out)
-    result = _run_and_interrupt(["parity", "v3", "--dir", str(out), "--samples", "64", "--json", str(tmp_path / "p.json")],
-                                tmp_path, lambda steps: "onnxruntime:" in steps[-1], delay_s=0.5)
+    result = _run_and_interrupt(
+        ["parity", "v3", "--dir", str(out), "--samples", "64", "--json", str(tmp_path / "p.json")],
+        tmp_path,
+        lambda steps: "onnxruntime:" in steps[-1],
+        delay_s=0.5,
+    )
     _said_one_interrupted_line(result, "interrupted: nothing was written")
     assert not (tmp_path / "p.json").exists() and snapshot(out) == before
 
@@ -406,7 +591,7 @@ def test_calibration_caches_that_cannot_serve_are_named(exported):
     """Empty, not onnxruntime's, another calibration method's, or another model's: each is named."""
     import onnx
 
-    from inception_deploy.quantize import _cache_problem
+    from inception_deploy.export.quantize import _cache_problem
 
     googlenet, _ = exported("googlenet")
     irv2, _ = exported("inception_resnet_v2")

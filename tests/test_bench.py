@@ -12,17 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from inception_deploy.bench import BenchRecord, _skip_reason, run_bench
-from inception_deploy.bench_plan import BenchPlan, load_suite
-from inception_deploy.bench_report import CSV_FIELDS, to_csv, to_markdown
+from inception_deploy.bench.plan import BenchPlan, load_suite
+from inception_deploy.bench.record import BenchRecord
+from inception_deploy.bench.report import CSV_FIELDS, to_csv, to_markdown
+from inception_deploy.bench.sweep import _skip_reason, run_bench
 from inception_deploy.cli import app
-from inception_deploy.errors import InputError
+from inception_deploy.core.errors import InputError
+from inception_deploy.core.timing import MIN_WARMUP_ITERATIONS, combine_rounds, measure, summarize
 from inception_deploy.runners import BACKENDS
 from inception_deploy.runners.base import Runner, reset_peak_rss
-from inception_deploy.timing import MIN_WARMUP_ITERATIONS, combine_rounds, measure, summarize
 
 runner = CliRunner()
-SUITES = Path(__file__).parent.parent / "inception_deploy" / "suites"
+SUITES = Path(__file__).parent.parent / "inception_deploy" / "bench" / "suites"
 
 
 class FakeClock:
@@ -160,14 +161,19 @@ def test_combinations_that_cannot_run_are_listed_with_the_reason(tmp_path):
     assert len(records) == 3 * 2 * 2 and all(r.status == "skipped" and r.reason for r in records)
     reasons = {(r.backend, r.precision): r.reason for r in records}
     assert "torch runs no int8" in reasons[("torch-cuda", "int8")]
-    assert reasons[("torch-cuda", "fp16")] == reasons[("onnxruntime-cuda", "fp16")] == reasons[("tensorrt", "fp16")] == "no CUDA GPU here"
+    assert (
+        reasons[("torch-cuda", "fp16")]
+        == reasons[("onnxruntime-cuda", "fp16")]
+        == reasons[("tensorrt", "fp16")]
+        == "no CUDA GPU here"
+    )
     assert not list(tmp_path.iterdir())  # nothing was exported for combinations that cannot run
 
 
 def test_onnxruntime_cuda_is_fp32_unless_tf32_is_asked_for(exported):
     """ONNX Runtime's CUDA provider uses TF32 by default; the runner turns it off (parity on a GPU relies on
     it), and the choice is in its settings. Construction is cheap: nothing is loaded until activation."""
-    from inception_deploy.errors import BackendMissing
+    from inception_deploy.core.errors import BackendMissing
     from inception_deploy.runners import OnnxRuntimeRunner
 
     path = exported("googlenet")[0] / "model.onnx"
@@ -187,8 +193,8 @@ def test_onnxruntime_cuda_is_fp32_unless_tf32_is_asked_for(exported):
 def test_each_compile_starts_from_an_empty_dynamo_cache(monkeypatch):
     """Dynamo caches per forward(); past recompile_limit it runs eager code under the torch-compile label.
     Each runner resets it, so batch after batch compiles its own graph (limit 1 here: no reset, no graph)."""
+    from inception_deploy.models import create_model
     from inception_deploy.runners.torch_runner import TorchRunner
-    from inception_deploy.zoo import create_model
 
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     model = create_model("googlenet")
@@ -224,10 +230,17 @@ def test_a_backend_that_fails_mid_sweep_is_a_failed_row_and_the_sweep_goes_on(tm
     status = {(r["backend"], r["batch"]): r["status"] for r in records}
     assert status == {("onnxruntime", 1): "ok", ("torch", 1): "ok", ("onnxruntime", 2): "failed", ("torch", 2): "ok"}
     failed = next(r for r in records if r["status"] == "failed")
-    assert "input" in failed["reason"].lower() and failed["reason"].split(":")[0] in ("InvalidArgument", "Fail", "RuntimeException")
+    assert "input" in failed["reason"].lower() and failed["reason"].split(":")[0] in (
+        "InvalidArgument",
+        "Fail",
+        "RuntimeException",
+    )
     lines = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert lines[0]["type"] == "run" and {line["run"] for line in lines} == {lines[0]["run"]}
-    assert sum(line["type"] == "measurement" for line in lines) == 2 * (1 + 2) and sum(line["type"] == "record" for line in lines) == 4
+    assert (
+        sum(line["type"] == "measurement" for line in lines) == 2 * (1 + 2)
+        and sum(line["type"] == "record" for line in lines) == 4
+    )
 
 
 def test_parity_comes_from_the_timed_runner(export_copy, tmp_path):
@@ -250,8 +263,19 @@ def test_parity_comes_from_the_timed_runner(export_copy, tmp_path):
 
 def test_reports_render_records_and_skips():
     stats = summarize([0.01, 0.012], batch=2)
-    ok = BenchRecord("googlenet", "onnxruntime", "fp32", 2, "cpu", "ok", stats=combine_rounds([stats]), rounds=[stats.to_dict()],
-                     memory_mib=512.0, memory_kind="process peak RSS during this row (MiB)", parity="pass")
+    ok = BenchRecord(
+        "googlenet",
+        "onnxruntime",
+        "fp32",
+        2,
+        "cpu",
+        "ok",
+        stats=combine_rounds([stats]),
+        rounds=[stats.to_dict()],
+        memory_mib=512.0,
+        memory_kind="process peak RSS during this row (MiB)",
+        parity="pass",
+    )
     tf32 = BenchRecord("googlenet", "torch-cuda", "fp32", 2, "cuda", "ok", stats=combine_rounds([stats]), tf32=True,
                        warnings=["unstable"])
     skipped = BenchRecord("googlenet", "tensorrt", "fp16", 2, "cuda", "skipped", "no CUDA GPU here")
@@ -269,8 +293,22 @@ def test_reports_render_records_and_skips():
 def test_cpu_smoke_suite_end_to_end(tmp_path):
     """A tiny real sweep: googlenet, batch 1 and 2, torch and onnxruntime, two interleaved rounds, on this CPU."""
     report = tmp_path / "report"
-    result = runner.invoke(app, ["bench", "--suite", str(SUITES / "cpu-smoke.toml"), "--export-root", str(tmp_path / "export"),
-                                 "--report", str(report), "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--suite",
+            str(SUITES / "cpu-smoke.toml"),
+            "--export-root",
+            str(tmp_path / "export"),
+            "--report",
+            str(report),
+            "--json",
+            str(tmp_path / "b.json"),
+            "--csv",
+            str(tmp_path / "b.csv"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["environment"]["cpu_count"] and data["plan"]["batches"] == [1, 2] and data["plan"]["rounds"] == 2
@@ -280,7 +318,9 @@ def test_cpu_smoke_suite_end_to_end(tmp_path):
     for r in records:
         s = r["stats"]
         assert s["rounds"] == 2 and len(r["rounds"]) == 2 and s["throughput_spread"] >= 0
-        assert s["iterations"] >= 10 and s["throughput"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert (
+            s["iterations"] >= 10 and s["throughput"] > 0 and s["min_ms"] <= s["p50_ms"] <= s["p99_ms"] <= s["max_ms"]
+        )
         assert s["first_call_ms"] > 0 and s["warmup_iterations"] >= 2 * MIN_WARMUP_ITERATIONS
         assert r["memory_mib"] > 100 and "during this row" in r["memory_kind"] and r["tf32"] is None
         assert r["parity"] == ("reference" if r["backend"] == "torch" else "pass")
@@ -298,8 +338,24 @@ def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path
     log cut off in mid-line (a killed process) neither fails nor corrupts what is appended after it, and a
     group kept by one resume is still kept by the next (rows skipped at planning included)."""
     report = tmp_path / "report"
-    args = ["bench", "v1", "--backends", "torch,onnxruntime", "--precision", "fp32,int8", "--rounds", "1",
-            "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(tmp_path / "export"), "--report", str(report)]
+    args = [
+        "bench",
+        "v1",
+        "--backends",
+        "torch,onnxruntime",
+        "--precision",
+        "fp32,int8",
+        "--rounds",
+        "1",
+        "--warmup-s",
+        "0",
+        "--duration-s",
+        "0.05",
+        "--export-root",
+        str(tmp_path / "export"),
+        "--report",
+        str(report),
+    ]
     first = runner.invoke(app, [*args, "--batch", "1", "--json", str(report / "bench.json")])  # one log, not two
     assert first.exit_code == 0, first.output
     before = {(r["backend"], r["precision"]): r for r in json.loads((report / "bench.json").read_text())["records"]}
@@ -311,12 +367,15 @@ def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path
 
     second = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])
     assert second.exit_code == 0, second.output
-    assert "kept 1 group(s) as earlier runs measured them; measured 1 now" in second.stderr
+    assert "kept 4 row(s) as earlier runs measured them; measured 4 now" in second.stderr
     records = json.loads((report / "bench.json").read_text())["records"]
     order = [("torch", "int8"), ("onnxruntime", "int8"), ("torch", "fp32"), ("onnxruntime", "fp32")]  # skips first
     assert [(r["backend"], r["precision"], r["batch"]) for r in records] == [(*k, b) for b in (1, 2) for k in order]
     for r in records[:4]:  # kept exactly as measured, and said so
-        assert r["resumed_from"] == first_run and r == {**before[(r["backend"], r["precision"])], "resumed_from": first_run}
+        assert r["resumed_from"] == first_run and r == {
+            **before[(r["backend"], r["precision"])],
+            "resumed_from": first_run,
+        }
     assert all(r["resumed_from"] is None for r in records[4:]) and [r["status"] for r in records[6:]] == ["ok", "ok"]
     assert records[2]["source"].startswith("PyTorch model") and records[3]["source"].startswith("model.onnx sha256:")
     readme = (report / "README.md").read_text()
@@ -324,11 +383,13 @@ def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line whole again
     headers = [line for line in lines if line["type"] == "run"]
     assert len(headers) == 2 and headers[1]["resumes"] == [first_run]
-    assert [line["batch"] for line in lines if line["type"] == "record"] == [1] * 4 + [2] * 4  # kept rows not logged twice
+    assert [line["batch"] for line in lines if line["type"] == "record"] == [1] * 4 + [
+        2
+    ] * 4  # kept rows not logged twice
 
     third = runner.invoke(app, [*args, "--batch", "1,2", "--resume"])  # everything is kept: nothing to measure
     assert third.exit_code == 0, third.output
-    assert "kept 2 group(s) as earlier runs measured them; measured 0 now" in third.stderr
+    assert "kept 8 row(s) as earlier runs measured them; measured 0 now" in third.stderr
     second_run = headers[1]["run"]
     assert json.loads((report / "bench.json").read_text())["records"] == records[:4] + [
         {**r, "resumed_from": second_run} for r in records[4:]]
@@ -354,7 +415,7 @@ def test_resume_keeps_the_groups_already_measured_and_measures_the_rest(tmp_path
      '"device": "cpu", "status": "ok", "stats": null}', "an ok record without its stats"),
 ])
 def test_a_damaged_log_is_named_by_line(tmp_path, line, problem):
-    from inception_deploy.bench_log import read_log
+    from inception_deploy.bench.log import read_log
 
     log = tmp_path / "bench.jsonl"
     header = json.dumps({"run": "r", "type": "run", "plan": {}, "environment": {}})
@@ -366,7 +427,7 @@ def test_a_damaged_log_is_named_by_line(tmp_path, line, problem):
 
 
 def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
-    from inception_deploy.bench import _Row, _still_fits
+    from inception_deploy.bench.sweep import _Row, _still_fits
 
     def rows(onnx_source="model.onnx sha256:aa", ort_skipped=None):
         return [_Row(BACKENDS["torch"], "fp32", None, [], source="PyTorch model"),
@@ -374,9 +435,11 @@ def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
                 _Row(BACKENDS["torch"], "int8", None, [], skipped="torch runs no int8")]
 
     def earlier(ort_status="ok", ort_source="model.onnx sha256:aa"):
-        return [BenchRecord("googlenet", "onnxruntime", "fp32", 1, "cpu", ort_status, source=ort_source, resumed_from="r1"),
-                BenchRecord("googlenet", "torch", "int8", 1, "cpu", "skipped", "torch runs no int8", resumed_from="r1"),
-                BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok", source="PyTorch model", resumed_from="r1")]
+        return [
+            BenchRecord("googlenet", "onnxruntime", "fp32", 1, "cpu", ort_status, source=ort_source, resumed_from="r1"),
+            BenchRecord("googlenet", "torch", "int8", 1, "cpu", "skipped", "torch runs no int8", resumed_from="r1"),
+            BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok", source="PyTorch model", resumed_from="r1"),
+        ]
 
     kept = _still_fits(earlier(), rows())
     assert [(r.backend, r.precision) for r in kept] == [("torch", "int8"), ("torch", "fp32"), ("onnxruntime", "fp32")]
@@ -398,13 +461,24 @@ def test_a_kept_group_must_match_the_rows_and_artifacts_of_now():
 def test_rows_from_several_runs_make_one_group():
     """A run that measured the torch rows and a later one that measured ONNX Runtime's lend both to a resume;
     each run's rows are kept whole or not at all, and a newer run's copy of a row wins."""
-    from inception_deploy.bench import _kept_rows, _Row
+    from inception_deploy.bench.sweep import _kept_rows, _Row
 
-    rows = [_Row(BACKENDS["torch"], "fp32", None, [], source="w"), _Row(BACKENDS["onnxruntime"], "fp32", None, [], source="o")]
+    rows = [
+        _Row(BACKENDS["torch"], "fp32", None, [], source="w"),
+        _Row(BACKENDS["onnxruntime"], "fp32", None, [], source="o"),
+    ]
 
     def record(backend, run, status="ok", source=None):
-        return BenchRecord("googlenet", backend, "fp32", 1, "cpu", status, source=source or {"torch": "w"}.get(backend, "o"),
-                           resumed_from=run)
+        return BenchRecord(
+            "googlenet",
+            backend,
+            "fp32",
+            1,
+            "cpu",
+            status,
+            source=source or {"torch": "w"}.get(backend, "o"),
+            resumed_from=run,
+        )
 
     kept = _kept_rows([[record("onnxruntime", "r2")], [record("torch", "r1")]], rows)
     assert {k: r.resumed_from for k, r in kept.items()} == {("torch", "fp32"): "r1", ("onnxruntime", "fp32"): "r2"}
@@ -425,7 +499,8 @@ def test_a_suite_names_its_rows_and_the_options_narrow_them(tmp_path):
     with pytest.raises(InputError, match="no row left"):
         dataclasses.replace(plan, backends=["tensorrt"]).check()
     bad = tmp_path / "bad.toml"
-    bad.write_text('variants = ["v1"]\nbackends = ["torch"]\nprecisions = ["fp32"]\nbatches = [1]\nrows = ["torch-fp32"]\n')
+    bad.write_text('variants = ["v1"]\nbackends = ["torch"]\nprecisions = ["fp32"]\nbatches = [1]\nrows = '
+                   '["torch-fp32"]\n')
     with pytest.raises(InputError, match="row 'torch-fp32' is not BACKEND:PRECISION"):
         load_suite(str(bad))
 
@@ -454,8 +529,19 @@ def test_bad_bench_arguments(tmp_path):
 
 
 def _gpu_plan(tmp_path, backends, **extra) -> BenchPlan:
-    return BenchPlan(variants=["googlenet"], backends=backends, precisions=["fp32", "fp16"], batches=[1, 8], device="cuda",
-                     warmup_s=0.2, duration_s=0.3, rounds=2, check_parity=True, export_root=tmp_path, **extra)
+    return BenchPlan(
+        variants=["googlenet"],
+        backends=backends,
+        precisions=["fp32", "fp16"],
+        batches=[1, 8],
+        device="cuda",
+        warmup_s=0.2,
+        duration_s=0.3,
+        rounds=2,
+        check_parity=True,
+        export_root=tmp_path,
+        **extra,
+    )
 
 
 def _assert_measured_on_the_gpu(records) -> None:
@@ -481,7 +567,7 @@ def test_gpu_torch_rows_are_measured_on_the_gpu_with_their_own_parity(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: runs on the lent device")
 def test_gpu_onnxruntime_rows_run_on_cuda_and_rtx_says_where_it_cannot(tmp_path):
-    from inception_deploy.compilers import RTX_TARGETS, gpu_capability
+    from inception_deploy.core.compilers import RTX_TARGETS, gpu_capability
 
     plan = _gpu_plan(tmp_path, ["onnxruntime-cuda", "tensorrt-rtx"],
                      rows=["onnxruntime-cuda:fp32", "onnxruntime-cuda:fp16", "tensorrt-rtx:fp16"])
@@ -501,7 +587,7 @@ def test_gpu_onnxruntime_rows_run_on_cuda_and_rtx_says_where_it_cannot(tmp_path)
 def test_a_run_before_another_onnxruntime_lends_its_torch_rows_only(tmp_path):
     """The GPU proof measures torch rows before onnxruntime-gpu is installed: those rows still fit a later run,
     while rows that ran on the other onnxruntime are measured again."""
-    from inception_deploy.bench_log import MeasurementLog, resumable_groups
+    from inception_deploy.bench.log import MeasurementLog, resumable_groups
 
     env = {"torch": "2.11", "onnxruntime": "1.30.0", "gpu": "H100"}
     plan = {"rounds": 2, "warmup_s": 0.25, "duration_s": 1.0}

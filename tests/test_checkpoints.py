@@ -2,14 +2,13 @@
 
 import pytest
 import torch
+from conftest import PUBLIC_VARIANTS
 from safetensors.torch import save_file
 
 import inception_deploy as idp
-from inception_deploy.compare import difference
-from inception_deploy.errors import InputError
-from inception_deploy.zoo import build_model
-
-from conftest import PUBLIC_VARIANTS
+from inception_deploy.core.compare import difference
+from inception_deploy.core.errors import InputError
+from inception_deploy.models import build_model
 
 
 @pytest.mark.parametrize("name", PUBLIC_VARIANTS)
@@ -115,8 +114,14 @@ class Unpicklable:
         (lambda d, src: d / "missing.pth", "does not exist"),
         (lambda d, src: d, "is not a file"),
         (lambda d, src: _truncated(src, d / "cut.pth"), "corrupt or truncated"),
-        (lambda d, src: (d / "noise.pth").write_bytes(b"\x80\x02junk" * 100) and d / "noise.pth", "corrupt or truncated"),
-        (lambda d, src: (d / "x.safetensors").write_bytes(b"not a safetensors file") and d / "x.safetensors", "corrupt or truncated"),
+        (
+            lambda d, src: (d / "noise.pth").write_bytes(b"\x80\x02junk" * 100) and d / "noise.pth",
+            "corrupt or truncated",
+        ),
+        (
+            lambda d, src: (d / "x.safetensors").write_bytes(b"not a safetensors file") and d / "x.safetensors",
+            "corrupt or truncated",
+        ),
         (lambda d, src: torch.save({"model": Unpicklable()}, d / "obj.pth") or d / "obj.pth", "pickled Python objects"),
         (lambda d, src: torch.save({"epoch": 1}, d / "empty.pth") or d / "empty.pth", "holds no state dict"),
     ],

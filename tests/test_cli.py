@@ -3,13 +3,10 @@
 import json
 import sys
 
-import pytest
-import torch
+from conftest import REFERENCE_PARAMS
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
-
-from conftest import REFERENCE_PARAMS
 
 runner = CliRunner()
 

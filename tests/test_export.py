@@ -7,14 +7,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import VARIANTS
 
 import inception_deploy as idp
-from inception_deploy.artifacts import sha256_of
-from inception_deploy.compare import difference
-from inception_deploy.errors import InputError
-from inception_deploy.samples import random_batch
-
-from conftest import VARIANTS
+from inception_deploy.core.artifacts import sha256_of
+from inception_deploy.core.compare import difference
+from inception_deploy.core.errors import InputError
+from inception_deploy.models.samples import random_batch
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +40,11 @@ def test_export_reproduces_the_source_model_in_onnxruntime(name, exported, libra
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
     fp32, fp16, int8 = manifest["artifacts"]
     assert fp32["path"] == "model.onnx" and fp32["sha256"] == sha256_of(model_path) and fp32["precision"] == "fp32"
-    assert fp32["parity"]["passed"] and fp32["parity"]["scaled"] <= 1e-3 and fp32["parity"]["reference"] == "torch-cpu-fp32"
+    assert (
+        fp32["parity"]["passed"]
+        and fp32["parity"]["scaled"] <= 1e-3
+        and fp32["parity"]["reference"] == "torch-cpu-fp32"
+    )
     assert fp16["path"] == "model.fp16.onnx" and fp16["sha256"] == sha256_of(out / "model.fp16.onnx")
     assert fp16["parity"]["passed"] and fp16["parity"]["cosine"] >= 0.999 and fp16["io_dtype"] == "float32"
     assert int8["path"] == "model.int8.onnx" and int8["parity"]["passed"] and int8["parity"]["cosine"] >= 0.98
@@ -70,11 +73,13 @@ def test_untrained_export_says_so(tmp_path):
     assert session.get_inputs()[0].type == "tensor(float16)" and session.get_outputs()[0].type == "tensor(float16)"
 
 
-def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity(tmp_path, library_checkpoints, monkeypatch):
+def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity(
+    tmp_path, library_checkpoints, monkeypatch
+):
     from typer.testing import CliRunner
 
-    from inception_deploy import tolerances
     from inception_deploy.cli import app
+    from inception_deploy.core import tolerances
 
     weights, reference, _ = library_checkpoints("googlenet")
     out = tmp_path / "g"
@@ -83,7 +88,9 @@ def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity
     (out / "manifest.json").write_text(json.dumps({"variant": "googlenet", "artifacts": [
         {"path": "model.fp16.onnx", "sha256": hashlib.sha256(b"stale").hexdigest()}]}))
     runner = CliRunner()
-    result = runner.invoke(app, ["export", "v1", "--onnx", "--weights", str(weights), "--batch", "2", "--out", str(out)])
+    result = runner.invoke(
+        app, ["export", "v1", "--onnx", "--weights", str(weights), "--batch", "2", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "PASS" in result.stdout and "model.onnx" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
@@ -95,7 +102,7 @@ def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity
     assert difference(expected, _ort_cpu(out / "model.onnx").run(None, {"input": x.numpy()})[0]).scaled < 1e-3
 
     # What `trt --fp16` does when the fp16 model is missing: make it from model.onnx, verified, and list it.
-    from inception_deploy.export import add_fp16
+    from inception_deploy.export.onnx import add_fp16
 
     manifest = add_fp16(out)
     fp16 = next(a for a in manifest["artifacts"] if a["path"] == "model.fp16.onnx")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import inception_deploy as idp
 from inception_deploy.cli import app
-from inception_deploy.qdq_rules import qdq_violations
+from inception_deploy.export.qdq_rules import qdq_violations
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -21,7 +21,9 @@ HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 def _every_conv_is_qdq(model: onnx.ModelProto) -> bool:
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
-    return bool(convs) and all(producer.get(n.input[0]) == producer.get(n.input[1]) == "DequantizeLinear" for n in convs)
+    return bool(convs) and all(
+        producer.get(n.input[0]) == producer.get(n.input[1]) == "DequantizeLinear" for n in convs
+    )
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "googlenet"])
@@ -90,10 +92,14 @@ def test_int8_arguments_are_checked_before_work(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.skipif(HAS_TENSORRT and torch.cuda.is_available(), reason="TensorRT and a GPU are here: the missing path cannot be shown")
+@pytest.mark.skipif(HAS_TENSORRT and torch.cuda.is_available(), reason="TensorRT and a GPU are here: the missing path "
+                                                                       "cannot be shown")
 def test_enterprise_tensorrt_without_it_or_a_gpu_exits_3(export_copy):
     out = export_copy("googlenet")
-    for args in (["trt", "--compiler", "tensorrt", "--out", str(out)], ["trt", "v1", "--int8", "--dla-core", "0", "--out", str(out)]):
+    for args in (
+        ["trt", "--compiler", "tensorrt", "--out", str(out)],
+        ["trt", "v1", "--int8", "--dla-core", "0", "--out", str(out)],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 3, result.output
         assert "pip install 'inception-deploy[tensorrt]'" in result.stderr or "no CUDA GPU" in result.stderr
@@ -105,10 +111,11 @@ def test_enterprise_tensorrt_without_it_or_a_gpu_exits_3(export_copy):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (HAS_TENSORRT and torch.cuda.is_available()),
-                    reason="needs `import tensorrt` and a CUDA GPU; enterprise TensorRT cannot be installed in this workplace")
+                    reason="needs `import tensorrt` and a CUDA GPU; enterprise TensorRT cannot be installed in this "
+                           "workplace")
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_tensorrt_build_and_parity(precision, export_copy, calib_dir):
-    from inception_deploy.engine import BuildOptions, build_engine
+    from inception_deploy.compile.engine import BuildOptions, build_engine
 
     out = export_copy("googlenet")
     manifest = build_engine(out, BuildOptions(precision=precision, compiler="tensorrt", opt_batch=8, max_batch=32))
@@ -116,6 +123,8 @@ def test_tensorrt_build_and_parity(precision, export_copy, calib_dir):
     assert engine["kind"] == "tensorrt-engine" and engine["path"] == f"model.{precision}.engine"
     assert engine["compiler"]["name"] == "tensorrt" and engine["gpu"]["compute_capability"]
     if precision == "int8":
-        assert set(engine["layers"]["conv_matmul"]) and all(k.startswith("int8") for k in engine["layers"]["conv_matmul"])
+        assert set(engine["layers"]["conv_matmul"]) and all(
+            k.startswith("int8") for k in engine["layers"]["conv_matmul"]
+        )
     report = idp.check_parity("v1", export_dir=out, backends="tensorrt", precisions=precision, images=calib_dir)
     assert report.passed, report.to_dict()

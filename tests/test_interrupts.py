@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from inception_deploy.interrupts import deferred_interrupt
+from inception_deploy.core.interrupts import deferred_interrupt
 
 
 def test_an_interrupt_inside_the_block_is_raised_when_it_ends():

@@ -7,14 +7,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from conftest import VARIANTS, sample_photographs
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-import inception_deploy as idp
 from inception_deploy.cli import app
-from inception_deploy.parity import check_parity
-
-from conftest import VARIANTS, sample_photographs
+from inception_deploy.parity.check import check_parity
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -105,7 +103,8 @@ def test_bad_inputs(tmp_path, exported, photographs):
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes((v3_dir / "model.onnx").read_bytes()[:5000])
     one_line(["v3", "--onnx", str(corrupt)], 2, "not a readable ONNX model")
-    one_line(["v3", "--onnx", str(g_dir / "model.onnx")], 2, "not an ONNX export of this inception_v3", "looks like googlenet")
+    one_line(["v3", "--onnx", str(g_dir / "model.onnx")], 2, "not an ONNX export of this inception_v3", "looks like "
+                                                                                                        "googlenet")
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line(["v3", "--dir", str(v3_dir), "--images", str(empty)], 2, "holds no readable image")
@@ -115,10 +114,12 @@ def test_bad_inputs(tmp_path, exported, photographs):
     one_line(["v3", "--dir", str(v3_dir), "--precision", "fp64"], 2, "unknown precision 'fp64'")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown here")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown "
+                                                      "here")
 def test_a_gpu_backend_without_a_gpu_exits_3(exported):
     out, _ = exported("googlenet")
-    for backend, fragment in (("onnxruntime-cuda", "could not start CUDAExecutionProvider"), ("torch-cuda", "no CUDA device")):
+    for backend, fragment in (("onnxruntime-cuda", "could not start CUDAExecutionProvider"), ("torch-cuda", "no CUDA "
+                                                                                                            "device")):
         result = runner.invoke(app, ["parity", "v1", "--dir", str(out), "--backends", backend, "--samples", "1"])
         assert result.exit_code == 3, result.output
         assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -129,7 +130,9 @@ def test_a_gpu_backend_without_a_gpu_exits_3(exported):
 @pytest.mark.parametrize("name", VARIANTS)
 def test_gpu_backends(name, exported):
     out, _ = exported(name)
-    report = check_parity(name, export_dir=out, backends="onnxruntime-cuda,torch-cuda", precisions="fp32,fp16", samples=8)
+    report = check_parity(
+        name, export_dir=out, backends="onnxruntime-cuda,torch-cuda", precisions="fp32,fp16", samples=8
+    )
     assert report.passed, report.to_dict()
     assert {(r.backend, r.precision) for r in report.rows} >= {
         ("onnxruntime-cuda", "fp32"), ("onnxruntime-cuda", "fp16"), ("torch-cuda", "fp16")}

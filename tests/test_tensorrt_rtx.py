@@ -11,18 +11,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import VARIANTS
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
 import inception_deploy as idp
 from inception_deploy.cli import app
-from inception_deploy.compilers import RTX_PORTABLE, gpu_capability
-from inception_deploy.engine import BuildOptions, build_engine
-from inception_deploy.errors import BackendMissing
-from inception_deploy.qdq_rules import qdq_violations
-from inception_deploy.samples import image_batch
-
-from conftest import VARIANTS
+from inception_deploy.compile.engine import BuildOptions, build_engine
+from inception_deploy.core.compilers import RTX_PORTABLE, gpu_capability
+from inception_deploy.core.errors import BackendMissing
+from inception_deploy.export.qdq_rules import qdq_violations
+from inception_deploy.models.samples import image_batch
 
 runner = CliRunner()
 pytestmark = pytest.mark.slow
@@ -49,10 +48,14 @@ def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
     quantized = sum(1 for n in int8_onnx.graph.node if n.op_type in ("Conv", "Gemm"))
 
     for precision in ("fp16", "int8"):
-        manifest = build_engine(out, BuildOptions(precision=precision, compiler="tensorrt-rtx", opt_batch=8, max_batch=32))
+        manifest = build_engine(
+            out, BuildOptions(precision=precision, compiler="tensorrt-rtx", opt_batch=8, max_batch=32)
+        )
         engine = manifest["artifacts"][-1]
         path = out / f"model.{precision}.rtx.engine"
-        assert engine["path"] == path.name and engine["kind"] == "tensorrt-rtx-engine" and engine["precision"] == precision
+        assert (
+            engine["path"] == path.name and engine["kind"] == "tensorrt-rtx-engine" and engine["precision"] == precision
+        )
         assert engine["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and engine["bytes"] > 1_000_000
         assert engine["compiler"] == {"name": "tensorrt-rtx", "version": tensorrt_rtx.__version__}
         assert engine["targets"] == list(RTX_PORTABLE) and engine["strongly_typed"] is True
@@ -107,7 +110,8 @@ def test_an_unknown_variant_is_exit_2_whatever_is_installed():
 
 def test_a_variant_that_is_not_the_export_in_out_is_refused(export_copy):
     out = export_copy("googlenet")
-    _one_line_error(runner.invoke(app, ["trt", "v3", "--out", str(out)]), 2, "holds an export of googlenet, not inception_v3")
+    _one_line_error(runner.invoke(app, ["trt", "v3", "--out", str(out)]), 2, "holds an export of googlenet, not "
+                                                                             "inception_v3")
 
 
 def _listed(out, name: str, precision: str) -> None:
@@ -126,11 +130,17 @@ def test_an_operator_tensorrt_lacks_fails_in_one_line_naming_the_node(export_cop
         [helper.make_node("Frobnicate", ["input"], ["logits"], name="frobnicate_7", domain="example.custom")], "g",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("example.custom", 1)]),
-              str(out / "model.onnx"))
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("example.custom", 1)]),
+        str(out / "model.onnx"),
+    )
     _listed(out, "model.onnx", "fp32")
-    line = _one_line_error(runner.invoke(app, ["trt", "v1", "--fp32", "--compiler", "tensorrt-rtx", "--out", str(out)]), 1,
-                           "TensorRT-RTX's ONNX parser rejects model.onnx", "node 'frobnicate_7' (Frobnicate)")
+    line = _one_line_error(
+        runner.invoke(app, ["trt", "v1", "--fp32", "--compiler", "tensorrt-rtx", "--out", str(out)]),
+        1,
+        "TensorRT-RTX's ONNX parser rejects model.onnx",
+        "node 'frobnicate_7' (Frobnicate)",
+    )
     assert "Traceback" not in line and not list(out.glob("*.engine"))
 
 
@@ -156,7 +166,11 @@ def test_an_int8_file_with_int32_biases_is_refused_naming_the_node(export_copy, 
     assert any("int32 (a quantized bias)" in v.rule for v in violations), violations[:3]
     _listed(out, "model.int8.onnx", "int8")
     _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 1,
-                    "breaks TensorRT's Q/DQ rules at DequantizeLinear", "int32 (a quantized bias)", "re-export it with `inception-deploy export googlenet --int8 --calib DIR`")
+                    "breaks TensorRT's Q/DQ rules at DequantizeLinear", "int32 (a quantized bias)", "re-export it with "
+                                                                                                    "`inception-deploy "
+                                                                                                    "export googlenet "
+                                                                                                    "--int8 --calib "
+                                                                                                    "DIR`")
 
 
 def test_the_rules_name_per_tensor_weights_and_nonzero_zero_points(exported):
@@ -167,7 +181,9 @@ def test_the_rules_name_per_tensor_weights_and_nonzero_zero_points(exported):
     conv = next(n for n in model.graph.node if n.op_type == "Conv")
     weight_dq = producers[conv.input[1]]
     scale = initializers[weight_dq.input[1]]
-    scale.CopyFrom(onnx.numpy_helper.from_array(np.array(onnx.numpy_helper.to_array(scale).max(), np.float32), scale.name))
+    scale.CopyFrom(
+        onnx.numpy_helper.from_array(np.array(onnx.numpy_helper.to_array(scale).max(), np.float32), scale.name)
+    )
     activation_q = producers[producers[conv.input[0]].input[0]]
     zero_point = initializers[activation_q.input[2]]
     zero_point.CopyFrom(onnx.numpy_helper.from_array(np.array(3, np.int8), zero_point.name))
@@ -181,10 +197,12 @@ def test_a_changed_source_onnx_is_refused(export_copy):
     data = (out / "model.fp16.onnx").read_bytes()
     (out / "model.fp16.onnx").unlink()
     (out / "model.fp16.onnx").write_bytes(data + b"\0")
-    _one_line_error(runner.invoke(app, ["trt", "v1", "--out", str(out)]), 2, "model.fp16.onnx changed since it was exported")
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--out", str(out)]), 2, "model.fp16.onnx changed since it was "
+                                                                             "exported")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown here")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown "
+                                                      "here")
 def test_running_an_rtx_engine_without_a_gpu_exits_3(export_copy):
     out = export_copy("googlenet")
     build_engine(out, BuildOptions(precision="fp16", compiler="tensorrt-rtx", opt_batch=4, max_batch=8))
@@ -227,21 +245,37 @@ def test_ctrl_c_during_a_build_stops_it_and_keeps_earlier_artifacts(export_copy,
                      on_step=press_ctrl_c)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # byte-identical, no temporary files
 
-    import inception_deploy.engine as engine
+    import inception_deploy.cli.trt as engine  # the command calls build_engine by the name it imported
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(engine, "build_engine", interrupted)
-    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 130, "interrupted: nothing was written")
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 130, "interrupted: nothing was "
+                                                                                         "written")
 
 
 def test_fp32_engines_are_fp32_unless_tf32_is_asked_for(export_copy):
     """TensorRT enables TF32 by default, which would make an "fp32" engine TF32; the manifest says which it is."""
     out = export_copy("googlenet")
     for extra, expected in (([], False), (["--tf32"], True)):
-        result = runner.invoke(app, ["trt", "v1", "--fp32", "--compiler", "tensorrt-rtx", "--opt-batch", "1", "--max-batch", "2",
-                                     *extra, "--out", str(out)])
+        result = runner.invoke(
+            app,
+            [
+                "trt",
+                "v1",
+                "--fp32",
+                "--compiler",
+                "tensorrt-rtx",
+                "--opt-batch",
+                "1",
+                "--max-batch",
+                "2",
+                *extra,
+                "--out",
+                str(out),
+            ],
+        )
         assert result.exit_code == 0, result.output
         manifest = json.loads((out / "manifest.json").read_text())
         record = next(a for a in manifest["artifacts"] if a["path"] == "model.fp32.rtx.engine")

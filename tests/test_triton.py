@@ -11,13 +11,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CLI, VARIANTS
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
-from inception_deploy.registry import get_spec
-from inception_deploy.triton_repo import TritonOptions, validate_config, write_repository
-
-from conftest import CLI, VARIANTS
+from inception_deploy.models.registry import get_spec
+from inception_deploy.serving.triton_repo import TritonOptions, validate_config, write_repository
 
 runner = CliRunner()
 
@@ -43,8 +42,13 @@ def test_repositories_parse_against_tritons_schema(name, exported, tmp_path):
     out, manifest = exported(name)
     spec = get_spec(name)
     for precision in ("fp32", "fp16", "int8"):
-        options = TritonOptions(precision=precision, preferred_batch=(8, 16), instances=2, kind="cpu" if precision == "int8" else "gpu",
-                                trt_accelerator=precision == "fp16")
+        options = TritonOptions(
+            precision=precision,
+            preferred_batch=(8, 16),
+            instances=2,
+            kind="cpu" if precision == "int8" else "gpu",
+            trt_accelerator=precision == "fp16",
+        )
         served = write_repository(out, tmp_path / "repo", options)
         config = validate_config((served.model_dir / "config.pbtxt").read_text())
         assert config.name == name and config.platform == "onnxruntime_onnx" and config.max_batch_size == 64
@@ -122,8 +126,8 @@ def test_a_fixed_batch_export_is_served_without_batching_only(tmp_path):
 def test_a_real_server_answers_64_concurrent_clients_as_the_local_reference_does(exported, tmp_path):
     """PyTriton's tritonserver on this CPU, with its dynamic batcher: 64 clients, no failure, every response equal
     to ONNX Runtime's batch-1 output within the fp32 tolerance; then it stops, and its ports are free again."""
-    from inception_deploy.loadtest import local_reference, run_loadtest
-    from inception_deploy.serve import running_server
+    from inception_deploy.serving.loadtest import local_reference, run_loadtest
+    from inception_deploy.serving.server import running_server
 
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
@@ -146,9 +150,27 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
     """`serve` in its own process until a real Ctrl-C (exit 130, one line); `loadtest --check` against it."""
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
-    server = subprocess.Popen([sys.executable, "-c", CLI, "serve", "v1", "--dir", str(out), "--http-port", str(http),
-                               "--grpc-port", str(grpc), "--metrics-port", str(metrics)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            CLI,
+            "serve",
+            "v1",
+            "--dir",
+            str(out),
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         seen = []
         for line in server.stdout:  # tritonserver may say a word first (no NVML on a CPU host)
@@ -157,8 +179,24 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
                 break
         ready = seen[-1] if seen else ""
         assert ready.startswith("serving googlenet") and f"http://127.0.0.1:{http}" in ready, seen
-        result = runner.invoke(app, ["loadtest", f"http://127.0.0.1:{http}", "--model", "googlenet", "--concurrency", "1,8",
-                                     "--duration-s", "1", "--check", "--dir", str(out), "--report", str(tmp_path / "lt")])
+        result = runner.invoke(
+            app,
+            [
+                "loadtest",
+                f"http://127.0.0.1:{http}",
+                "--model",
+                "googlenet",
+                "--concurrency",
+                "1,8",
+                "--duration-s",
+                "1",
+                "--check",
+                "--dir",
+                str(out),
+                "--report",
+                str(tmp_path / "lt"),
+            ],
+        )
         assert result.exit_code == 0 and "PASS" in result.stdout, result.output
         assert {p.name for p in (tmp_path / "lt").iterdir()} == {"README.md", "loadtest.json", "googlenet_loadtest.png"}
         data = json.loads((tmp_path / "lt" / "loadtest.json").read_text())
@@ -174,5 +212,8 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
 
 def test_loadtest_against_no_server_is_one_line(tmp_path):
     (port,) = free_ports(1)
-    one_line_error(runner.invoke(app, ["loadtest", f"http://127.0.0.1:{port}", "--model", "googlenet", "--duration-s", "1"]),
-                   2, "cannot use model 'googlenet'")
+    one_line_error(
+        runner.invoke(app, ["loadtest", f"http://127.0.0.1:{port}", "--model", "googlenet", "--duration-s", "1"]),
+        2,
+        "cannot use model 'googlenet'",
+    )

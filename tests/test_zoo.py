@@ -1,12 +1,11 @@
 import pytest
 import torch
+from conftest import REFERENCE_PARAMS, VARIANTS
 from torch import nn
 
 import inception_deploy as idp
-from inception_deploy.errors import InputError
-from inception_deploy.zoo import build_model, count_parameters
-
-from conftest import REFERENCE_PARAMS, VARIANTS
+from inception_deploy.core.errors import InputError
+from inception_deploy.models import build_model, count_parameters
 
 
 @pytest.mark.parametrize("name", VARIANTS)

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from inception_deploy.compare import difference
-from inception_deploy.errors import InceptionDeployError
-from inception_deploy.manifest import read_manifest
-from inception_deploy.registry import get_spec
+from inception_deploy.core.compare import difference
+from inception_deploy.core.errors import InceptionDeployError
+from inception_deploy.core.manifest import read_manifest
+from inception_deploy.core.tolerances import TOLERANCES
+from inception_deploy.models.registry import get_spec
+from inception_deploy.models.samples import random_batch
 from inception_deploy.runners import BACKENDS, open_runner
-from inception_deploy.samples import random_batch
-from inception_deploy.tolerances import TOLERANCES
 
 BACKEND = {"cuda": "onnxruntime-cuda", "cpu": "onnxruntime"}
 MIN_SHARE = 0.9  # of the graph's nodes placed on the provider asked for
@@ -80,7 +80,8 @@ def main() -> int:
         return 1
     share = facts["share_on_provider"]
     placed = "node placement not reported" if share is None else f"{share:.0%} of the nodes"
-    print(f"proved: onnxruntime {facts['onnxruntime']} ran on {facts['provider']} ({placed}), agreeing with the CPU provider")
+    print(f"proved: onnxruntime {facts['onnxruntime']} ran on {facts['provider']} ({placed}), agreeing with the CPU "
+          "provider")
     return 0
 
 

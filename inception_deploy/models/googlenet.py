@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections import namedtuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
 from .blocks import Concat, ConvBNReLU, transform_to_tf_range
+from .spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
+
+log = logging.getLogger(__name__)
 
 SPEC = ModelSpec(
     name="googlenet",

@@ -7,13 +7,16 @@ The seed's classifier ends in a Softmax; here the eval graph returns logits, lik
 
 from __future__ import annotations
 
+import logging
 from collections import namedtuple
 
 import torch
 from torch import nn
 
-from ..spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
 from .blocks import Concat, ConvBNReLU
+from .spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
+
+log = logging.getLogger(__name__)
 
 SPEC = ModelSpec(
     name="inception_v2",
@@ -40,7 +43,9 @@ class ModuleF5(Concat):
 
     def __init__(self, cin: int, c: int = 96):
         super().__init__()
-        self.branch1 = nn.Sequential(ConvBNReLU(cin, c, 1), ConvBNReLU(c, c, 3, padding=1), ConvBNReLU(c, c, 3, padding=1))
+        self.branch1 = nn.Sequential(
+            ConvBNReLU(cin, c, 1), ConvBNReLU(c, c, 3, padding=1), ConvBNReLU(c, c, 3, padding=1)
+        )
         self.branch2 = nn.Sequential(ConvBNReLU(cin, c, 1), ConvBNReLU(c, c, 3, padding=1))
         self.branch3 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), ConvBNReLU(cin, c, 1))
         self.branch4 = nn.Sequential(ConvBNReLU(cin, c, 1))
@@ -102,7 +107,9 @@ class AuxClassifier(nn.Module):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d((5, 5))
         self.conv = nn.Conv2d(cin, 128, 1)
-        self.classifier = nn.Sequential(nn.Linear(5 * 5 * 128, 1024), nn.BatchNorm1d(1024), nn.Linear(1024, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(5 * 5 * 128, 1024), nn.BatchNorm1d(1024), nn.Linear(1024, num_classes)
+        )
 
     def forward(self, x):
         return self.classifier(torch.flatten(self.conv(self.pool(x)), 1))

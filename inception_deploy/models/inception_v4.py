@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
-from ..spec import INCEPTION_MEAN, INCEPTION_STD, CheckpointLayout, ModelSpec, Preprocessing
 from .blocks import Concat, ConvBNReLU
+from .spec import INCEPTION_MEAN, INCEPTION_STD, CheckpointLayout, ModelSpec, Preprocessing
+
+log = logging.getLogger(__name__)
 
 SPEC = ModelSpec(
     name="inception_v4",

@@ -1,10 +1,15 @@
-"""Backends behind one Runner interface. Each is imported only when asked for."""
+"""Backends behind one Runner interface, in one table. Each runner module is imported only when asked for.
+
+A new backend is one entry in BACKENDS and its runner module: open_runner, runner_class and the lazy
+`inception_deploy.runners.<RunnerClass>` attributes all come from the table.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .base import Runner, TensorInfo
 
 
@@ -14,23 +19,26 @@ class Backend:
     engine: str  # the library: "torch", "onnxruntime", "tensorrt", "tensorrt-rtx"
     device: str  # for onnxruntime: the execution provider's short name
     runs: str  # what it runs: "model" (the zoo model), or an artifact kind: "onnx", "tensorrt-engine", …
+    runner: str  # "module:Class" in this package: the Runner that runs it
     compile: str | None = None  # for torch: the torch.compile backend, None for eager
 
 
 BACKENDS = {
     b.name: b
     for b in (
-        Backend("torch", "torch", "cpu", "model"),
-        Backend("torch-cuda", "torch", "cuda", "model"),
-        Backend("torch-compile", "torch", "cpu", "model", compile="inductor"),
-        Backend("torch-compile-cuda", "torch", "cuda", "model", compile="inductor"),
-        Backend("onnxruntime", "onnxruntime", "cpu", "onnx"),
-        Backend("onnxruntime-cuda", "onnxruntime", "cuda", "onnx"),
-        Backend("onnxruntime-trt", "onnxruntime", "tensorrt", "onnx"),
-        Backend("tensorrt", "tensorrt", "cuda", "tensorrt-engine"),
-        Backend("tensorrt-rtx", "tensorrt-rtx", "cuda", "tensorrt-rtx-engine"),
+        Backend("torch", "torch", "cpu", "model", "torch_runner:TorchRunner"),
+        Backend("torch-cuda", "torch", "cuda", "model", "torch_runner:TorchRunner"),
+        Backend("torch-compile", "torch", "cpu", "model", "torch_runner:TorchRunner", compile="inductor"),
+        Backend("torch-compile-cuda", "torch", "cuda", "model", "torch_runner:TorchRunner", compile="inductor"),
+        Backend("onnxruntime", "onnxruntime", "cpu", "onnx", "onnxruntime_runner:OnnxRuntimeRunner"),
+        Backend("onnxruntime-cuda", "onnxruntime", "cuda", "onnx", "onnxruntime_runner:OnnxRuntimeRunner"),
+        Backend("onnxruntime-trt", "onnxruntime", "tensorrt", "onnx", "onnxruntime_runner:OnnxRuntimeRunner"),
+        Backend("tensorrt", "tensorrt", "cuda", "tensorrt-engine", "tensorrt_runner:TensorRTRunner"),
+        Backend("tensorrt-rtx", "tensorrt-rtx", "cuda", "tensorrt-rtx-engine", "tensorrt_runner:TensorRTRTXRunner"),
     )
 }
+# Every runner class by name, for `from inception_deploy.runners import OnnxRuntimeRunner`.
+_RUNNERS = {b.runner.split(":")[1]: b.runner for b in BACKENDS.values()}
 
 
 def parse_backends(text: str | list[str]) -> list[Backend]:
@@ -41,19 +49,14 @@ def parse_backends(text: str | list[str]) -> list[Backend]:
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 
+def _load(path: str) -> type[Runner]:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
 def runner_class(backend: Backend) -> type[Runner]:
     """The Runner class of `backend`, imported now (its library loads with it)."""
-    if backend.engine == "torch":
-        from .torch_runner import TorchRunner
-
-        return TorchRunner
-    if backend.engine == "onnxruntime":
-        from .onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner
-    from .tensorrt_runner import TensorRTRTXRunner, TensorRTRunner
-
-    return TensorRTRTXRunner if backend.engine == "tensorrt-rtx" else TensorRTRunner
+    return _load(backend.runner)
 
 
 def open_runner(backend: Backend, *, model=None, artifact=None, precision: str = "fp32", **settings) -> Runner:
@@ -62,29 +65,14 @@ def open_runner(backend: Backend, *, model=None, artifact=None, precision: str =
 
     Raises BackendMissing (exit 3) when the backend or its device is not available here.
     """
-    cls = runner_class(backend)
-    if backend.engine == "torch":
-        return cls(model, device=backend.device, precision=precision, compile=backend.compile, **settings)
-    if backend.engine == "onnxruntime":
-        return cls(artifact, device=backend.device, precision=precision, **settings)
-    return cls(artifact, precision=precision, **settings)
+    return runner_class(backend).for_backend(backend, model=model, artifact=artifact, precision=precision, **settings)
 
 
 def __getattr__(name: str):
     # The concrete runners import their backends: load them only when named.
-    if name == "OnnxRuntimeRunner":
-        from .onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner
-    if name in ("TensorRTRunner", "TensorRTRTXRunner"):
-        from . import tensorrt_runner
-
-        return getattr(tensorrt_runner, name)
-    if name == "TorchRunner":
-        from .torch_runner import TorchRunner
-
-        return TorchRunner
+    if name in _RUNNERS:
+        return _load(_RUNNERS[name])
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "OnnxRuntimeRunner", "Runner", "TensorInfo", "TensorRTRTXRunner", "TensorRTRunner", "TorchRunner", "open_runner", "parse_backends", "runner_class"]
+__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends", "runner_class", *_RUNNERS]

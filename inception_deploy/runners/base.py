@@ -7,6 +7,7 @@ baseline first, and nothing of one candidate carries over to the next after `clo
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ from typing import ClassVar, Mapping
 
 import numpy as np
 
-from ..errors import BackendMissing, InceptionDeployError
+from ..core.errors import BackendMissing, InceptionDeployError
+
+log = logging.getLogger(__name__)
 
 DEVICE_HOOKS = ("prepare", "run_prepared", "fetch", "synchronize", "device_timer")
 
@@ -52,7 +55,13 @@ class Runner(ABC):
         if set(cls.devices) - {"cpu"}:
             missing = [hook for hook in DEVICE_HOOKS if getattr(cls, hook) is getattr(Runner, hook)]
             if missing:
-                raise TypeError(f"{cls.__name__} runs on {', '.join(cls.devices)} and must implement {', '.join(missing)}")
+                raise TypeError(f"{cls.__name__} runs on {', '.join(cls.devices)} and must implement "
+                                f"{', '.join(missing)}")
+
+    @classmethod
+    def for_backend(cls, backend, *, model=None, artifact=None, precision: str = "fp32", **settings) -> "Runner":
+        """This runner for an entry of the backend table (runners.BACKENDS); an engine or file runner by default."""
+        return cls(artifact, precision=precision, **settings)
 
     # Life cycle.
     def activate(self) -> "Runner":

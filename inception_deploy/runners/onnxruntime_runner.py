@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import tempfile
@@ -10,11 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
-from ..deps import require
-from ..errors import BackendMissing, InputError, first_line
+from ..core.deps import lazy_import, require
+from ..core.errors import BackendMissing, InputError, first_line
+from ..core.manifest import verify_beside
 from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
+
+onnx = lazy_import("onnx")
+
+log = logging.getLogger(__name__)
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -38,7 +43,8 @@ class OnnxRuntimeRunner(Runner):
             raise InputError(f"onnxruntime device must be one of {', '.join(PROVIDERS)}, not {device}")
         self.provider = PROVIDERS[device]
         if self.provider not in ort.get_available_providers():
-            raise BackendMissing(f"this onnxruntime has no {self.provider}: pip install onnxruntime-gpu, on a machine with an NVIDIA GPU")
+            raise BackendMissing(f"this onnxruntime has no {self.provider}: pip install onnxruntime-gpu, on a machine "
+                                 "with an NVIDIA GPU")
         self.ort, self.model_source = ort, model
         self.device = device
         self.precision = precision or "fp32"
@@ -54,6 +60,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     @classmethod
+    def for_backend(
+        cls, backend, *, model=None, artifact=None, precision: str = "fp32", **settings
+    ) -> "OnnxRuntimeRunner":
+        return cls(artifact, device=backend.device, precision=precision, **settings)
+
+    @classmethod
     def candidates(cls, device: str, precision: str) -> list[dict]:
         if device == "cpu":
             return [{"threads": os.cpu_count()}]
@@ -61,8 +73,14 @@ class OnnxRuntimeRunner(Runner):
             return [{}]
         # Whichever measures faster is kept: NCHW or NHWC convolutions, each with and without a CUDA graph per
         # shape (a graph removes launch overhead; whether it pays at a large batch is measured, not assumed).
-        return [{"provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}, "cuda_graph": graph}
-                for nhwc in (0, 1) for graph in (False, True)]
+        return [
+            {
+                "provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"},
+                "cuda_graph": graph,
+            }
+            for nhwc in (0, 1)
+            for graph in (False, True)
+        ]
 
     def settings(self) -> dict:
         settings = {"provider": self.provider, "provider_options": {k: v for k, v in self.provider_options.items()
@@ -92,10 +110,12 @@ class OnnxRuntimeRunner(Runner):
         if self.device == "tensorrt":
             providers.insert(1, "CUDAExecutionProvider")
         if not isinstance(self.model_source, onnx.ModelProto):
-            from ..manifest import verify_beside
-
             verify_beside(Path(self.model_source))  # the file its export's manifest lists, or nothing runs
-        payload = self.model_source.SerializeToString() if isinstance(self.model_source, onnx.ModelProto) else str(self.model_source)
+        payload = (
+            self.model_source.SerializeToString()
+            if isinstance(self.model_source, onnx.ModelProto)
+            else str(self.model_source)
+        )
         with _native_stderr_captured() as native_log:
             if self.device != "cpu" and hasattr(ort, "preload_dlls"):
                 with contextlib.suppress(Exception):
@@ -217,7 +237,8 @@ class OnnxRuntimeRunner(Runner):
 
         if not torch.cuda.is_available():  # our stream and events come from torch: no GPU there, none here
             raise BackendMissing(f"ONNX Runtime could not start {self.provider} here (no CUDA GPU visible): "
-                                 "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs")
+                                 "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu "
+                                 "needs")
         return device_memory_in_use_mib()
 
     def describe(self) -> str:

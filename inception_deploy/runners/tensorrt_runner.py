@@ -7,16 +7,19 @@ when it is not the file its manifest lists, or was built for another GPU or libr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import atomic_path
-from ..manifest import verify_beside
-from ..compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
-from ..errors import BackendMissing, InputError
+from ..core.artifacts import atomic_path
+from ..core.compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
+from ..core.errors import BackendMissing, InputError
+from ..core.manifest import verify_beside
 from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
+
+log = logging.getLogger(__name__)
 
 
 class TensorRTRunner(Runner):
@@ -58,7 +61,8 @@ class TensorRTRunner(Runner):
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise InputError(f"engine {engine_path} cannot be loaded here: it was built for another GPU or "
-                             f"{self.compiler.title} version (this is {trt.__version__}); rebuild it with `inception-deploy trt`")
+                             f"{self.compiler.title} version (this is {trt.__version__}); rebuild it with "
+                             "`inception-deploy trt`")
         self.context = self._create_context()
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -110,11 +114,18 @@ class TensorRTRunner(Runner):
                     if not all(lo <= d <= hi for lo, d, hi in zip(low, array.shape, high)):
                         raise InputError(f"input {name} of shape {list(array.shape)} is outside the engine's profile "
                                          f"{list(low)}..{list(high)}: rebuild with other --min-batch/--max-batch")
-                inputs = {name: torch.empty(array.shape, dtype=self._dtypes[name], device="cuda") for name, array in arrays.items()}
+                inputs = {
+                    name: torch.empty(array.shape, dtype=self._dtypes[name], device="cuda")
+                    for name, array in arrays.items()
+                }
                 slot = self._slots[key] = _Slot(inputs, {})
                 self._bind(slot)
-                slot.outputs = {info.name: torch.empty(tuple(self.context.get_tensor_shape(info.name)),
-                                                       dtype=self._dtypes[info.name], device="cuda") for info in self._outputs}
+                slot.outputs = {
+                    info.name: torch.empty(
+                        tuple(self.context.get_tensor_shape(info.name)), dtype=self._dtypes[info.name], device="cuda"
+                    )
+                    for info in self._outputs
+                }
             for name, array in arrays.items():
                 slot.inputs[name].copy_(torch.from_numpy(array))
             self._bind(slot)
@@ -221,9 +232,13 @@ class TensorRTRTXRunner(TensorRTRunner):
                                  f"--target {here}`")
         validity, diagnostics = self.runtime.get_engine_validity(data)
         if validity == self.trt.EngineValidity.INVALID:
-            reasons = [name.lower().replace("_", " ") for name, flag in self.trt.EngineInvalidityDiagnostics.__members__.items()
-                       if int(diagnostics) & int(flag)]
-            raise InputError(f"{self.engine_path.name} cannot run here ({', '.join(reasons) or 'TensorRT-RTX says invalid'}): "
+            reasons = [
+                name.lower().replace("_", " ")
+                for name, flag in self.trt.EngineInvalidityDiagnostics.__members__.items()
+                if int(diagnostics) & int(flag)
+            ]
+            raise InputError(f"{self.engine_path.name} cannot run here "
+                             f"({', '.join(reasons) or 'TensorRT-RTX says invalid'}): "
                              "rebuild it with `inception-deploy trt --compiler tensorrt-rtx`")
 
     def _configure_runtime(self) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BackendMissing, InputError
+from ..core.errors import BackendMissing, InputError
 from .base import CudaEventTimer, MeasurementInvalid, Runner, TensorInfo, device_memory_in_use_mib
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -41,6 +44,10 @@ class TorchRunner(Runner):
         self.model = None
 
     @classmethod
+    def for_backend(cls, backend, *, model=None, artifact=None, precision: str = "fp32", **settings) -> "TorchRunner":
+        return cls(model, device=backend.device, precision=precision, compile=backend.compile, **settings)
+
+    @classmethod
     def candidates(cls, device: str, precision: str) -> list[dict]:
         # channels_last is what fp16 tensor cores want; on the CPU it often wins in fp32 too: measure both.
         return [{"channels_last": True}] if precision == "fp16" else [{"channels_last": False}, {"channels_last": True}]
@@ -68,7 +75,11 @@ class TorchRunner(Runner):
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
         # A copy: converting to half or moving to the GPU must not change the caller's model.
-        model = copy.deepcopy(self.source_model).to(device=self.device, dtype=dtype, memory_format=self.memory_format).eval()
+        model = (
+            copy.deepcopy(self.source_model)
+            .to(device=self.device, dtype=dtype, memory_format=self.memory_format)
+            .eval()
+        )
         if self.compile:
             # Dynamo keeps one cache per forward() and runs eager code, silently, once it has compiled
             # recompile_limit (8) variants. Every runner starts from an empty cache, and fullgraph=True turns
@@ -78,8 +89,13 @@ class TorchRunner(Runner):
             torch._dynamo.reset()
             self._graphs_before = counters["stats"]["unique_graphs"]
             self._cudagraph_skips_before = counters["inductor"]["cudagraph_skips"]
-            model = torch.compile(model, backend=self.compile, mode=None if self.compile != "inductor" else self._compile_mode(),
-                                  fullgraph=True, dynamic=False)
+            model = torch.compile(
+                model,
+                backend=self.compile,
+                mode=None if self.compile != "inductor" else self._compile_mode(),
+                fullgraph=True,
+                dynamic=False,
+            )
         self.model = model
 
     def _run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

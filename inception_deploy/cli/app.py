@@ -1,0 +1,169 @@
+"""The Typer app every command registers on, and what the commands share: one-line errors with their exit
+codes, the consoles, progress, the verbosity flags, and small parsers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+import warnings
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from typer.core import TyperGroup
+
+from ..core import logs
+from ..core.errors import InceptionDeployError, InputError
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = 130  # Ctrl-C, as shells report it
+INTERRUPTED_MESSAGE = "interrupted: nothing was written"
+
+out = Console()
+err = Console(stderr=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Every failure ends as one line on stderr and a documented exit code, never a traceback.
+
+    2: usage and input errors; 1: a failed check; 3: a missing backend or device; 130: Ctrl-C.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                                standalone_mode=False, **extra)
+            if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into a silent Exit(130)
+                code = fail(INTERRUPTED_MESSAGE, INTERRUPTED)
+        except InceptionDeployError as error:
+            code = fail(str(error), error.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            code = fail(INTERRUPTED_MESSAGE, INTERRUPTED)
+        except Exception as error:
+            code = _unexpected(error)
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _unexpected(error: Exception) -> int:
+    if _is_click_error(error):  # a usage error: unknown option, missing argument, bad value
+        ctx, message = getattr(error, "ctx", None), error.format_message()
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        # An empty message follows the help printed for a bare command: nothing to add.
+        return fail(f"{message}{hint}", error.exit_code) if message else error.exit_code
+    if os.environ.get("INCEPTION_DEPLOY_DEBUG"):
+        raise error
+    return fail(f"unexpected {type(error).__name__}: {error} (INCEPTION_DEPLOY_DEBUG=1 shows the traceback)", 1)
+
+
+def _is_click_error(error: Exception) -> bool:
+    # typer vendors its own copy of click, so match click's exception interface, not its class.
+    return hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None), int)
+
+
+def fail(message: str, code: int) -> int:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return code
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Take the Inception family from PyTorch to verified ONNX artifacts.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _verbosity(
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Say more: each step, as it happens."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Warnings and errors only, and the results."),
+):
+    """Take the Inception family from PyTorch to verified ONNX artifacts."""
+    logs.configure(-1 if quiet else min(verbose, 1))
+
+
+def say(message: str) -> None:
+    """A note for people, on stderr (silenced by -q)."""
+    log.info(message)
+
+
+class StepReporter:
+    """Shows the long steps as they happen on a terminal; silent in logs, where the summary says it all.
+
+    Starts on the first step, and is transient, so that an error stays the only line of output. -v logs every
+    step; INCEPTION_DEPLOY_PROGRESS=lines prints them where there is no terminal (logs, CI).
+    """
+
+    def __init__(self, console: Console):
+        self.console = console
+        self._last: str | None = None
+        self.progress: Progress | None = None
+        self.task = None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, label: str, done: int | None = None, total: int | None = None) -> None:
+        """A step's label; with done/total, the bar shows how far a counted step (calibration, a sweep) is."""
+        if label != self._last:
+            log.debug("step: %s", label)
+        if not self.console.is_terminal:
+            if os.environ.get("INCEPTION_DEPLOY_PROGRESS") == "lines" and label != self._last:
+                self.console.print(f"step: {label}", highlight=False, soft_wrap=True)
+            self._last = label
+            return
+        self._last = label
+        if self.progress is None:
+            self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                     MofNCompleteColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task(label, total=None)
+        self.progress.update(self.task, description=label, completed=done or 0, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def command_line(*, leave_out: tuple[str, ...] = ()) -> str | None:
+    """The command as it was typed, for a report's "reproduce with" line."""
+    argv = [a for a in sys.argv[1:] if a not in leave_out]
+    return "inception-deploy " + " ".join(shlex.quote(a) for a in argv) if argv else None
+
+
+def csv_list(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
+    """'1,8,32' -> [1, 8, 32]; None stays None; an item that is not `cast` is an InputError naming the option."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        try:
+            cast(item)
+        except ValueError:
+            kind = "an integer" if cast is int else "valid"
+            raise InputError(
+                f"{option} '{item}' is not {kind}: expected a comma-separated list, got '{text}'"
+            ) from None
+    return [cast(item) for item in items]
+
+
+def warn(message: str) -> None:
+    err.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    # Libraries' notices to their own developers (torch 2.11 warns about its own internals on every export,
+    # from copyreg) would break the one-line errors; this tool's own warnings are printed through rich.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logs.configure(0)  # before the first command's callback, for whatever a library logs at import
+    app()

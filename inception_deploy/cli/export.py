@@ -1,0 +1,118 @@
+"""`inception-deploy export`: PyTorch → verified ONNX (fp32, and fp16 / Q/DQ int8 on request)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..core.interrupts import interrupted_says
+from ..export import default_out_dir, export_onnx
+from .app import StepReporter, app, err, out, warn
+from .options import OutDir, Variant
+
+log = logging.getLogger(__name__)
+
+
+@app.command()
+def export(
+    variant: Variant,
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write the verified fp32 ONNX (the base every other "
+                                                             "artifact derives from)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint (.pth/.pt/.safetensors) in the "
+                                                                   "variant's layout. Without it the model is "
+                                                                   "untrained."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Head size; default: the checkpoint's, else "
+                                                                          "1000."),
+    opset: int = typer.Option(18, "--opset", help="ONNX opset."),
+    batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size."),
+    simplify: bool = typer.Option(True, "--simplify/--no-simplify", help="Simplify the graph with onnxsim."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write model.fp16.onnx (fp16 weights and compute), verified "
+                                                    "against model.onnx."),
+    fp16_io: bool = typer.Option(False, "--fp16-io", help="With --fp16: float16 graph inputs/outputs instead of "
+                                                          "float32."),
+    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx with explicit Q/DQ, calibrated on "
+                                                    "--calib images."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (fed through the "
+                                                               "variant's preprocessing)."),
+    calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
+    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
+    calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS "
+                                                                          "ONLY."),
+    out_dir: OutDir = None,
+    force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --out."),
+):
+    """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
+    if not onnx:
+        raise typer.BadParameter(
+            "--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx"
+        )
+    where = out_dir or default_out_dir(variant)
+    with StepReporter(err) as on_step, interrupted_says(f"interrupted: no artifact was written; {where} is as it was"):
+        manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
+                               simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
+                               calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
+                               out_dir=out_dir, force=force, on_step=on_step)
+    print_export_summary(manifest, where)
+    print_export_warnings(manifest)
+
+
+def print_export_summary(manifest: dict, where: Path) -> None:
+    table = Table(title=f"{manifest['variant']} → {where}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("weights", manifest["weights"]["path"] if manifest["weights"] else "none: UNTRAINED (seeded init, BN "
+                                                                                     "conditioned)")
+    table.add_row("input", f"{manifest['input']['name']} {manifest['input']['shape']} {manifest['input']['dtype']}")
+    table.add_row("output", f"{manifest['output']['name']} {manifest['output']['shape']} {manifest['output']['dtype']}")
+    table.add_row("opset / params", f"{manifest['opset']} / {manifest['params']:,}")
+    kept = set(manifest.get("kept", []))
+    for a in manifest["artifacts"]:
+        if a["path"] in kept:
+            table.add_row(a["path"], "kept from the previous export: its source is unchanged (sha256 "
+                                     f"{a['sha256'][:12]}…)")
+        else:
+            table.add_row(a["path"], "\n".join(_artifact_lines(a)))
+    table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))
+    out.print(table)
+
+
+def _artifact_lines(a: dict) -> list[str]:
+    p = a["parity"]
+    verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
+    figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
+               if a["precision"] == "int8" else
+               f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, cosine "
+               f"{p['cosine']:.6f}")
+    lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
+             f"{verdict} vs {p['reference']} in ORT CPU: {figures} ({p['samples']} samples)"]
+    if "calibration" in a:
+        c = a["calibration"]
+        lines.append(f"calibration: {c['method']} on {c['samples']} "
+                     + ("[bold yellow]SYNTHETIC inputs — smoke test only[/]" if c["synthetic"] else "images from "
+                                                                                                    f"{c['source']}")
+                     + f"; cache {'reused' if c['cache_reused'] else 'written'}: {c['cache']}")
+    return lines
+
+
+def print_export_warnings(manifest: dict) -> None:
+    kept = set(manifest.get("kept", []))
+    for entry in manifest.get("removed", []):
+        err.print(f"removed {entry['path']}: {entry['why']}", highlight=False, soft_wrap=True)
+    for warning in manifest.get("warnings", []):
+        warn(warning)
+    for a in (a for a in manifest["artifacts"] if a["path"] not in kept):
+        if not a["parity"]["passed"]:
+            err.print(f"[bold red]WARNING:[/] {escape(a['path'])} agrees poorly with the fp32 model (top-1 "
+                      f"{a['parity']['top1_agreement']:.0%}, cosine {a['parity']['cosine']:.4f}): calibrate on more, "
+                      "and more "
+                      "representative, images (--calib, --calib-samples) or try --calib-method entropy/percentile")
+        if a.get("calibration", {}).get("synthetic"):
+            warn(f"{a['path']} was calibrated on SYNTHETIC inputs: for smoke tests only, not for deployment")
+    if manifest["untrained"]:
+        err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (seeded random init, "
+                  "BatchNorm conditioned on seeded inputs); pass --weights to export a trained one")

@@ -1,0 +1,25 @@
+"""Options several commands share, declared once (Polygraphy's argument groups, as Annotated types)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+log = logging.getLogger(__name__)
+
+VARIANT_HELP = "googlenet (v1), inception_v2 (v2), inception_v3 (v3), inception_v4 (v4), inception_resnet_v2 (irv2)."
+
+Variant = Annotated[str, typer.Argument(help=f"The variant (name or alias): {VARIANT_HELP}")]
+ExportDir = Annotated[Optional[Path], typer.Option(
+    "--dir", help="The export directory (manifest.json and its artifacts); default export/<variant>/.")]
+OutDir = Annotated[Optional[Path], typer.Option(
+    "--out", help="The export directory to write into (and, for trt, to build from); default export/<variant>/.")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8: which artifact of the export.")]
+Precisions = Annotated[Optional[str], typer.Option(
+    "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present (bench: fp32).")]
+JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to PATH.")]
+ReportDir = Annotated[Optional[Path], typer.Option(
+    "--report", help="Write the report into DIR: JSON for machines, Markdown and PNG plots for people.")]

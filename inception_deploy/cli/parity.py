@@ -1,0 +1,87 @@
+"""`inception-deploy parity`: does every backend compute what the PyTorch model computes?"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from ..core.artifacts import check_output_file, write_text_atomic
+from ..core.interrupts import honoured_interrupt, interrupted_says
+from ..parity import check_parity
+from ..parity.report import localization_lines, markdown, rich_table, to_json
+from .app import INTERRUPTED_MESSAGE, StepReporter, app, err, out
+from .options import ExportDir, Precisions
+
+log = logging.getLogger(__name__)
+
+
+@app.command()
+def parity(
+    variant: str = typer.Argument(..., help="The variant whose artifacts to check (name or alias)."),
+    onnx_files: Optional[list[Path]] = typer.Option(None, "--onnx", help="ONNX file(s) to check; default: every "
+                                                                         "artifact in the variant's manifest."),
+    export_dir: ExportDir = None,
+    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: torch, torch-cuda, onnxruntime, "
+                                                                   "onnxruntime-cuda, onnxruntime-trt, tensorrt, "
+                                                                   "tensorrt-rtx."),
+    reference: str = typer.Option("torch", "--reference", help="torch (fp32, CPU) or onnxruntime (model.onnx on the "
+                                                               "CPU)."),
+    precision: Precisions = None,
+    weights: Optional[Path] = typer.Option(None, "--weights", help="The checkpoint the artifacts came from; default: "
+                                                                   "the one the manifest names."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Head size, when no checkpoint or manifest "
+                                                                          "says."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images, fed through the variant's own "
+                                                                 "preprocessing."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Seeded random inputs (default 8, or 0 with "
+                                                                  "--images)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random inputs."),
+    atol: Optional[float] = typer.Option(None, "--atol", help="Elementwise: |a-b| <= atol + rtol*|ref|, instead of the "
+                                                              "precision's tolerance."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", help="See --atol."),
+    localize_failures: bool = typer.Option(False, "--localize", help="For a failing ONNX, name the first block whose "
+                                                                     "output leaves tolerance."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH, or '-' for stdout."),
+    report_md: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report to PATH.md."),
+):
+    """Check that every backend computes what the PyTorch model computes. Exit 1 if any row fails."""
+    if json_out and json_out != "-":
+        check_output_file(Path(json_out), "--json")  # before the work, not after it
+    if report_md:
+        check_output_file(report_md, "--report")
+    with StepReporter(err) as on_step, interrupted_says(INTERRUPTED_MESSAGE), honoured_interrupt():
+        report = check_parity(
+            variant, onnx_files=onnx_files or None, export_dir=export_dir, backends=backends, reference=reference,
+            precisions=precision, weights=weights, num_classes=num_classes, images=images, samples=samples, seed=seed,
+            atol=atol, rtol=rtol, localize_failures=localize_failures, on_step=on_step,
+        )
+    show(report, to_stdout=json_out == "-")
+    if json_out == "-":
+        sys.stdout.write(to_json(report))
+    elif json_out:
+        write_text_atomic(Path(json_out), to_json(report))
+    if report_md:
+        write_text_atomic(report_md, markdown(report))
+    (err if json_out == "-" else out).print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: a backend "
+                                                                                        "leaves tolerance")
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def show(report, *, to_stdout: bool) -> None:
+    human = err if to_stdout else out  # keep stdout pure JSON when it carries the JSON
+    human.print(rich_table(report))
+    for skipped in report.inputs.get("skipped_images", []):
+        err.print(f"[yellow]skipped image[/] {skipped['file']}: {skipped['reason']}", highlight=False)
+    for warning in report.warnings:
+        err.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    for line in localization_lines(report):
+        human.print(line, highlight=False, soft_wrap=True)
+    if report.untrained:
+        err.print("[yellow]note:[/] the reference is an [bold]untrained[/] model (seeded init): parity holds for these "
+                  "weights; pass --weights to check a trained checkpoint")

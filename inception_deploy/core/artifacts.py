@@ -1,0 +1,173 @@
+"""Artifact files: their names, atomic writes and sha256. Nothing is ever left half-written (manifest.py lists them)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InceptionDeployError, InputError
+
+log = logging.getLogger(__name__)
+
+# The file each precision's ONNX lands in, inside an export directory.
+PRECISIONS = ("fp32", "fp16", "int8")  # the one list: every artifact, engine, runner and report uses these names
+ONNX_FILES = dict(zip(PRECISIONS, ("model.onnx", "model.fp16.onnx", "model.int8.onnx")))
+EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib DIR"}  # what makes each ONNX
+# Engines: model.<precision>.engine (TensorRT), model.<precision>.rtx.engine (TensorRT-RTX); and their kind.
+ENGINE_SUFFIXES = {"tensorrt": "engine", "tensorrt-rtx": "rtx.engine"}
+ENGINE_KINDS = {"tensorrt": "tensorrt-engine", "tensorrt-rtx": "tensorrt-rtx-engine"}
+
+
+def export_command(variant: str, precision: str) -> str:
+    """The command that makes `variant`'s ONNX of `precision`, for "make it with" hints."""
+    return f"inception-deploy export {variant}{EXPORT_FLAGS[precision]}"
+
+
+def engine_file(precision: str, compiler: str = "tensorrt") -> str:
+    return f"model.{precision}.{ENGINE_SUFFIXES[compiler]}"
+
+
+class Staging:
+    """Files written under temporary names beside their final ones, then renamed into place together, in the
+    order they were staged (a manifest last): a failure before that changes nothing."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def path(self, final: Path) -> Path:
+        final = Path(final)
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+        os.close(fd)
+        self.files.append((Path(tmp), final))
+        return Path(tmp)
+
+    def commit(self) -> None:
+        for tmp, final in self.files:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+            os.replace(tmp, final)
+        self.files.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            tmp.unlink(missing_ok=True)
+        self.files.clear()
+
+
+@contextlib.contextmanager
+def staged(directory: Path) -> Iterator[Staging]:
+    """Stage files in `directory` (made if missing); they replace their final names when the block succeeds.
+    On failure the temporary files, and any directory made for them, are removed; a full disk is one line."""
+    staging = Staging()
+    try:
+        with made_dirs(directory):
+            try:
+                yield staging
+                staging.commit()
+            except OSError as err:
+                staging_of = {str(tmp): final for tmp, final in staging.files}
+                final = staging_of.get(str(err.filename or ""), staging.files[-1][1] if staging.files else directory)
+                raise disk_error(err, final) from None
+            finally:
+                staging.discard()
+    except OSError as err:  # making the directory or a temporary file
+        raise disk_error(err, directory) from None
+
+
+def disk_error(err: OSError, what: Path) -> Exception:
+    """A full disk as one line (exit 1); any other OSError as it is."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InceptionDeployError(f"no space left on device while writing {what}: free some space and run again")
+    if err.errno == errno.EFBIG:
+        return InceptionDeployError(f"file too large for this file system while writing {what}")
+    return err
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final`; rename it over `final` only if the block succeeds."""
+    final = Path(final)
+    with staged(final.parent) as staging:
+        yield staging.path(final)
+
+
+@contextlib.contextmanager
+def made_dirs(directory: Path) -> Iterator[Path]:
+    """Make `directory` (and missing parents); if the block fails, remove those it made that are still empty."""
+    directory = Path(directory)
+    missing = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        yield directory
+    except BaseException:
+        for made in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                made.rmdir()
+        raise
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, an output directory that is a file or cannot be written (exit 2)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file, not a directory: choose another {option}")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: {existing} is a file, not a directory: choose another {option}")
+    _probe_writable(existing, f"{option} {path}", option)
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that is a directory, not a regular file, or not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a directory: give a file path")
+    if path.exists() and not path.is_file():
+        raise InputError(f"{option} {path} is not a regular file: give a file path")
+    check_output_dir(path.parent, option)
+
+
+def _probe_writable(directory: Path, what: str, option: str) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".inception-deploy-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise InputError(f"{what} is not writable ({err.strerror or err}): choose another {option}") from None
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_text_atomic(final: Path, text: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.write_text(text)
+
+
+def write_png_atomic(figure, final: Path) -> Path:
+    """A matplotlib figure as a PNG, landed whole or not at all."""
+    with atomic_path(final) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return Path(final)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

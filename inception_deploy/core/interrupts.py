@@ -1,0 +1,84 @@
+"""Ctrl-C during a library call that would swallow it.
+
+A KeyboardInterrupt raised inside a callback that a native library calls (TensorRT's logger and progress
+monitor) is caught and logged by that library, which then carries on and writes its result. So, around
+such calls, Ctrl-C only sets a flag; the caller asks the library to stop where it can (a progress monitor
+returning False), and raises KeyboardInterrupt itself once the call returns, before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from typing import Callable, Iterator
+
+from .errors import Interrupted
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _sigint_handler(handler) -> Iterator[None]:
+    """`handler` for SIGINT during the block, where Python can install one (the main thread) and where SIGINT
+    is not ignored (a background job's stays ignored); the previous handler comes back after."""
+    installable = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if installable else None
+    active = installable and previous is not signal.SIG_IGN
+    if active:
+        signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        if active:
+            signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Yield `interrupted()`; on leaving the block, raise KeyboardInterrupt if Ctrl-C came during it."""
+    hits: list[int] = []
+    with _sigint_handler(lambda signum, frame: hits.append(signum)):
+        yield lambda: bool(hits)
+    if hits:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def honoured_interrupt() -> Iterator[None]:
+    """Ctrl-C stays responsive (KeyboardInterrupt at once), and is honoured even when a library catches it
+    and turns it into its own error (torch.export: "Failed to export the model…") or carries on as if
+    nothing happened: on leaving the block, a Ctrl-C that came during it is a KeyboardInterrupt."""
+    hits: list[int] = []
+
+    def handler(signum, frame):
+        hits.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        with _sigint_handler(handler):
+            yield
+    except BaseException:
+        if hits:
+            raise KeyboardInterrupt from None  # whatever the library made of it
+        raise
+    if hits:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupted_says(message: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into one line saying what was kept (Interrupted, exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(message) from None
+
+
+@contextlib.contextmanager
+def writes_complete_first(what: str) -> Iterator[None]:
+    """Around writes that belong together (files and their manifest entry): Ctrl-C waits until all are done,
+    then ends the command saying so (Interrupted, exit 130), so that no half of them is ever left."""
+    with interrupted_says(f"interrupted: {what}"), deferred_interrupt():
+        yield

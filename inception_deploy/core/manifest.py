@@ -1,0 +1,117 @@
+"""The manifest: the one record of an export directory (what was made, from what, and each file's sha256).
+
+Everything that reads or writes manifest.json goes through here: reading validates it (an empty, non-JSON
+or foreign file is named as such), and every artifact is checked against its sha256 before it is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from .artifacts import PRECISIONS, sha256_of
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA = 1
+
+
+def artifact_record(out_dir: Path, path: Path, *, content: Path | None = None, **facts) -> dict:
+    """A manifest entry: the path relative to the manifest, its size and sha256, plus `facts`. `content`: the
+    file that holds the bytes, when they are still staged under a temporary name."""
+    content = content or path
+    return {"path": path.relative_to(out_dir).as_posix(), "bytes": content.stat().st_size, "sha256": sha256_of(content),
+            **facts}
+
+
+def read_manifest(out_dir: Path, *, lenient: bool = False) -> dict | None:
+    """The manifest of `out_dir`, validated; None when there is none. A manifest that is unreadable, empty,
+    not JSON or not an inception-deploy manifest is an InputError naming it (None when `lenient`: a
+    re-export replaces it)."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.exists():
+        return None
+    try:
+        problem, data = _parse(path)
+    except OSError as err:
+        problem, data = f"cannot be read ({err.strerror})", None
+    if problem is None:
+        return data
+    if lenient:
+        return None
+    raise InputError(f"{path} {problem}: re-run the export into {path.parent}, or remove it")
+
+
+def _parse(path: Path) -> tuple[str | None, dict | None]:
+    if path.is_dir():
+        return "is a directory, not a manifest", None
+    raw = path.read_bytes()
+    if not raw.strip():
+        return ("is empty (0 bytes)" if not raw else "is empty"), None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        return f"is not valid JSON ({getattr(err, 'msg', 'not UTF-8')}{where}; truncated or corrupt)", None
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("variant"), str)
+        or not isinstance(data.get("artifacts"), list)
+    ):
+        return "is not an inception-deploy manifest (no variant and artifacts list)", None
+    for entry in data["artifacts"]:
+        if not (
+            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
+        ):
+            return "is not an inception-deploy manifest (an artifact without path or sha256)", None
+        if "kind" in entry and entry.get("precision") not in PRECISIONS:
+            return f"is not an inception-deploy manifest ({entry['path']} has no known precision)", None
+    return None, data
+
+
+def manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
+
+
+class IntegrityError(InputError):
+    """An artifact is not the file its manifest lists (swapped, edited, truncated): never used."""
+
+
+def verified_record(path: Path, manifest: dict | None, *, made: str = "exported",
+                    fix: str = "re-run the export", required: bool = False) -> dict | None:
+    """`path`'s entry in `manifest`, after checking the file is the one listed: IntegrityError (exit 2) when
+    its sha256 differs, or, when `required`, when the manifest does not list it (else None)."""
+    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == path.name), None)
+    if record is None and required:
+        raise IntegrityError(f"{path} is not listed in {path.parent / MANIFEST_NAME}: it is not an artifact of that "
+                             f"export; {fix}, or move the file out of {path.parent}")
+    if record is not None and path.is_file() and path.stat().st_size == 0:
+        raise IntegrityError(f"{path} is empty (0 bytes), not the file {path.parent / MANIFEST_NAME} lists: {fix}")
+    if record is not None and sha256_of(path) != record.get("sha256"):
+        raise IntegrityError(f"{path} changed since it was {made} (sha256 differs from "
+                         f"{path.parent / MANIFEST_NAME}): {fix}")
+    return record
+
+
+def verify_beside(path: Path, *, made: str = "exported", fix: str = "re-run the export") -> dict | None:
+    """Check `path` against the manifest in its own directory: the file it lists, or, when that directory
+    has a manifest that does not list it, a file of unknown origin, refused (IntegrityError). A file in a
+    directory without a manifest is the user's own: None."""
+    manifest = read_manifest(path.parent)
+    return verified_record(path, manifest, made=made, fix=fix, required=manifest is not None)
+
+
+def listed_with(manifest: dict, record: dict) -> dict:
+    """`manifest` listing `record` (in place of an entry of the same path)."""
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
+    return manifest
+
+
+def stage_manifest(staging, out_dir: Path, manifest: dict) -> None:
+    """Stage the manifest with the files it lists (artifacts.staged): it is renamed into place after them."""
+    staging.path(Path(out_dir) / MANIFEST_NAME).write_text(manifest_text(manifest))
+
+

@@ -1,0 +1,61 @@
+"""How close two backends must be, per precision. Data, not scattered literals."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+from .compare import Difference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_scaled: float  # max |a - b| / max |reference|
+    min_cosine: float
+    min_top1: float = 0.0  # fraction of samples whose top-1 class agrees
+
+    def passes(self, diff: Difference) -> bool:
+        return (
+            diff.scaled <= self.max_scaled and diff.cosine >= self.min_cosine and diff.top1_agreement >= self.min_top1
+        )
+
+    def describe(self) -> str:
+        parts = [f"≤{self.max_scaled:g} of scale"] if self.max_scaled != float("inf") else []
+        parts.append(f"cosine ≥{self.min_cosine:g}")
+        if self.min_top1:
+            parts.append(f"top-1 ≥{self.min_top1:.0%}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {k: (None if v == float("inf") else v) for k, v in asdict(self).items()}  # JSON has no inf
+
+
+@dataclass(frozen=True)
+class ElementwiseTolerance:
+    """A user's --atol/--rtol: every element must satisfy |a - b| <= atol + rtol * |reference|."""
+
+    atol: float
+    rtol: float
+
+    def passes(self, diff: Difference) -> bool:
+        return diff.needed_atol <= self.atol
+
+    def describe(self) -> str:
+        return f"atol {self.atol:g}, rtol {self.rtol:g}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+
+# Measured on the zoo (conditioned untrained weights, ORT CPU vs torch): fp32 reaches 1e-6..3e-5 of the
+# output scale; fp16 (ORT CPU executes fp16 nodes through Casts, so this measures fp16 weights and
+# activations rounded between ops) 0.004..0.04 with cosine >= 0.9999. A wrong graph differs at O(1).
+# int8 is judged by agreement: cosine and top-1, not elementwise error.
+TOLERANCES = {
+    "fp32": Tolerance(max_scaled=1e-3, min_cosine=0.99999),
+    "fp16": Tolerance(max_scaled=5e-2, min_cosine=0.999),
+    "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.98, min_top1=0.8),
+}

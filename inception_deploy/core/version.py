@@ -1,0 +1,3 @@
+"""The package version, in one place (environment records and manifests carry it)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,26 @@
+"""fp32 ONNX -> fp16 ONNX: weights and compute in float16, graph IO float32 unless asked otherwise."""
+
+from __future__ import annotations
+
+import logging
+
+import copy
+
+
+from ..core.deps import require, lazy_import
+
+onnx = lazy_import("onnx")
+
+log = logging.getLogger(__name__)
+
+
+def convert_to_fp16(model: onnx.ModelProto, *, keep_io_types: bool = True) -> onnx.ModelProto:
+    """The fp16 graph a strongly typed TensorRT build consumes.
+
+    Uses ONNX Runtime's converter (onnxruntime.transformers.float16), which rewrites initializers and
+    tensor types and, with keep_io_types, puts Casts at the graph's inputs and outputs.
+    """
+    require("onnxruntime")
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    return convert_float_to_float16(copy.deepcopy(model), keep_io_types=keep_io_types)

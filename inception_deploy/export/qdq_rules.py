@@ -1,0 +1,146 @@
+"""The static rules an INT8 Q/DQ ONNX must keep for TensorRT's explicit quantization, checked on the file.
+
+TensorRT's ONNX parser takes DequantizeLinear only on 8-bit (and narrower) inputs with zero point 0, and
+fuses a Conv/Gemm with its Q/DQ inputs only when both its activation and its weight are quantized, the
+weight per output channel. A file that breaks a rule is refused here, naming the node, before the
+artifact is kept (export) or compiled (trt), instead of failing later in the parser or building slowly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.errors import CheckFailed
+
+from ..core.deps import lazy_import
+
+onnx = lazy_import("onnx")
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+@dataclass(frozen=True)
+class Violation:
+    node: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.rule}"
+
+
+def qdq_violations(model: onnx.ModelProto) -> list[Violation]:
+    """Every place where `model` breaks TensorRT's Q/DQ rules; empty when it keeps them all."""
+    graph = model.graph
+    found: list[Violation] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_OPSET:
+        found.append(Violation("model", f"opset {opset} < {MIN_OPSET}: per-channel Q/DQ needs opset 13 or later"))
+    initializers = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def label(node: onnx.NodeProto) -> str:
+        return f"{node.op_type} '{node.name or node.output[0]}'"
+
+    for node in graph.node:
+        if node.op_type not in QDQ:
+            continue
+        if len(node.input) > 2 and node.input[2]:
+            zero_point = initializers.get(node.input[2])
+            if zero_point is None:
+                found.append(Violation(label(node), "its zero point is computed, not a constant 0"))
+            elif np.any(onnx.numpy_helper.to_array(zero_point) != 0):
+                found.append(Violation(label(node), "zero point is not 0 (TensorRT takes symmetric quantization only)"))
+        if node.op_type == "DequantizeLinear":
+            dtype = _quantized_dtype(node.input[0], initializers, producers)
+            if dtype != onnx.TensorProto.INT8:
+                name = onnx.helper.tensor_dtype_to_np_dtype(dtype).name if dtype else "an unknown type"
+                what = " (a quantized bias)" if dtype == onnx.TensorProto.INT32 else ""
+                found.append(Violation(label(node), f"dequantizes {name}{what}, not int8: TensorRT's parser "
+                                                    "takes only 8-bit and narrower inputs"))
+
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm"):
+            continue
+        activation, weight = (producers.get(name) for name in node.input[:2])
+        if activation is None or activation.op_type != "DequantizeLinear":
+            found.append(Violation(label(node), "its activation input has no Q/DQ"))
+        if weight is None or weight.op_type != "DequantizeLinear":
+            found.append(Violation(label(node), "its weight has no Q/DQ"))
+        else:
+            problem = _per_channel_problem(node, weight, initializers)
+            if problem:
+                found.append(Violation(label(node), problem))
+        if len(node.input) > 2 and node.input[2]:
+            bias = producers.get(node.input[2])
+            if bias is not None and bias.op_type == "DequantizeLinear":
+                found.append(Violation(label(node), "its bias is quantized: keep biases float"))
+        if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])):
+            found.append(Violation(label(node), "its output is quantized: leave Conv/Gemm outputs to TensorRT's fusion"))
+    return found
+
+
+def check_qdq(model: onnx.ModelProto, what: str, fix: str | None = None) -> None:
+    """CheckFailed (exit 1) naming the first offending node, when `model` breaks a rule."""
+    found = qdq_violations(model)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise CheckFailed(f"{what} breaks TensorRT's Q/DQ rules at {found[0]}{more}" + (f": {fix}" if fix else ""))
+
+
+def qdq_summary(model: onnx.ModelProto) -> dict:
+    """What was quantized, for the manifest: counts of Q/DQ-fed Conv/Gemm and residual Adds."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+
+    def dq_inputs(node) -> int:
+        return sum(1 for i in node.input if producers.get(i) is not None and producers[i].op_type == "DequantizeLinear")
+
+    nodes = model.graph.node
+    return {
+        "rules": "tensorrt-explicit-quantization",
+        "conv": sum(1 for n in nodes if n.op_type == "Conv" and dq_inputs(n) >= 2),
+        "gemm": sum(1 for n in nodes if n.op_type == "Gemm" and dq_inputs(n) >= 2),
+        "residual_add_skip_inputs": sum(1 for n in nodes if n.op_type == "Add" and dq_inputs(n) == 1),
+    }
+
+
+def _quantized_dtype(name: str, initializers: dict, producers: dict) -> int | None:
+    """The element type a DequantizeLinear reads: its initializer's, or what the QuantizeLinear writes."""
+    if name in initializers:
+        return initializers[name].data_type
+    quantize = producers.get(name)
+    if quantize is None or quantize.op_type != "QuantizeLinear":
+        return None
+    if len(quantize.input) > 2 and quantize.input[2] in initializers:
+        return initializers[quantize.input[2]].data_type
+    attributes = {a.name: a for a in quantize.attribute}
+    if "output_dtype" in attributes and attributes["output_dtype"].i:
+        return attributes["output_dtype"].i
+    return onnx.TensorProto.UINT8  # the ONNX default without a zero point
+
+
+def _per_channel_problem(node: onnx.NodeProto, dequantize: onnx.NodeProto, initializers: dict) -> str | None:
+    weight = initializers.get(dequantize.input[0])
+    scale = initializers.get(dequantize.input[1])
+    if weight is None or scale is None:
+        return "its weight is not a quantized constant"
+    attributes = {a.name: a.i for a in node.attribute}
+    # The output-channel axis: 0 for Conv and for Gemm with transB=1 ([N, K]); 1 for Gemm's [K, N].
+    channel_axis = 1 if node.op_type == "Gemm" and not attributes.get("transB", 0) else 0
+    axis = next((a.i for a in dequantize.attribute if a.name == "axis"), 1)
+    channels = weight.dims[channel_axis]
+    if len(scale.dims) != 1 or scale.dims[0] != channels:
+        return f"its weight is quantized per tensor, not per output channel ({channels} scales on axis {channel_axis})"
+    if axis % len(weight.dims) != channel_axis:
+        return f"its weight is quantized along axis {axis}, not the output-channel axis {channel_axis}"
+    return None

@@ -1,0 +1,250 @@
+"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form TensorRT's explicit quantization wants.
+
+NVIDIA's Q/DQ placement recommendations, for a strongly typed build:
+- symmetric int8 activations, per-channel symmetric int8 weights (axis 0), zero points 0;
+- Q/DQ on the activation and weight inputs of every Conv and Gemm, none on their outputs, float biases
+  (TensorRT's parser takes DequantizeLinear only on 8-bit and narrower inputs, so no int32 bias);
+- in Inception-ResNet's residual Adds, Q/DQ on the skip input only, so that TensorRT fuses the Add into
+  the convolution that computes the other input; Concat and pooling are left to TensorRT, which
+  propagates scales through them.
+onnxruntime.quantization does all of this but the last point: it quantizes every input of an Add, so the
+Q/DQ pair on the convolution side is taken out afterwards (_skip_input_only). qdq_rules.py checks the result.
+- calibration on images through the variant's own preprocessing, with a cache beside the artifact keyed
+  by the model, the inputs and the method, so that a re-run with the same inputs skips calibration.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..core.deps import require, lazy_import
+from ..core.logs import quiet_library
+from ..core.errors import InputError, first_line
+from ..models.samples import image_batch, random_batch
+from ..models.spec import ModelSpec
+
+onnx = lazy_import("onnx")
+
+log = logging.getLogger(__name__)
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_SAMPLES = 64
+SYNTHETIC_LABEL = "SYNTHETIC calibration (random tensors): smoke tests only, not for deployment"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    batch: np.ndarray  # (N, C, H, W) float32, preprocessed
+    source: str  # the directory, or SYNTHETIC_LABEL
+    files: list[str]
+    skipped: list[tuple[str, str]]
+    synthetic: bool
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.batch.tobytes()).hexdigest()
+
+
+def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: int, *, synthetic: bool,
+                       seed: int = 0) -> Calibration:
+    if samples < 1:
+        raise InputError(f"--calib-samples must be at least 1, got {samples}")
+    if synthetic:
+        if calib_dir is not None:
+            raise InputError("--calib-synthetic replaces --calib DIR: pass one of them")
+        return Calibration(random_batch(spec, samples, seed=seed).numpy(), SYNTHETIC_LABEL, [], [], True)
+    if calib_dir is None:
+        raise InputError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
+    batch, files, skipped = image_batch(spec, calib_dir, option="--calib")
+    return Calibration(batch[:samples].numpy(), str(calib_dir), files[:samples], skipped, False)
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader protocol, one image at a time, reporting progress."""
+
+    def __init__(self, batch: np.ndarray, input_name: str, progress: Callable[[int, int], None]):
+        self.batch, self.input_name, self.progress, self.index = batch, input_name, progress, 0
+
+    def get_next(self):
+        if self.index >= len(self.batch):
+            return None
+        item = {self.input_name: self.batch[self.index:self.index + 1]}
+        self.index += 1
+        self.progress(self.index, len(self.batch))
+        return item
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def quantization_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes to quantize: every Conv and Gemm, and Adds of two computed tensors (residuals)."""
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    names = []
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "Gemm") or (
+            node.op_type == "Add" and len(node.input) == 2 and not any(i in constants for i in node.input)
+        ):
+            names.append(node.name)
+    return names
+
+
+ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}  # onnxruntime's CalibrationMethod
+
+
+def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | None:
+    """Why a calibration cache cannot be reused (empty, not ORT's format, another model's), or None."""
+    try:
+        raw = cache.read_bytes()
+        data = json.loads(raw) if raw.strip() else None
+    except (OSError, ValueError) as err:
+        return f"unreadable ({first_line(err, 80)})"
+    if data is None:
+        return "empty"
+    if not isinstance(data, dict) or data.get("CLS") != "TensorsData" or not isinstance(data.get("data"), dict) \
+            or "calibration_method" not in data or not data["data"]:
+        return "not an onnxruntime calibration cache"
+    recorded = data["calibration_method"].get("value") if isinstance(data["calibration_method"], dict) else None
+    if recorded != f"CalibrationMethod.{ORT_METHODS[method]}":  # as onnxruntime records it in its cache
+        return f"made with another calibration method ({recorded})"
+    if not all(isinstance(v, dict) and {"lowest", "highest"} <= set(v) for v in data["data"].values()):
+        return "not an onnxruntime calibration cache (a tensor without its range)"
+    names = {v for n in model.graph.node for v in (*n.input, *n.output)} | {i.name for i in model.graph.input}
+    foreign = [name for name in data["data"] if name not in names]
+    if foreign:
+        return f"made for another model (tensor '{foreign[0]}' is not in this one)"
+    return None
+
+
+def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
+                  progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict, tuple | None]:
+    """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
+    write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
+    written here."""
+    if method not in CALIB_METHODS:
+        raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
+    require("onnxruntime")
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = _named(copy.deepcopy(model))
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+               "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "Add"]}
+    if method == "percentile":
+        options["CalibPercentile"] = 99.99
+    # The cache holds the ranges of the tensors these options quantize: key it by them too.
+    key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
+                         + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+    cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
+    problem = _cache_problem(cache, model, method) if cache.exists() else None
+    reused = cache.is_file() and problem is None
+    nodes = quantization_nodes(model)
+    reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
+    # The quantizer logs advice at WARNING, through the root logger: silence it, and only it, for the call.
+    with quiet_library("onnxruntime.quantization"):
+        with tempfile.TemporaryDirectory(prefix="inception-deploy-int8-") as tmp:
+            output = Path(tmp) / "model.int8.onnx"
+            # ORT reads and writes the cache in place: work on a copy, publish it atomically.
+            working_cache = Path(tmp) / cache.name
+
+            def quantize(reader) -> None:
+                quantize_static(
+                    model, output, reader,
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
+                    calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
+                    extra_options=options, calibration_cache_path=working_cache,
+                )
+
+            if reused:
+                shutil.copyfile(cache, working_cache)
+                try:
+                    quantize(reader)
+                except Exception as err:  # noqa: BLE001 - a cache onnxruntime cannot use: calibrate afresh
+                    problem, reused = f"unusable by onnxruntime ({first_line(err, 80)})", False
+                    working_cache.unlink(missing_ok=True)
+            if not reused:
+                quantize(_Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None)))
+            quantized = _skip_input_only(onnx.load(str(output)))
+            pending = None if reused else (cache, working_cache.read_bytes())
+    facts = {"calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
+                             "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
+                             "quantized_nodes": len(nodes)}}
+    if problem:
+        facts["calibration"]["cache_discarded"] = problem
+    return quantized, facts, pending
+
+
+def stage_cache(staging, cache: Path, data: bytes) -> list[Path]:
+    """Stage a new calibration cache with the artifacts it served (artifacts.staged); return the caches it
+    replaces, to remove once it is in place."""
+    staging.path(cache).write_bytes(data)
+    return [stale for stale in cache.parent.glob(f"{cache.name.rsplit('-', 1)[0]}-*.json") if stale != cache]
+
+
+def _skip_input_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Take the Q/DQ pair off the convolution side of each residual Add, keeping the one on its skip input.
+
+    The convolution side is the input computed by a Conv or Gemm, possibly through a Mul by a constant (the
+    residual scale); TensorRT fuses the Add into that convolution when the skip input is quantized.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+
+    def through_qdq(name: str) -> str | None:
+        dq = producers.get(name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+
+    def from_conv(name: str) -> bool:
+        node = producers.get(name)
+        while node is not None and node.op_type in ("Mul", "Div") and any(i in constants for i in node.input):
+            node = producers.get(next((i for i in node.input if i not in constants), ""))
+        return node is not None and node.op_type in ("Conv", "Gemm")
+
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2:
+            continue
+        sources = [through_qdq(i) for i in node.input]
+        branch = [k for k, source in enumerate(sources) if source is not None and from_conv(source)]
+        if branch and all(sources):  # both inputs quantized, one of them computed by a convolution
+            node.input[branch[0]] = sources[branch[0]]
+    _drop_unused(model)
+    return model
+
+
+def _drop_unused(model: onnx.ModelProto) -> None:
+    """Remove Q/DQ nodes that no longer feed anything, and the scales and zero points only they used."""
+    orphans: set[str] = set()
+    while True:
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            orphans.update(n.input)
+            model.graph.node.remove(n)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name in orphans and i.name not in used]:
+        model.graph.initializer.remove(init)
+
+
+def _named(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Every node needs a name for nodes_to_quantize; onnxsim may leave some unnamed."""
+    seen = set()
+    for index, node in enumerate(model.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.op_type}_{index}"
+        seen.add(node.name)
+    return model

@@ -1,0 +1,124 @@
+"""Inputs: seeded random batches, real images through a variant's preprocessing; conditioning untrained models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import InputError, first_line
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+# How an untrained model is made fit for backend comparisons. Part of its definition: export and parity
+# rebuild identical weights from it, whatever samples they then compare on.
+# - BatchNorm statistics re-estimated on a fixed seeded batch: random weights without trained statistics
+#   make activations grow layer by layer (v3 logits reach 1e6).
+# - BatchNorm shift (beta) set to 1 first: a random deep BN-ReLU net at beta=0 is chaotic, and amplifies
+#   rounding 1000-fold (inception_v4: fp32 is 6e-4 of scale from fp64, fp16 reaches cosine 0.96). With
+#   most ReLUs active it is as well conditioned as a trained net (2e-6 and cosine 0.99998).
+UNTRAINED_CONDITIONING = {"bn_shift": 1.0, "bn_samples": 4, "bn_seed": 1234}
+
+
+@torch.no_grad()
+def condition_untrained(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            m.bias.fill_(UNTRAINED_CONDITIONING["bn_shift"])
+    batch = random_batch(model.spec, UNTRAINED_CONDITIONING["bn_samples"], seed=UNTRAINED_CONDITIONING["bn_seed"])
+    reestimate_batchnorm(model, batch)
+
+
+def random_batch(spec: ModelSpec, batch: int, *, seed: int = 0) -> torch.Tensor:
+    """Uniform random pixels in [0, 1], normalised as the variant's preprocessing does: (N, C, H, W) float32."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(batch, *spec.input_size, generator=generator)
+    mean = torch.tensor(spec.preprocessing.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.preprocessing.std).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
+    """Replace BatchNorm running statistics with those of `batch`.
+
+    Random weights without trained statistics make activations grow layer by layer (v3 logits reach 1e6),
+    so backend comparisons on such a model measure overflow, not the backends. One train-mode pass with
+    a cumulative average (momentum=None) makes the eval-mode model normalise exactly as it did in that pass.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    try:
+        model(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+
+
+INTERPOLATIONS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC"}
+
+
+def _to_rgb8(image):
+    """RGB with 8 bits per channel. Pillow's convert() clips 16- and 32-bit modes (I;16, I, F) to 0..255,
+    which turns a 16-bit photograph white: scale them by their bit depth instead."""
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 1.0 if pixels.max(initial=0) <= 1.0 else pixels.max()
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
+def image_batch(
+    spec: ModelSpec, directory: str | Path, *, option: str = "--images"
+) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+    """Every readable image in `directory`, through the variant's own preprocessing (Pillow).
+
+    Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"{option} {directory} is not a directory")
+    pre = spec.preprocessing
+    resample = getattr(Image.Resampling, INTERPOLATIONS[pre.interpolation])
+    mean = torch.tensor(pre.mean).view(3, 1, 1)
+    std = torch.tensor(pre.std).view(3, 1, 1)
+    tensors, used, skipped = [], [], []
+    for path in sorted(p for p in directory.iterdir() if p.is_file()):
+        try:
+            with Image.open(path) as image:
+                image = _to_rgb8(image)
+                scale = pre.resize / min(image.size)
+                image = image.resize(
+                    (max(pre.crop, round(image.width * scale)), max(pre.crop, round(image.height * scale))), resample
+                )
+                left, top = (image.width - pre.crop) // 2, (image.height - pre.crop) // 2
+                image = image.crop((left, top, left + pre.crop, top + pre.crop))
+                pixels = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
+            skipped.append((path.name, first_line(err, 120)))
+            continue
+        tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
+        used.append(path.name)
+    if not tensors:
+        what = f"{len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "it is empty"
+        raise InputError(f"{option} {directory} holds no readable image ({what}): "
+                         "point it at a folder of JPEG/PNG photographs")
+    return torch.stack(tensors), used, skipped

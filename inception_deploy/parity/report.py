@@ -1,0 +1,107 @@
+"""Parity reports for people (a rich table, Markdown) and for machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from rich import box
+from rich.table import Table
+
+from .check import ParityReport, ParityRow
+from .localize import first_divergence
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("backend", "artifact", "prec", "max |Δ|", "mean |Δ|", "p99 |Δ|", "max rel", "cosine", "top-1", "top-5",
+           "min atol", "tolerance", "result")
+
+
+def _cells(row: ParityRow) -> list[str]:
+    head = [row.backend, row.artifact, row.precision]
+    if row.diff is None:
+        return head + ["—"] * 9 + [f"SKIP: {row.skipped}"]
+    d = row.diff
+    return head + [
+        f"{d.max_abs:.2e}", f"{d.mean_abs:.2e}", f"{d.p99_abs:.2e}", f"{d.max_rel:.2e}", f"{d.cosine:.6f}",
+        f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", f"{d.needed_atol:.2e}", row.tolerance.describe(),
+        "PASS" if row.passed else "FAIL",
+    ]
+
+
+def _title(report: ParityReport) -> str:
+    untrained = " — UNTRAINED model (seeded init)" if report.untrained else ""
+    inputs = report.inputs
+    what = ", ".join(filter(None, [
+        f"{inputs['random']} seeded random (seed {inputs['seed']})" if inputs["random"] else "",
+        f"{len(inputs['images'])} images" if inputs["images"] else "",
+    ]))
+    return f"parity of {report.variant} vs {report.reference} on {what}{untrained}"
+
+
+def rich_table(report: ParityReport) -> Table:
+    """The terminal view: fits 80 columns; JSON and Markdown carry every figure."""
+    table = Table(title=_title(report), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in ("backend / artifact", "prec", "max |Δ|", "max rel", "cosine", "top-1", "top-5", "result"):
+        table.add_column(column, justify="left" if column in ("backend / artifact", "prec", "result") else "right",
+                         min_width=15 if column == "backend / artifact" else None)
+    for row in report.rows:
+        target = f"{row.backend}\n{row.artifact}" if row.artifact != "model" else f"{row.backend} ({row.device})"
+        if row.diff is None:
+            table.add_row(target, row.precision, "—", "—", "—", "—", "—", f"[yellow]SKIP[/] {row.skipped}")
+            continue
+        d = row.diff
+        verdict = "[green]PASS[/]" if row.passed else "[bold red]FAIL[/]"
+        table.add_row(target, row.precision, f"{d.max_abs:.1e}", f"{d.max_rel:.1e}", f"{d.cosine:.6f}",
+                      f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", verdict)
+    return table
+
+
+def localization_lines(report: ParityReport) -> list[str]:
+    lines = []
+    for row in report.rows:
+        if row.localization is None:
+            continue
+        first = first_divergence(row.localization)
+        where = f"first leaves tolerance at block {first.block} ({first.scaled:.2e} of scale)" if first else \
+            "every block stays within tolerance: the divergence is after the last block"
+        lines.append(f"{row.backend} {row.artifact} ({row.precision}): {where}")
+    return lines
+
+
+def markdown(report: ParityReport) -> str:
+    out = [f"# {_title(report)}", "", f"**{'PASS' if report.passed else 'FAIL'}**", ""]
+    out.append("| " + " | ".join(c.replace("|", "\\|") for c in COLUMNS) + " |")
+    out.append("|" + "---|" * len(COLUMNS))
+    for row in report.rows:
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(row)) + " |")
+    if report.inputs.get("skipped_images"):
+        out += [
+            "",
+            "Skipped images: " + ", ".join(f"{s['file']} ({s['reason']})" for s in report.inputs["skipped_images"]),
+        ]
+    for row in report.rows:
+        if row.localization is None:
+            continue
+        out += ["", f"## Where {row.backend} {row.artifact} ({row.precision}) diverges", "",
+                "| block | ONNX tensor | max \\|Δ\\| / scale | cosine | within |", "|---|---|---|---|---|"]
+        for b in row.localization:
+            out.append(f"| {b.block} | {b.onnx_tensor or '—'} | {b.scaled:.2e} | {b.cosine:.6f} | "
+                       f"{'yes' if b.within else '**no**'} |")
+    return "\n".join(out) + "\n"
+
+
+def to_json(report: ParityReport) -> str:
+    return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False) + "\n"
+
+
+def _finite(value):
+    """JSON has no inf/nan: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
