@@ -34,11 +34,31 @@ def test_plan_prints_every_call_with_its_carry_and_limit():
     assert "bash benchmarks/gpu/proof.sh call K" in result.stdout
 
 
-def test_a_call_without_its_part_says_so_in_one_line(tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "PROOF_PARTS": str(tmp_path / "none"), "PROOF_HOME": str(tmp_path / "d"),
-           "OUT": str(tmp_path / "out")}
-    result = subprocess.run(["bash", str(SCRIPT), "call", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
-    assert 'make this call with carry [".proof/part-2"]' in (tmp_path / "out" / "call-2.log").read_text()
-    bad = subprocess.run(["bash", str(SCRIPT), "call", "9"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+def test_a_call_without_its_part_or_its_predecessor_says_so_in_one_line(tmp_path):
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "PROOF_PARTS": str(tmp_path / "none"),
+        "PROOF_HOME": str(tmp_path / "d"),
+    }
+
+    def call(*args):
+        out = tmp_path / f"out-{'-'.join(args)}"
+        result = subprocess.run(["bash", str(SCRIPT), "call", *args], cwd=ROOT, env={**env, "OUT": str(out)},
+                                capture_output=True, text=True, timeout=120)
+        return result, (out / f"call-{args[0]}.log").read_text() if (out / f"call-{args[0]}.log").exists() else ""
+
+    result, log = call("2")  # a fresh machine: call 1 never ran here
+    assert result.returncode == 2 and "call 1's work is not on this machine" in log
+    result, log = call("6", "300")
+    assert result.returncode == 2 and "call 5's work is not on this machine" in log
+    (tmp_path / "d" / "stage").mkdir(parents=True, exist_ok=True)
+    result, log = call("1", "100")  # facts pass here (the dev venv has every package); then its part is missing
+    assert result.returncode == 2 and 'make this call with carry [".proof/part-1"]' in log
+    bad = subprocess.run(
+        ["bash", str(SCRIPT), "call", "9"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "call K takes 1..7" in bad.stderr
+    bad = subprocess.run(["bash", str(SCRIPT), "call", "1", "ten"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "LIMIT_S is whole seconds" in bad.stderr

@@ -6,8 +6,9 @@
 #   benchmarks/gpu/proof.sh prepare     here, once: download onnxruntime-gpu and onnxsim for the device's
 #                                       Python 3.12, split them into .proof/part-1 .. part-5 (git-ignored, one
 #                                       folder per call), check sums, print the calls
-#   benchmarks/gpu/proof.sh call K      on the device, K = 1..6 (7 continues a cut-short 6): stages part K,
-#                                       does call K's work, writes what it measured under $OUT as it goes
+#   benchmarks/gpu/proof.sh call K [S]  on the device, K = 1..6 (7 continues a cut-short 6): stages part K,
+#                                       does call K's work, writes what it measured under $OUT as it goes;
+#                                       S: the call's real limit in seconds (default its planned timeout_s)
 #   benchmarks/gpu/proof.sh rehearse    every call here, in a dry mode: fake parts, --device cpu, googlenet,
 #                                       tiny windows; exits non-zero on any failure (tests/test_proof.py runs it)
 #
@@ -90,8 +91,10 @@ prepare() {
     tool=$(ls "$wheels" | grep -iE '^(onnxsim|proof_fake_onnxsim)-' | head -1)
     payload=$(ls "$wheels" | grep -iE '^(onnxruntime_gpu|proof_fake_onnxruntime_gpu)-' | head -1)
     [[ -n "$tool" && -n "$payload" ]] || die "the download holds no onnxsim or onnxruntime-gpu wheel: see $wheels"
-    rm -rf "$PARTS" && mkdir -p "$PARTS"
-    grep -qx '/.proof/' "$root/.gitignore" || die "/.proof/ must be git-ignored (.gitignore), or the parts would be committed"
+    rm -rf "$PARTS"/part-* && mkdir -p "$PARTS"  # a carried .proof/resume/ stays
+    if git -C "$root" rev-parse --git-dir >/dev/null 2>&1 && [[ "$PARTS" == "$root"/* ]]; then
+        git -C "$root" check-ignore -q "$PARTS/part-1" || die "$PARTS is not git-ignored: the parts would be committed"
+    fi
     split -n "$NPARTS" -d -a 1 "$wheels/$payload" "$CACHE/chunk."
     for k in $(seq 1 "$NPARTS"); do
         mkdir -p "$PARTS/part-$k"
@@ -109,8 +112,9 @@ for n in ("china.jpg", "flower.jpg"): shutil.copy(p.Path(d.__file__).parent / "i
         local size; size=$(mib "$PARTS/part-$k")
         (( size <= PART_LIMIT_MIB )) || die "part $k is $size MiB, over $PART_LIMIT_MIB: a call carries 64 MiB in all"
     done
-    local tree; tree=$(git -C "$root" ls-files -z | (cd "$root" && xargs -0 du -cb) | tail -1 | cut -f1)
-    (( tree / 1048576 <= TREE_LIMIT_MIB )) || die "the working tree is $((tree / 1048576)) MiB: over $TREE_LIMIT_MIB it would crowd out the parts"
+    # What travels besides the part: tracked files and untracked ones git does not ignore.
+    local tree; tree=$(cd "$root" && git ls-files -co --exclude-standard -z | { xargs -0 stat -c %s 2>/dev/null || true; } | awk '{s += $1} END {print s + 0}')
+    (( (tree + 1048575) / 1048576 <= TREE_LIMIT_MIB )) || die "the working tree is $(( (tree + 1048575) / 1048576 )) MiB: over $TREE_LIMIT_MIB it would crowd out the parts"
     say "prepared $NPARTS parts in $PARTS:"; du -sh "$PARTS"/part-* | sed 's/^/  /'
     plan
 }
@@ -124,7 +128,7 @@ plan() {
     local windows settings per_group total sum=0
     windows=$("$PYTHON" - "$SUITE" <<'EOF'
 import sys
-from inception_deploy.bench_plan import load_suite
+from inception_deploy.bench.plan import load_suite
 from inception_deploy.runners import runner_class
 plan = load_suite(sys.argv[1])
 settings = sum(len(runner_class(b).candidates(b.device, p)) for b, p in plan.pairs() if b.engine != "tensorrt-rtx")
@@ -152,8 +156,10 @@ EOF
     cat <<EOF
 
 Planned: $sum s of commands, plus the machine's start (60-120 s) and six transfers of up to 64 MiB: about 15 minutes.
-Each command is:   bash benchmarks/gpu/proof.sh call K
-Every bench stops itself (Ctrl-C, exit 130) 40 s before its call's limit; what it measured is in bench.jsonl.
+Each command is:   bash benchmarks/gpu/proof.sh call K S
+with S = the call's timeout_s, or the device time left less 30 s where that is less. Every bench stops itself
+(Ctrl-C, exit 130) 40 s before S runs out, counted from the call's start, and the tests 15 s before; what was
+measured is in bench.jsonl and live.jsonl (appended as measured) and report.tar.
 To continue an earlier lease's sweep: copy its returned bench.jsonl to .proof/resume/bench.jsonl and add
 ".proof/resume" to call 1's carry. After the last call, unpack the returned report.tar into
 benchmarks/results/<gpu>/ and say which card gave it.
@@ -199,13 +205,30 @@ EOF
 }
 
 # ---------------------------------------------------------------------------------------------- on the device
-stage() {  # the part this call carried: checked, then moved where the next calls find it
+left() { echo $(( LIMIT - SECONDS )); }  # seconds this call has left (SECONDS counts from the call's start)
+
+stage() {  # the part this call carried: checked, then kept where the next calls find it
     local k=$1 dir="$PARTS/part-$1"
     [[ -d "$dir" ]] || die "no $dir here: make this call with carry [\".proof/part-$k\"] (after \`proof.sh prepare\`)"
     (cd "$dir" && sha256sum --quiet -c SHA256SUMS) || die "part $k does not match its SHA256SUMS: prepare again"
+    if [[ -f "$HOME_DIR/stage/PAYLOAD.sha256" ]] && ! cmp -s "$dir/PAYLOAD.sha256" "$HOME_DIR/stage/PAYLOAD.sha256"; then
+        die "part $k comes from another \`proof.sh prepare\` than the parts before it: prepare once, then carry its parts"
+    fi
     mkdir -p "$HOME_DIR/stage" && cp "$dir"/*.whl* "$dir/PAYLOAD.sha256" "$HOME_DIR/stage/"
     if [[ -d "$dir/images" ]]; then mkdir -p "$HOME_DIR/images" && cp "$dir"/images/* "$HOME_DIR/images/"; fi
+    touch "$HOME_DIR/stage/call-$k.done"
     say "staged part $k"
+}
+
+still_warm() {  # call K needs what calls 1..K-1 left on this machine: a machine given back in between has none
+    local k=$1 name
+    (( k == 1 )) && return 0
+    local before=$(( k >= 6 ? 5 : k - 1 ))  # call 7 follows a call 6 that may have been cut short
+    [[ -f "$HOME_DIR/stage/call-$before.done" ]] || die "call $before's work is not on this machine: it was given back between calls (idle > 30 s); run the calls again from 1"
+    if (( k >= 6 )); then
+        name=$(awk '{print $2}' "$HOME_DIR/stage/PAYLOAD.sha256")
+        [[ -f "$HOME_DIR/stage/$name.installed" ]] || die "onnxruntime-gpu is not installed here: call 5 did not finish; run it again"
+    fi
 }
 
 install_tool() {
@@ -215,31 +238,38 @@ install_tool() {
 }
 
 join_install() {
-    local sums="$HOME_DIR/stage/PAYLOAD.sha256" name
-    name=$(awk '{print $2}' "$sums")
+    local name; name=$(awk '{print $2}' "$HOME_DIR/stage/PAYLOAD.sha256")
     for k in $(seq 1 "$NPARTS"); do
         [[ -f "$HOME_DIR/stage/$name.part$k" ]] || die "part $k is gone: the machine was given back between calls (idle > 30 s); run the calls again from 1"
     done
     for k in $(seq 1 "$NPARTS"); do cat "$HOME_DIR/stage/$name.part$k"; done > "$HOME_DIR/stage/$name"
     (cd "$HOME_DIR/stage" && sha256sum --quiet -c PAYLOAD.sha256) || die "the joined $name does not match its sha256"
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$HOME_DIR/site" "$HOME_DIR/stage/$name"
+    touch "$HOME_DIR/stage/$name.installed"
     say "installed $name (sha256 checked) into $HOME_DIR/site"
 }
 
-facts() {
+facts() {  # the machine, and the packages the proof needs (the device is bare: stop now if one is missing)
     { nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true
       "$PYTHON" - <<'EOF'
-import platform, torch
+import importlib, platform, sys
+import torch
 print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA", torch.version.cuda,
       "| cuDNN", torch.backends.cudnn.version(), "| GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else None,
       "| capability", torch.cuda.get_device_capability() if torch.cuda.is_available() else None)
-for name in ("onnx", "onnxruntime", "onnxsim", "onnxscript", "numpy", "torchvision", "timm", "tensorrt", "tensorrt_rtx"):
+missing = []
+for name in ("onnx", "onnxscript", "onnxruntime", "onnxsim", "numpy", "typer", "rich", "matplotlib", "PIL",
+             "safetensors", "pytest", "torchvision", "timm", "tensorrt", "tensorrt_rtx"):
     try:
-        print(name, __import__(name).__version__)
+        print(name, getattr(importlib.import_module(name), "__version__", "?"))
     except Exception as err:  # noqa: BLE001
         print(name, "missing:", type(err).__name__)
+        missing += [name] if name not in ("tensorrt", "tensorrt_rtx") else []
+if missing:
+    sys.exit(f"proof: this machine lacks {', '.join(missing)}: carry their wheels with part 1 (proof.sh prepare NAME==VERSION)")
 EOF
     } | tee "$OUT/machine.txt"
+    return "${PIPESTATUS[0]}"
 }
 
 exports() {
@@ -249,48 +279,71 @@ exports() {
     done
 }
 
+seed_log() {  # an earlier lease's log, carried in .proof/resume, continues here if it was measured on this kind of machine
+    [[ -f "$PARTS/resume/bench.jsonl" && ! -f "$HOME_DIR/report/bench.jsonl" ]] || return 0
+    if "$PYTHON" - "$PARTS/resume/bench.jsonl" "$SUITE" "$DEVICE" <<'EOF'
+import sys
+from inception_deploy.bench.environment import environment
+from inception_deploy.bench.log import resumable_groups
+from inception_deploy.bench.plan import load_suite
+from inception_deploy.core.errors import InputError
+plan = {**load_suite(sys.argv[2]).to_dict(), "device": sys.argv[3], "check_parity": True}
+try:
+    groups, runs, _ = resumable_groups(sys.argv[1], environment(sys.argv[3]), plan)
+except InputError as err:
+    sys.exit(f"not continuing the carried bench.jsonl: {err}")
+print(f"continuing the carried bench.jsonl: {len(runs)} run(s) fit this machine")
+EOF
+    then cp "$PARTS/resume/bench.jsonl" "$HOME_DIR/report/bench.jsonl"; fi
+}
+
 bench() {  # bench ARGS...: the suite, resumed from the log this lease (or a carried one) has so far
-    local rc=0
-    timeout -s INT -k 20 "$((TIMEOUT[CALL] - 40))" "$PYTHON" -m inception_deploy bench "$@" --suite "$SUITE" --device "$DEVICE" --check-parity --export-root "$HOME_DIR/export" \
-        --report "$HOME_DIR/report" --resume || rc=$?
-    cp "$HOME_DIR/report/bench.jsonl" "$OUT/bench.jsonl" 2>/dev/null || true
+    local rc=0 limit; limit=$(( $(left) - 40 ))
+    (( limit > 30 )) || { say "no time left for a bench in this call ($(left) s): the next call resumes"; return 1; }
+    # The report of this run only: an earlier call's must not come back as this one's.
+    find "$HOME_DIR/report" -mindepth 1 -maxdepth 1 ! -name bench.jsonl -exec rm -rf {} +
+    timeout -s INT -k 20 "$limit" "$PYTHON" -m inception_deploy bench "$@" --suite "$SUITE" --device "$DEVICE" \
+        --check-parity --export-root "$HOME_DIR/export" --report "$HOME_DIR/report" --json "$OUT/live.json" --resume || rc=$?
+    pack_report
     case $rc in
         0) ;;
-        124|130) say "bench stopped at its limit: its rows so far are in bench.jsonl; the next call resumes"; return 1 ;;
+        124|130) say "bench stopped itself before the call's limit: its rows are in bench.jsonl; the next call resumes"
+                 return 1 ;;
         *) say "bench exited $rc"; return "$rc" ;;
     esac
 }
 
-tests() {  # the `gpu` tests named; their whole output goes back as pytest-K.log
-    local rc=0 log="$OUT/pytest-$CALL.log"
-    (cd "$root" && INCEPTION_DEPLOY_TEST_IMAGES="$HOME_DIR/images" "$PYTHON" -m pytest -q -rA -p no:cacheprovider "$@" \
-        > "$log" 2>&1) || rc=$?
+tests() {  # the `gpu` tests named, in the time left; their whole output goes back as pytest-K.log
+    local rc=0 log="$OUT/pytest-$CALL.log" limit; limit=$(( $(left) - 15 ))
+    (( limit > 30 )) || { say "no time left for the tests in this call ($(left) s)"; return 1; }
+    (cd "$root" && INCEPTION_DEPLOY_TEST_IMAGES="$HOME_DIR/images" timeout -k 10 "$limit" "$PYTHON" -m pytest -q -rA \
+        -p no:cacheprovider "$@" > "$log" 2>&1) || rc=$?
     tail -n 40 "$log"
     return $rc
 }
 
-collect() {  # what comes back whatever happened: the log is tee'd already; the report, as one file
+pack_report() {  # the report this call's bench wrote, as one file; and the whole log so far
+    cp "$HOME_DIR/report/bench.jsonl" "$OUT/bench.jsonl" 2>/dev/null || true
     if [[ -f "$HOME_DIR/report/README.md" ]]; then
         (cd "$HOME_DIR/report" && tar -cf "$OUT/report.tar" -- *) && say "report.tar: $(tar -tf "$OUT/report.tar" | tr '\n' ' ')"
     fi
-    cp "$HOME_DIR/report/bench.jsonl" "$OUT/bench.jsonl" 2>/dev/null || true
 }
 
 call() {
     local k=${1:?call number}
     [[ "$k" =~ ^[1-7]$ ]] || die "call K takes 1..7, not '$k'"
     CALL=$k
+    LIMIT=${2:-${TIMEOUT[$k]}}  # the call's real limit: its timeout_s, or less where less device time is left
+    [[ "$LIMIT" =~ ^[0-9]+$ ]] || die "call K [LIMIT_S]: LIMIT_S is whole seconds, not '$LIMIT'"
     OUT=${OUT:-$HOME_DIR/out}
     mkdir -p "$OUT" "$HOME_DIR"/{stage,site,export,report}
     exec > >(tee -a "$OUT/call-$k.log") 2>&1
-    trap collect EXIT
-    export PYTHONPATH="$HOME_DIR/site:$root${PYTHONPATH:+:$PYTHONPATH}" INCEPTION_DEPLOY_PROGRESS=lines
-    if [[ -f "$PARTS/resume/bench.jsonl" && ! -f "$HOME_DIR/report/bench.jsonl" ]]; then
-        cp "$PARTS/resume/bench.jsonl" "$HOME_DIR/report/bench.jsonl" && say "continuing the carried bench.jsonl"
-    fi
-    say "call $k on $(hostname), $PYTHON $("$PYTHON" -c 'import platform; print(platform.python_version())')"
+    trap 'cp "$HOME_DIR/report/bench.jsonl" "$OUT/bench.jsonl" 2>/dev/null || true' EXIT
+    export PYTHONPATH="$HOME_DIR/site:$root${PYTHONPATH:+:$PYTHONPATH}" INCEPTION_DEPLOY_PROGRESS=lines PYTHONUNBUFFERED=1
+    say "call $k on $(hostname), $PYTHON $("$PYTHON" -c 'import platform; print(platform.python_version())'), ${LIMIT} s"
+    still_warm "$k"
     case $k in
-        1) facts; stage 1; install_tool; exports; bench "${SELECT_A[@]}" --backends "$TORCH_BACKENDS" ;;
+        1) facts; stage 1; install_tool; seed_log; exports; bench "${SELECT_A[@]}" --backends "$TORCH_BACKENDS" ;;
         2) stage 2; exports; bench "${SELECT_B[@]}" --backends "$TORCH_BACKENDS" ;;
         3) stage 3; tests "${TORCH_TESTS[@]}" ;;
         4) stage 4; exports
@@ -304,9 +357,10 @@ call() {
         6) local failed=0
            bench || failed=1
            tests "${OTHER_TESTS[@]}" || failed=1
-           return $failed ;;
+           (( failed == 0 )) ;;
         7) bench ;;
     esac
+    touch "$HOME_DIR/stage/call-$k.done"
     say "call $k done in $SECONDS s"
 }
 
@@ -315,5 +369,5 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     call) shift; call "$@" ;;
     rehearse) rehearse ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    *) sed -n '2,22p' "$0"; exit 2 ;;
 esac
