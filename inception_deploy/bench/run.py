@@ -115,8 +115,8 @@ def run(
     if resume:
         kept = [r for r in records if r.resumed_from]
         outcome.kept_rows = len(kept)
-        log.info("--resume: kept %d row(s) as earlier runs measured them; measured %d now", len(kept),
-                 len(records) - len(kept))
+        log.debug("--resume: kept %d row(s) as earlier runs measured them; measured %d now", len(kept),
+                  len(records) - len(kept))
     return outcome
 
 

@@ -87,6 +87,7 @@ def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
                 row.source = weights
         for batch in plan.batches:
             sweep.group(spec, rows, batch, (resumed or {}).get((spec.name, batch), []))
+        sweep.forget_model()  # one variant's model in memory at a time
     return sweep.records
 
 
@@ -119,12 +120,12 @@ class _Sweep:
             for key in sorted(kept, key=order.__getitem__):
                 self.add(kept[key])
         todo = [r for r in rows if (r.backend.name, r.precision) not in kept]
+        live = [r for r in todo if not r.skipped]
+        model, reference = self._model(spec, live) if live else (None, None)
         for row in todo:
             if row.skipped:
                 self.add(_skipped(spec.name, row, batch))
-        live = [r for r in todo if not r.skipped]
         if live:
-            model, reference = self._model(spec, live)
             fresh = [[_Candidate(c.settings) for c in r.candidates] for r in live]
             for round_index in range(self.plan.rounds):
                 for row, candidates in zip(live, fresh):
@@ -140,8 +141,11 @@ class _Sweep:
             model = _model(self.plan, spec)
         if reference is None and self.plan.check_parity:
             reference = _reference(spec, model)
-        self._models = {spec.name: (model, reference)}  # the previous variant's go
+        self._models[spec.name] = (model, reference)
         return model, reference
+
+    def forget_model(self) -> None:
+        self._models.clear()
 
     def _round(self, spec, row: _Row, candidates: list[_Candidate], batch: int, round_index: int, model,
                reference) -> None:

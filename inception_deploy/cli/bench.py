@@ -14,8 +14,8 @@ from ..bench import run as bench_run
 from ..bench.record import BenchRecord
 from ..bench.report import precision_label
 from ..core.interrupts import honoured_interrupt, interrupted_says
-from .app import StepReporter, app, command_line, csv_list, err, out
-from .options import JsonFile, Precisions, ReportDir
+from .common import StepReporter, app, command_line, csv_list, err, out, say
+from .options import JsonFile, ReportDir
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def bench(
         "--backends",
         help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt,tensorrt-rtx (default torch,onnxruntime).",
     ),
-    precision: Precisions = None,
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8 (default fp32)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda, for the torch backends (default cpu)."),
     rounds: Optional[int] = typer.Option(
@@ -76,8 +76,9 @@ def bench(
         "settings, machine and artifacts; measure the rest.",
     ),
 ):
-    """Measure throughput and latency across backends, precisions and batch sizes. --json also appends every
-    measurement to a .jsonl beside it, as it happens."""
+    """Measure throughput and latency across backends, precisions and batch sizes.
+
+    --json and --report also append every measurement to a .jsonl, as it happens."""
     plan = bench_run.make_plan(
         suite,
         variants=variants,
@@ -106,6 +107,9 @@ def bench(
         err.print(f"wrote {path}", highlight=False)
     for path in outcome.logs:
         err.print(f"wrote {path} (appended as measured)", highlight=False)
+    if outcome.kept_rows is not None:
+        say(f"--resume: kept {outcome.kept_rows} row(s) as earlier runs measured them; measured "
+            f"{len(outcome.records) - outcome.kept_rows} now")
     outcome.raise_for_failures()
 
 
@@ -120,7 +124,8 @@ class LiveTable:
         for column in COLUMNS:
             self.table.add_column(column, justify="right" if column in NUMERIC else "left")
         if out.is_terminal:
-            self.live = Live(self.table, console=out, refresh_per_second=4)
+            # Log lines (notes, -v steps) stay on stderr: Live would redirect them into the table's stream.
+            self.live = Live(self.table, console=out, refresh_per_second=4, redirect_stderr=False)
             self.live.start()
 
     def add(self, r: BenchRecord) -> None:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ..core.interrupts import interrupted_says
 from ..export import default_out_dir, export_onnx
-from .app import StepReporter, app, err, out, warn
+from .common import StepReporter, app, err, out, say, warn
 from .options import OutDir, Variant
 
 log = logging.getLogger(__name__)
@@ -114,5 +114,5 @@ def print_export_warnings(manifest: dict) -> None:
         if a.get("calibration", {}).get("synthetic"):
             warn(f"{a['path']} was calibrated on SYNTHETIC inputs: for smoke tests only, not for deployment")
     if manifest["untrained"]:
-        err.print("[yellow]note:[/] no --weights given: this is an [bold]untrained[/] model (seeded random init, "
-                  "BatchNorm conditioned on seeded inputs); pass --weights to export a trained one")
+        say("note: no --weights given: this is an untrained model (seeded random init, BatchNorm conditioned on "
+            "seeded inputs); pass --weights to export a trained one")

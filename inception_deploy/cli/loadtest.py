@@ -11,8 +11,8 @@ from rich.table import Table
 
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..serving.loadtest_job import load_test, raise_for_failures
-from .app import INTERRUPTED_MESSAGE, StepReporter, app, command_line, csv_list, err, out
-from .options import ExportDir, JsonFile, Precision, ReportDir
+from .common import INTERRUPTED_MESSAGE, StepReporter, app, command_line, csv_list, err, out
+from .options import JsonFile, ReportDir
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,12 @@ def loadtest(
                                                                  "preprocessing) instead of random inputs."),
     check: bool = typer.Option(False, "--check", help="Compare every response with the local export's ONNX run at "
                                                       "batch 1."),
-    precision: Precision = "fp32",
+    precision: str = typer.Option("fp32", "--precision", help="With --check: which of the export's ONNX the server "
+                                                              "serves."),
     variant: Optional[str] = typer.Option(None, "--variant", help="The variant, for --images and --check; default: the "
                                                                   "model's name."),
-    export_dir: ExportDir = None,
+    export_dir: Optional[Path] = typer.Option(None, "--dir", help="With --check: the export directory; default "
+                                                                  "export/<variant>/."),
     json_out: JsonFile = None,
     report_dir: ReportDir = None,
 ):

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..models.registry import list_models
-from .app import app, out
+from .common import app, out
 
 log = logging.getLogger(__name__)
 

@@ -15,11 +15,10 @@ VARIANT_HELP = "googlenet (v1), inception_v2 (v2), inception_v3 (v3), inception_
 Variant = Annotated[str, typer.Argument(help=f"The variant (name or alias): {VARIANT_HELP}")]
 ExportDir = Annotated[Optional[Path], typer.Option(
     "--dir", help="The export directory (manifest.json and its artifacts); default export/<variant>/.")]
-OutDir = Annotated[Optional[Path], typer.Option(
-    "--out", help="The export directory to write into (and, for trt, to build from); default export/<variant>/.")]
+OutDir = Annotated[Optional[Path], typer.Option("--out", help="Output directory; default export/<variant>/.")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8: which artifact of the export.")]
 Precisions = Annotated[Optional[str], typer.Option(
-    "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present (bench: fp32).")]
+    "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present.")]
 JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to PATH.")]
 ReportDir = Annotated[Optional[Path], typer.Option(
     "--report", help="Write the report into DIR: JSON for machines, Markdown and PNG plots for people.")]

@@ -14,7 +14,7 @@ from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..parity import check_parity
 from ..parity.report import localization_lines, markdown, rich_table, to_json
-from .app import INTERRUPTED_MESSAGE, StepReporter, app, err, out
+from .common import INTERRUPTED_MESSAGE, StepReporter, app, err, out, say
 from .options import ExportDir, Precisions
 
 log = logging.getLogger(__name__)
@@ -83,5 +83,5 @@ def show(report, *, to_stdout: bool) -> None:
     for line in localization_lines(report):
         human.print(line, highlight=False, soft_wrap=True)
     if report.untrained:
-        err.print("[yellow]note:[/] the reference is an [bold]untrained[/] model (seeded init): parity holds for these "
-                  "weights; pass --weights to check a trained checkpoint")
+        say("note: the reference is an untrained model (seeded init): parity holds for these weights; pass --weights "
+            "to check a trained checkpoint")

@@ -13,7 +13,7 @@ from ..core.interrupts import interrupted_says
 from ..export import default_out_dir
 from ..models.registry import get_spec
 from ..serving.server import running_server
-from .app import app, out
+from .common import app, out
 from .options import ExportDir, Precision, Variant
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from ..core.manifest import read_manifest
 from ..export import default_out_dir
 from ..models.registry import get_spec
 from ..serving.triton_repo import RUNTIMES, TritonOptions, write_repository
-from .app import app, csv_list, out, warn
+from .common import app, csv_list, out, warn
 from .options import ExportDir, Precision, Variant
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from ..core.compilers import gpu_capability, parse_targets, require_builder
 from ..core.errors import InputError
 from ..core.manifest import read_manifest
 from ..models.registry import get_spec
-from .app import StepReporter, app, err, out, say
+from .common import StepReporter, app, err, out, say
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ def trt(
         None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."
     ),
 ):
-    """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine and list it in the
-    manifest."""
+    """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine, in its manifest."""
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
     if len(chosen) > 1:
         raise typer.BadParameter("pass one of --fp16, --int8, --fp32", param_hint="precision")
@@ -100,7 +99,7 @@ def checked_export_dir(variant: Optional[str], out_dir: Optional[Path], options:
     require_builder(chosen_compiler)
     export_dir = out_dir or find_export(variant)
     if out_dir is None and variant is None:
-        err.print(f"using the most recent export: {export_dir}", highlight=False)
+        say(f"using the most recent export: {export_dir}")
     manifest = read_manifest(export_dir)
     check_output_dir(export_dir, "--out")  # the engine lands beside its ONNX: writable, before the build
     if variant is not None and manifest is not None and manifest.get("variant") != get_spec(variant).name:

@@ -39,12 +39,14 @@ def configure(verbosity: int = 0) -> None:
 
 
 class _FromPackages(logging.Filter):
-    def __init__(self, roots: list[str]):
+    """Drops the records below `level` that these packages' files log (on whichever logger)."""
+
+    def __init__(self, roots: list[str], level: int):
         super().__init__()
-        self.roots = roots
+        self.roots, self.level = roots, level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not any(record.pathname.startswith(root) for root in self.roots)
+        return record.levelno >= self.level or not any(record.pathname.startswith(root) for root in self.roots)
 
 
 @contextlib.contextmanager
@@ -58,7 +60,7 @@ def quiet_library(*packages: str, level: int = logging.ERROR):
         module = sys.modules.get(name)
         if module is not None and getattr(module, "__file__", None):
             roots.append(str(Path(module.__file__).parent))
-    root_filter = _FromPackages(roots)
+    root_filter = _FromPackages(roots, level)
     for lg in loggers:
         lg.setLevel(max(level, lg.level))
     logging.getLogger().addFilter(root_filter)

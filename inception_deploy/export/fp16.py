@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
-import copy
-
-
-from ..core.deps import require, lazy_import
+from ..core.deps import lazy_import, require
 
 onnx = lazy_import("onnx")
 

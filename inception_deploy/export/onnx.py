@@ -6,10 +6,9 @@ model -> torch.onnx (torch.export-based) -> onnx checker -> onnxsim -> ORT CPU p
 
 from __future__ import annotations
 
-import logging
-
 import contextlib
 import io
+import logging
 import platform
 import re
 import time
@@ -20,23 +19,30 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.version import __version__
 from ..core.artifacts import ENGINE_SUFFIXES, ONNX_FILES, check_output_dir, engine_file, sha256_of, staged
 from ..core.compare import difference
-from ..core.deps import require, lazy_import
+from ..core.deps import lazy_import, require
 from ..core.errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
-from .fp16 import convert_to_fp16
-from ..core.logs import quiet_library
 from ..core.interrupts import honoured_interrupt, writes_complete_first
+from ..core.logs import quiet_library
 from ..core.manifest import artifact_record, listed_with, read_manifest, stage_manifest, verified_record
-from .qdq_rules import check_qdq, qdq_summary
-from .quantize import CALIB_METHODS, DEFAULT_CALIB_SAMPLES, SYNTHETIC_LABEL, calibration_inputs, quantize_int8, stage_cache
-from ..models.registry import get_spec
-from ..runners.onnxruntime_runner import OnnxRuntimeRunner
-from ..models.samples import UNTRAINED_CONDITIONING, random_batch
 from ..core.tolerances import TOLERANCES
+from ..core.version import __version__
 from ..models.build import DEFAULT_INIT_SEED, check_num_classes, count_parameters
 from ..models.load import deployable_model
+from ..models.registry import get_spec
+from ..models.samples import UNTRAINED_CONDITIONING, random_batch
+from ..runners.onnxruntime_runner import OnnxRuntimeRunner
+from .fp16 import convert_to_fp16
+from .qdq_rules import check_qdq, qdq_summary
+from .quantize import (
+    CALIB_METHODS,
+    DEFAULT_CALIB_SAMPLES,
+    SYNTHETIC_LABEL,
+    calibration_inputs,
+    quantize_int8,
+    stage_cache,
+)
 
 onnx = lazy_import("onnx")
 
@@ -137,8 +143,25 @@ def export_onnx(
         seconds[name] = round(time.perf_counter() - start, 3)
 
     with honoured_interrupt():
-        verified, model, pending_cache = _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8,
-                                         calibration, calib_method, out_dir, samples, seed, timed, step, warnings)
+        verified, model, pending_cache = _make_verified(
+            spec,
+            weights,
+            num_classes,
+            opset,
+            fixed_batch,
+            simplify,
+            fp16,
+            fp16_io,
+            int8,
+            calibration,
+            calib_method,
+            out_dir,
+            samples,
+            seed,
+            timed,
+            step,
+            warnings,
+        )
     step(f"writing {out_dir}")
     start = time.perf_counter()
     # All of it or none of it: every file is staged under a temporary name, then all are renamed into place,
@@ -178,7 +201,9 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
         with torch.inference_mode():
             expected = model(torch.from_numpy(check_input)).numpy()
         _check_outputs(expected, spec.name, warnings)
-        fp32_parity, fp32_out = _verify(proto, check_input, expected, "fp32", variant=spec.name, reference="torch-cpu-fp32", seed=seed)
+        fp32_parity, fp32_out = _verify(
+            proto, check_input, expected, "fp32", variant=spec.name, reference="torch-cpu-fp32", seed=seed
+        )
     verified = {"fp32": (proto, fp32_parity, {})}
     if fp16:
         with timed("fp16", "converting to fp16 and verifying in ONNX Runtime (CPU)"):
@@ -214,7 +239,9 @@ def _check_outputs(expected: np.ndarray, variant: str, warnings: list[str]) -> N
         kind = "NaN" if np.isnan(expected).any() else "Inf"
         raise CheckFailed(f"the PyTorch model itself outputs {kind} on the check inputs: its weights are broken "
                           f"(check the checkpoint); nothing was written")
-    if len(expected) > 1 and np.allclose(expected, expected[:1], rtol=0, atol=1e-6 * max(1.0, float(np.abs(expected).max()))):
+    if len(expected) > 1 and np.allclose(
+        expected, expected[:1], rtol=0, atol=1e-6 * max(1.0, float(np.abs(expected).max()))
+    ):
         warnings.append(f"{variant} outputs the same logits for every input: it ignores its input (dead weights or "
                         "a broken checkpoint), so parity on it proves nothing")
 
@@ -318,7 +345,9 @@ def _manifest_head(spec, model, weights, opset: int, fixed_batch: int | None, si
     }
 
 
-def _stage_artifacts(out_dir: Path, staging, head: dict, verified: dict, previous: dict | None) -> tuple[dict, list[Path]]:
+def _stage_artifacts(
+    out_dir: Path, staging, head: dict, verified: dict, previous: dict | None
+) -> tuple[dict, list[Path]]:
     """Stage each verified artifact; return the manifest and the files to remove once it is in place.
 
     Of the previous export's artifacts, those derived from a source that is unchanged (the same sha256: an
@@ -330,8 +359,12 @@ def _stage_artifacts(out_dir: Path, staging, head: dict, verified: dict, previou
         path = out_dir / ONNX_FILES[precision]
         tmp = staging.path(path)
         onnx.save_model(proto, tmp)
-        source = {} if precision == "fp32" else {"source": {"path": ONNX_FILES["fp32"], "sha256": valid[ONNX_FILES["fp32"]]}}
-        record = artifact_record(out_dir, path, content=tmp, kind="onnx", precision=precision, **facts, **source, parity=parity)
+        source = (
+            {} if precision == "fp32" else {"source": {"path": ONNX_FILES["fp32"], "sha256": valid[ONNX_FILES["fp32"]]}}
+        )
+        record = artifact_record(
+            out_dir, path, content=tmp, kind="onnx", precision=precision, **facts, **source, parity=parity
+        )
         records.append(record)
         valid[record["path"]] = record["sha256"]
     fp32_graph = verified["fp32"][0].graph
@@ -396,7 +429,10 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
     parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
     path = export_dir / ONNX_FILES["fp16"]
-    with writes_complete_first(f"{path.name} was completed first, and listed in the manifest"), staged(export_dir) as staging:
+    with (
+        writes_complete_first(f"{path.name} was completed first, and listed in the manifest"),
+        staged(export_dir) as staging,
+    ):
         tmp = staging.path(path)
         onnx.save_model(proto16, tmp)
         record = artifact_record(export_dir, path, content=tmp, kind="onnx", precision="fp16",

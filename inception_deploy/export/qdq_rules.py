@@ -9,14 +9,12 @@ artifact is kept (export) or compiled (trt), instead of failing later in the par
 from __future__ import annotations
 
 import logging
-
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import CheckFailed
-
 from ..core.deps import lazy_import
+from ..core.errors import CheckFailed
 
 onnx = lazy_import("onnx")
 
@@ -48,46 +46,56 @@ def qdq_violations(model: onnx.ModelProto) -> list[Violation]:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-
-    def label(node: onnx.NodeProto) -> str:
-        return f"{node.op_type} '{node.name or node.output[0]}'"
-
-    for node in graph.node:
-        if node.op_type not in QDQ:
-            continue
-        if len(node.input) > 2 and node.input[2]:
-            zero_point = initializers.get(node.input[2])
-            if zero_point is None:
-                found.append(Violation(label(node), "its zero point is computed, not a constant 0"))
-            elif np.any(onnx.numpy_helper.to_array(zero_point) != 0):
-                found.append(Violation(label(node), "zero point is not 0 (TensorRT takes symmetric quantization only)"))
-        if node.op_type == "DequantizeLinear":
-            dtype = _quantized_dtype(node.input[0], initializers, producers)
-            if dtype != onnx.TensorProto.INT8:
-                name = onnx.helper.tensor_dtype_to_np_dtype(dtype).name if dtype else "an unknown type"
-                what = " (a quantized bias)" if dtype == onnx.TensorProto.INT32 else ""
-                found.append(Violation(label(node), f"dequantizes {name}{what}, not int8: TensorRT's parser "
-                                                    "takes only 8-bit and narrower inputs"))
-
-    for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm"):
-            continue
-        activation, weight = (producers.get(name) for name in node.input[:2])
-        if activation is None or activation.op_type != "DequantizeLinear":
-            found.append(Violation(label(node), "its activation input has no Q/DQ"))
-        if weight is None or weight.op_type != "DequantizeLinear":
-            found.append(Violation(label(node), "its weight has no Q/DQ"))
-        else:
-            problem = _per_channel_problem(node, weight, initializers)
-            if problem:
-                found.append(Violation(label(node), problem))
-        if len(node.input) > 2 and node.input[2]:
-            bias = producers.get(node.input[2])
-            if bias is not None and bias.op_type == "DequantizeLinear":
-                found.append(Violation(label(node), "its bias is quantized: keep biases float"))
-        if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])):
-            found.append(Violation(label(node), "its output is quantized: leave Conv/Gemm outputs to TensorRT's fusion"))
+    for node in (n for n in graph.node if n.op_type in QDQ):
+        found += [Violation(_label(node), rule) for rule in _qdq_node_problems(node, initializers, producers)]
+    for node in (n for n in graph.node if n.op_type in ("Conv", "Gemm")):
+        problems = _compute_node_problems(node, initializers, producers, consumers)
+        found += [Violation(_label(node), rule) for rule in problems]
     return found
+
+
+def _label(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} '{node.name or node.output[0]}'"
+
+
+def _qdq_node_problems(node: onnx.NodeProto, initializers: dict, producers: dict) -> list[str]:
+    """A Q or DQ node: a constant zero point of 0, and (DQ) an int8 input."""
+    problems = []
+    if len(node.input) > 2 and node.input[2]:
+        zero_point = initializers.get(node.input[2])
+        if zero_point is None:
+            problems.append("its zero point is computed, not a constant 0")
+        elif np.any(onnx.numpy_helper.to_array(zero_point) != 0):
+            problems.append("zero point is not 0 (TensorRT takes symmetric quantization only)")
+    if node.op_type == "DequantizeLinear":
+        dtype = _quantized_dtype(node.input[0], initializers, producers)
+        if dtype != onnx.TensorProto.INT8:
+            name = onnx.helper.tensor_dtype_to_np_dtype(dtype).name if dtype else "an unknown type"
+            what = " (a quantized bias)" if dtype == onnx.TensorProto.INT32 else ""
+            problems.append(f"dequantizes {name}{what}, not int8: TensorRT's parser takes only 8-bit and narrower "
+                            "inputs")
+    return problems
+
+
+def _compute_node_problems(node: onnx.NodeProto, initializers: dict, producers: dict, consumers: dict) -> list[str]:
+    """A Conv or Gemm: Q/DQ on its activation and (per channel) its weight, a float bias, an unquantized output."""
+    problems = []
+    activation, weight = (producers.get(name) for name in node.input[:2])
+    if activation is None or activation.op_type != "DequantizeLinear":
+        problems.append("its activation input has no Q/DQ")
+    if weight is None or weight.op_type != "DequantizeLinear":
+        problems.append("its weight has no Q/DQ")
+    else:
+        problem = _per_channel_problem(node, weight, initializers)
+        if problem:
+            problems.append(problem)
+    if len(node.input) > 2 and node.input[2]:
+        bias = producers.get(node.input[2])
+        if bias is not None and bias.op_type == "DequantizeLinear":
+            problems.append("its bias is quantized: keep biases float")
+    if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])):
+        problems.append("its output is quantized: leave Conv/Gemm outputs to TensorRT's fusion")
+    return problems
 
 
 def check_qdq(model: onnx.ModelProto, what: str, fix: str | None = None) -> None:

@@ -27,9 +27,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.deps import require, lazy_import
-from ..core.logs import quiet_library
+from ..core.deps import lazy_import, require
 from ..core.errors import InputError, first_line
+from ..core.logs import quiet_library
 from ..models.samples import image_batch, random_batch
 from ..models.spec import ModelSpec
 

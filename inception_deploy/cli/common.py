@@ -28,11 +28,19 @@ out = Console()
 err = Console(stderr=True)
 
 
+# The commands in the order of the flow, for --help.
+ORDER = ("models", "export", "parity", "trt", "bench", "triton", "serve", "loadtest")
+
+
 class OneLineErrors(TyperGroup):
     """Every failure ends as one line on stderr and a documented exit code, never a traceback.
 
     2: usage and input errors; 1: a failed check; 3: a missing backend or device; 130: Ctrl-C.
     """
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         try:
@@ -93,7 +101,7 @@ def _verbosity(
 
 
 def say(message: str) -> None:
-    """A note for people, on stderr (silenced by -q)."""
+    """A note for people, on stderr: -q silences it (warnings, errors and results stay)."""
     log.info(message)
 
 
@@ -115,10 +123,11 @@ class StepReporter:
 
     def __call__(self, label: str, done: int | None = None, total: int | None = None) -> None:
         """A step's label; with done/total, the bar shows how far a counted step (calibration, a sweep) is."""
-        if label != self._last:
+        lines = not self.console.is_terminal and os.environ.get("INCEPTION_DEPLOY_PROGRESS") == "lines"
+        if label != self._last and not lines:
             log.debug("step: %s", label)
         if not self.console.is_terminal:
-            if os.environ.get("INCEPTION_DEPLOY_PROGRESS") == "lines" and label != self._last:
+            if lines and label != self._last:
                 self.console.print(f"step: {label}", highlight=False, soft_wrap=True)
             self._last = label
             return
