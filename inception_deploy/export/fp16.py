@@ -6,6 +6,7 @@ import copy
 import logging
 
 from ..core.deps import lazy_import, require
+from ..core.errors import CheckFailed, first_line
 
 onnx = lazy_import("onnx")
 
@@ -20,5 +21,14 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_io_types: bool = True) -> on
     """
     require("onnxruntime")
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
-    return convert_float_to_float16(copy.deepcopy(model), keep_io_types=keep_io_types)
+    converted = OnnxModel(convert_float_to_float16(copy.deepcopy(model), keep_io_types=keep_io_types))
+    # The converter appends the IO Casts after the nodes that use them: ORT and TensorRT take that, the ONNX
+    # checker and Polygraphy's lint do not ("Nodes in a graph must be topologically sorted").
+    converted.topological_sort()
+    try:
+        onnx.checker.check_model(converted.model, full_check=True)
+    except onnx.checker.ValidationError as err:
+        raise CheckFailed(f"the fp16 graph fails the ONNX checker: {first_line(err)}") from None
+    return converted.model
