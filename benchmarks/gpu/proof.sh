@@ -369,5 +369,5 @@ case "${1:-}" in
     prepare) shift; prepare "$@" ;;
     call) shift; call "$@" ;;
     rehearse) rehearse ;;
-    *) sed -n '2,22p' "$0"; exit 2 ;;
+    *) sed -n '2,18p' "$0"; exit 2 ;;
 esac
