@@ -355,13 +355,24 @@ CASES = [
 ]
 
 
+@pytest.fixture
+def ws(tmp_path, export_copy, monkeypatch) -> Workspace:
+    """A fresh workspace, the current directory for the case."""
+    workspace = Workspace(tmp_path / "ws", export_copy)
+    workspace.root.mkdir()
+    monkeypatch.chdir(workspace.root)
+    return workspace
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_bad_input(case, tmp_path, export_copy, monkeypatch):
+def test_bad_input(case, ws):
     name, build, code, fragment = case
-    ws = Workspace(tmp_path / "ws", export_copy)
-    ws.root.mkdir()
-    monkeypatch.chdir(ws.root)
-    args = build(ws)
+    expect_one_line(ws, build(ws), code, fragment)
+
+
+def expect_one_line(ws: Workspace, args: list[str], code: int, fragment: str):
+    """Run the CLI on args: exit `code`, one line on stderr naming `fragment`, no traceback, and every file
+    under the workspace as it was (nothing new, nothing changed, no partial file). Returns the result."""
     before = snapshot(ws.root)
     result = runner.invoke(app, args)
     assert result.exit_code == code, (result.exit_code, result.output)
@@ -370,6 +381,7 @@ def test_bad_input(case, tmp_path, export_copy, monkeypatch):
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.output and not lines[0].startswith("error: unexpected")
     assert snapshot(ws.root) == before  # nothing new, nothing changed, no partial file
+    return result
 
 
 def test_missing_backends_exit_3(export_copy):
