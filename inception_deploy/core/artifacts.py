@@ -115,6 +115,17 @@ def made_dirs(directory: Path) -> Iterator[Path]:
         raise
 
 
+def missing_artifact(path: Path, fix: str) -> InputError:
+    """The error for an artifact that is not a regular file where it should be: a directory or another kind of
+    file in its place is named as such, not called missing. `fix`: how to make it ("run `...`")."""
+    path = Path(path)
+    if path.is_dir():
+        return InputError(f"{path} is a directory, not the artifact file: move it away, then {fix}")
+    if path.exists() or path.is_symlink():
+        return InputError(f"{path} is not a regular file: move it away, then {fix}")
+    return InputError(f"{path} does not exist: {fix}")
+
+
 def check_output_dir(path: Path, option: str) -> None:
     """Refuse, before any work, an output directory that is a file or cannot be written (exit 2)."""
     path = Path(path)
