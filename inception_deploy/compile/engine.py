@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..core.artifacts import ONNX_FILES, atomic_path, check_output_file, export_command, staged
+from ..core.artifacts import (
+    ONNX_FILES,
+    atomic_path,
+    check_output_file,
+    check_targets,
+    export_command,
+    missing_artifact,
+    remove_quietly,
+    staged,
+)
 from ..core.compilers import (
     TENSORRT,
     TENSORRT_ONLY_OPTIONS,
@@ -120,14 +129,15 @@ def build_engine(
         step(f"{onnx_path.name} is missing: making it from model.onnx and verifying it in ONNX Runtime")
         manifest = add_fp16(export_dir)
     if not onnx_path.is_file():
-        raise InputError(f"{onnx_path} does not exist: run `{export_command(manifest['variant'], options.precision)}` "
-                         "first")
+        raise missing_artifact(onnx_path, f"run `{export_command(manifest['variant'], options.precision)}`")
     listed = verified_record(onnx_path, manifest, required=True)
     if options.precision == "int8":
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
                   f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
     spec = get_spec(manifest["variant"])
     engine_path = export_dir / compiler.engine_file(options.precision)
+    runtime_cache = engine_path.with_name(engine_path.name + ".runtime-cache")  # stale once the engine changes
+    check_targets([engine_path, runtime_cache, export_dir / MANIFEST_NAME])  # before the build, not after it
 
     logger = _make_logger(trt)  # kept for the layer list and the build's errors
     with deferred_interrupt() as interrupted:  # TensorRT would swallow Ctrl-C raised in its callbacks
@@ -199,7 +209,7 @@ def build_engine(
             )
             stage_manifest(staging, export_dir, listed_with(manifest, record))
         # the previous engine's runtime cache holds kernels of that engine, not of this one
-        engine_path.with_name(engine_path.name + ".runtime-cache").unlink(missing_ok=True)
+        remove_quietly(runtime_cache)
     if compiler is TENSORRT:  # a cache for the next build: worth keeping, not worth failing the engine for
         try:
             with atomic_path(Path(facts["timing_cache"])) as tmp:

@@ -35,28 +35,80 @@ def engine_file(precision: str, compiler: str = "tensorrt") -> str:
 
 class Staging:
     """Files written under temporary names beside their final ones, then renamed into place together, in the
-    order they were staged (a manifest last): a failure before that changes nothing."""
+    order they were staged (a manifest last). All of them land or none does: a failure before the commit
+    changes nothing, and one during it puts back every file it had replaced."""
 
     def __init__(self) -> None:
         self.files: list[tuple[Path, Path]] = []  # (temporary, final)
 
     def path(self, final: Path) -> Path:
         final = Path(final)
+        check_target(final)
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
         os.close(fd)
         self.files.append((Path(tmp), final))
         return Path(tmp)
 
     def commit(self) -> None:
-        for tmp, final in self.files:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-            os.replace(tmp, final)
+        """Rename every staged file into place. A final name already taken is first moved aside; if any rename
+        fails, the ones done are undone (the new files removed, the old ones put back) and the error raised."""
+        done: list[tuple[Path, Path | None]] = []  # (final, where its previous file was moved)
+        try:
+            for tmp, final in self.files:
+                check_target(final)  # a directory may have appeared since staging
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+                aside = None
+                if final.exists() or final.is_symlink():
+                    aside = tmp.with_suffix(".previous")
+                    os.replace(final, aside)
+                done.append((final, aside))
+                os.replace(tmp, final)
+        except BaseException:
+            for final, aside in reversed(done):
+                with contextlib.suppress(OSError):
+                    if aside is not None:
+                        os.replace(aside, final)
+                    else:
+                        final.unlink(missing_ok=True)
+            raise
+        for _, aside in done:
+            if aside is not None:
+                remove_quietly(aside)
         self.files.clear()
 
     def discard(self) -> None:
         for tmp, _ in self.files:
             tmp.unlink(missing_ok=True)
         self.files.clear()
+
+
+def check_target(final: Path) -> None:
+    """Refuse (exit 2) a final name that a staged file cannot replace: a directory, or something that is not a
+    regular file. Called before any work starts (check_targets) and again when staging and committing."""
+    final = Path(final)
+    if final.is_dir() and not final.is_symlink():
+        raise InputError(f"{final} is a directory where a file is to be written: move it away and run again")
+    if final.exists() and not final.is_file():
+        raise InputError(f"{final} is not a regular file, and a file is to be written there: move it away and run "
+                         "again")
+
+
+def check_targets(finals, option: str = "--out") -> None:
+    """check_target for each of `finals`, and their directories writable: before the work, not after it."""
+    finals = [Path(f) for f in finals]
+    for final in finals:
+        check_target(final)
+    for directory in {f.parent for f in finals}:
+        if directory.is_dir():
+            _probe_writable(directory, str(directory), option)
+
+
+def remove_quietly(path: Path) -> None:
+    """Clean-up after work that is done: a file that cannot be removed is logged, never an error."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError as err:
+        log.warning("could not remove %s (%s): remove it by hand", path, err.strerror or err)
 
 
 @contextlib.contextmanager

@@ -27,12 +27,12 @@ def artifact_record(out_dir: Path, path: Path, *, content: Path | None = None, *
             **facts}
 
 
-def read_manifest(out_dir: Path, *, lenient: bool = False) -> dict | None:
+def read_manifest(out_dir: Path, *, lenient: bool = False, fix: str | None = None) -> dict | None:
     """The manifest of `out_dir`, validated; None when there is none. A manifest that is unreadable, empty,
-    not JSON or not an inception-deploy manifest is an InputError naming it (None when `lenient`: a
-    re-export replaces it)."""
+    not JSON, not an inception-deploy manifest or of the wrong shape is an InputError naming it and `fix`
+    (None when `lenient`: a forced re-export replaces it)."""
     path = Path(out_dir) / MANIFEST_NAME
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
         problem, data = _parse(path)
@@ -42,7 +42,7 @@ def read_manifest(out_dir: Path, *, lenient: bool = False) -> dict | None:
         return data
     if lenient:
         return None
-    raise InputError(f"{path} {problem}: re-run the export into {path.parent}, or remove it")
+    raise InputError(f"{path} {problem}: {fix or f're-run the export into {path.parent}, or remove it'}")
 
 
 def _parse(path: Path) -> tuple[str | None, dict | None]:
@@ -62,14 +62,64 @@ def _parse(path: Path) -> tuple[str | None, dict | None]:
         or not isinstance(data.get("artifacts"), list)
     ):
         return "is not an inception-deploy manifest (no variant and artifacts list)", None
-    for entry in data["artifacts"]:
-        if not (
-            isinstance(entry, dict) and isinstance(entry.get("path"), str) and isinstance(entry.get("sha256"), str)
-        ):
-            return "is not an inception-deploy manifest (an artifact without path or sha256)", None
+    problem = _shape_problem(data)
+    return (f"is damaged ({problem})", None) if problem else (None, data)
+
+
+# The fields other commands read, and what each must be when present (artifacts: checked entry by entry).
+_IO = {"name": str, "dtype": str, "shape": list}
+_FIELDS = {
+    "input": _IO,
+    "output": _IO,
+    "batch": lambda v: v == "dynamic" or (type(v) is int and v >= 1),
+    "num_classes": lambda v: type(v) is int and v >= 1,
+    "weights": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("path"), str)),
+    "untrained_init": lambda v: v is None or isinstance(v, dict),
+    "preprocessing": dict,
+}
+_ENTRY = {"path": str, "sha256": lambda v: isinstance(v, str) and len(v) == 64, "bytes": lambda v: type(v) is int,
+          "source": lambda v: isinstance(v, dict) and isinstance(v.get("path"), str)}
+
+
+def _shape_problem(data: dict) -> str | None:
+    """What is wrong with a manifest's fields, named ("input" is null), or None."""
+    problem = _fields_problem(data, _FIELDS, "")
+    if problem:
+        return problem
+    for index, entry in enumerate(data["artifacts"]):
+        if not isinstance(entry, dict) or "path" not in entry or "sha256" not in entry:
+            return f"artifacts[{index}] has no path or sha256"
+        problem = _fields_problem(entry, _ENTRY, f"artifacts[{index}].")
+        if problem:
+            return problem
+        if not plain_name(entry["path"]):
+            return f"artifacts[{index}].path '{entry['path']}' is not a plain file name inside the export directory"
         if "kind" in entry and entry.get("precision") not in PRECISIONS:
-            return f"is not an inception-deploy manifest ({entry['path']} has no known precision)", None
-    return None, data
+            return f"artifacts[{index}] ({entry['path']}) has no known precision"
+        if "source" in entry and not plain_name(entry["source"]["path"]):
+            return f"artifacts[{index}].source.path '{entry['source']['path']}' is not a plain file name"
+    return None
+
+
+def _fields_problem(record: dict, fields: dict, prefix: str) -> str | None:
+    for name, rule in fields.items():
+        if name not in record:
+            continue
+        value = record[name]
+        if isinstance(rule, dict):  # a nested record: every field required
+            if not isinstance(value, dict):
+                return f'"{prefix}{name}" is {json.dumps(value)[:40]}, not a record'
+            missing = [k for k, t in rule.items() if not isinstance(value.get(k), t)]
+            if missing:
+                return f'"{prefix}{name}" has no valid {missing[0]}'
+        elif not (isinstance(value, rule) if isinstance(rule, type) else rule(value)):
+            return f'"{prefix}{name}" is {json.dumps(value)[:40]}'
+    return None
+
+
+def plain_name(name: str) -> bool:
+    """A file name with no directory part: what every artifact path in a manifest must be."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def manifest_text(manifest: dict) -> str:

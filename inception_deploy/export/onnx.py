@@ -19,13 +19,29 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.artifacts import ENGINE_SUFFIXES, ONNX_FILES, check_output_dir, engine_file, sha256_of, staged
+from ..core.artifacts import (
+    ENGINE_SUFFIXES,
+    ONNX_FILES,
+    check_output_dir,
+    check_targets,
+    engine_file,
+    remove_quietly,
+    sha256_of,
+    staged,
+)
 from ..core.compare import difference
 from ..core.deps import lazy_import, require
 from ..core.errors import BackendMissing, CheckFailed, InceptionDeployError, InputError, first_line
 from ..core.interrupts import honoured_interrupt, writes_complete_first
 from ..core.logs import quiet_library
-from ..core.manifest import artifact_record, listed_with, read_manifest, stage_manifest, verified_record
+from ..core.manifest import (
+    MANIFEST_NAME,
+    artifact_record,
+    listed_with,
+    read_manifest,
+    stage_manifest,
+    verified_record,
+)
 from ..core.tolerances import TOLERANCES
 from ..core.version import __version__
 from ..models.build import DEFAULT_INIT_SEED, check_num_classes, count_parameters
@@ -128,7 +144,9 @@ def export_onnx(
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
     check_output_dir(out_dir, "--out")  # before minutes of work
-    previous = read_manifest(out_dir, lenient=True)
+    _check_targets(out_dir, ["fp32", *(["fp16"] if fp16 else []), *(["int8"] if int8 else [])])
+    previous = read_manifest(out_dir, lenient=force, fix="pass --force to replace it and the export it described, "
+                             "or choose another --out")
     if previous is not None and previous["variant"] != spec.name and not force:
         raise InputError(f"{out_dir} holds an export of {previous['variant']}: pass --force to replace it with "
                          f"{spec.name}, or choose another --out")
@@ -178,8 +196,16 @@ def export_onnx(
                 manifest["warnings"] = warnings
             stage_manifest(staging, out_dir, manifest)
         for path in stale:
-            path.unlink(missing_ok=True)
+            remove_quietly(path)
     return manifest
+
+
+def _check_targets(out_dir: Path, precisions: list[str]) -> None:
+    """Before any work: every name this export will write is a file or free (artifacts.check_target), the
+    calibration caches included, so that the commit cannot stop half-way on a directory."""
+    names = [ONNX_FILES[p] for p in precisions] + [MANIFEST_NAME]
+    caches = sorted(out_dir.glob("model.int8.calib-*.json")) if "int8" in precisions and out_dir.is_dir() else []
+    check_targets([out_dir / name for name in names] + caches)
 
 
 def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8, calibration,
@@ -421,6 +447,8 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
     listed = verified_record(source, manifest, fix=f"re-export it with `inception-deploy export {manifest['variant']}`",
                              required=True)
     spec = get_spec(manifest["variant"])
+    path = export_dir / ONNX_FILES["fp16"]
+    check_targets([path, export_dir / MANIFEST_NAME])
     proto = onnx.load(str(source))
     fixed = manifest.get("batch")
     x = random_batch(spec, fixed if isinstance(fixed, int) else samples, seed=seed).numpy()
@@ -428,7 +456,6 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
         expected = runner.run({INPUT_NAME: x})[OUTPUT_NAME]
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
     parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
-    path = export_dir / ONNX_FILES["fp16"]
     with (
         writes_complete_first(f"{path.name} was completed first, and listed in the manifest"),
         staged(export_dir) as staging,

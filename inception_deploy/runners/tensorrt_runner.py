@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import atomic_path
+from ..core.artifacts import atomic_path, missing_artifact
 from ..core.compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
-from ..core.errors import BackendMissing, InputError
+from ..core.errors import BackendMissing, InceptionDeployError, InputError, first_line
 from ..core.manifest import verify_beside
 from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
 
@@ -34,7 +34,7 @@ class TensorRTRunner(Runner):
         engine_path = Path(engine_path)
         self.trt = require_runtime(self.compiler)
         if not engine_path.is_file():
-            raise InputError(f"engine {engine_path} does not exist: build it with `inception-deploy trt`")
+            raise missing_artifact(engine_path, "build it with `inception-deploy trt`")
         self.engine_path, self.cuda_graph = engine_path, cuda_graph
         self.precision = precision or "fp32"
         self.context = self.engine = self.runtime = None
@@ -256,8 +256,11 @@ class TensorRTRTXRunner(TensorRTRunner):
 
     def close(self) -> None:
         if getattr(self, "cache", None) is not None:
-            with atomic_path(self.cache_path) as tmp:  # the kernels compiled on this GPU, for the next start
-                tmp.write_bytes(bytes(self.cache.serialize()))
+            try:  # the kernels compiled on this GPU, for the next start: worth keeping, not worth failing for
+                with atomic_path(self.cache_path) as tmp:
+                    tmp.write_bytes(bytes(self.cache.serialize()))
+            except (OSError, InceptionDeployError) as err:
+                log.warning("the runtime cache %s was not saved (%s)", self.cache_path, first_line(err))
             self.cache = None
         super().close()
 
