@@ -1,5 +1,5 @@
 """`python -m inception_deploy` is the `inception-deploy` command."""
 
-from .cli import main
+from .launch import main
 
 main()

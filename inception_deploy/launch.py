@@ -1,0 +1,25 @@
+"""The `inception-deploy` console entry point, kept free of heavy imports: the command line imports torch and
+friends, which takes seconds, and Ctrl-C in that time must be one line and exit 130 like any other moment."""
+
+import sys
+
+INTERRUPTED = 130
+
+
+def main() -> None:
+    try:
+        from .cli import main as cli_main
+    except KeyboardInterrupt:
+        _interrupted()
+    try:
+        cli_main()
+    except KeyboardInterrupt:  # after the command's own handling: between its end and the exit
+        _interrupted()
+
+
+def _interrupted() -> None:
+    try:
+        sys.stderr.write("error: interrupted: nothing was written\n")
+        sys.stderr.flush()
+    finally:
+        raise SystemExit(INTERRUPTED)
