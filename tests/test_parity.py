@@ -136,3 +136,104 @@ def test_gpu_backends(name, exported):
     assert report.passed, report.to_dict()
     assert {(r.backend, r.precision) for r in report.rows} >= {
         ("onnxruntime-cuda", "fp32"), ("onnxruntime-cuda", "fp16"), ("torch-cuda", "fp16")}
+
+
+def _shuffled_but_top1(ref, rng):
+    """Each row's values shuffled among its classes, its top-1 class kept: the same offset, another output."""
+    import numpy as np
+
+    act = ref.copy()
+    for row, out in zip(ref, act):
+        top = int(row.argmax())
+        others = np.delete(np.arange(row.size), top)
+        out[others] = row[rng.permutation(others)]
+    return act
+
+
+def test_a_shared_offset_does_not_hide_a_wrong_output():
+    """Cosine on raw logits is near 1 whenever every logit of a row shares a large offset: the verdict uses the
+    centred cosine, which a shuffled output fails, while a close output passes both."""
+    import numpy as np
+
+    from inception_deploy.core.compare import difference
+    from inception_deploy.core.tolerances import TOLERANCES
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(8, 1000)) + 50.0  # a common per-row offset
+    wrong = difference(ref, _shuffled_but_top1(ref, rng))
+    assert wrong.cosine > 0.999 and wrong.top1_agreement == 1.0  # what the raw cosine verdict passed
+    assert abs(wrong.cosine_centred) < 0.1 and wrong.samples == 8
+    assert not TOLERANCES["int8"].passes(wrong)
+    close = difference(ref, ref + rng.normal(scale=1e-3, size=ref.shape))
+    assert close.cosine > 0.99999 and close.cosine_centred > 0.99999
+    assert all(TOLERANCES[p].passes(close) for p in ("fp32", "fp16", "int8"))
+    assert "centred cosine ≥0.98" in TOLERANCES["int8"].describe()
+    assert TOLERANCES["int8"].to_dict()["min_cosine_centred"] == 0.98
+
+
+def test_localize_judges_feature_maps_by_their_error_not_their_argmax():
+    """A feature map with near-tied maxima whose argmax flips under a tiny error is within; a feature map with a
+    large error is not; the model's output keeps top-1."""
+    import numpy as np
+
+    from inception_deploy.core.compare import difference
+    from inception_deploy.core.tolerances import TOLERANCES
+    from inception_deploy.parity.localize import rule
+
+    rng = np.random.default_rng(0)
+    ref = np.maximum(rng.normal(size=(2, 32, 7, 7)), 0)
+    flat = ref.reshape(2, -1)
+    flat[:, 10] = flat[:, 20] = flat.max() + 0.5  # two tied maxima in each sample
+    act = ref + rng.normal(scale=1e-6, size=ref.shape)
+    act.reshape(2, -1)[:, 10] = flat[:, 10] - 1e-6  # the argmax flips to the other maximum
+    act.reshape(2, -1)[:, 20] = flat[:, 20] + 1e-6
+    tied = difference(ref, act)
+    assert tied.top1_agreement == 0.0 and tied.scaled < 1e-5  # a flipped argmax, a tiny error
+    assert not rule(TOLERANCES["int8"], "int8", output=True).passes(tied)  # the output keeps its top-1 rule
+    assert all(rule(TOLERANCES[p], p, output=False).passes(tied) for p in ("fp32", "fp16", "int8"))
+    far = difference(ref, np.maximum(rng.normal(size=ref.shape), 0))
+    assert not any(rule(TOLERANCES[p], p, output=False).passes(far) for p in ("fp32", "fp16", "int8"))
+
+
+def test_localize_keeps_a_passing_int8_model_within_at_every_block(exported):
+    """On a real Q/DQ model that passes, no block's feature map is reported as leaving tolerance; the classifier,
+    whose output is the model's, is judged as the output."""
+    import onnx
+
+    from inception_deploy.core.manifest import read_manifest
+    from inception_deploy.core.tolerances import TOLERANCES
+    from inception_deploy.models.load import deployable_model, reference_weights
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import random_batch
+    from inception_deploy.parity.localize import localize
+
+    out, _ = exported("googlenet")
+    weights, classes = reference_weights(read_manifest(out), None, None)
+    model = deployable_model("googlenet", weights=weights, num_classes=classes)
+    x = random_batch(get_spec("googlenet"), 2, seed=0).numpy()
+    blocks = localize(model, onnx.load(str(out / "model.int8.onnx")), x, tolerance=TOLERANCES["int8"],
+                      precision="int8")
+    assert [b.block for b in blocks if not b.within] == [], [b.to_dict() for b in blocks]
+    assert [b.judged_as for b in blocks] == ["feature map"] * (len(blocks) - 1) + ["output"]
+    assert blocks[-1].block == "fc (Linear)" and 0.98 <= blocks[-1].cosine_centred <= 1.0
+
+
+def _parity_cli(out, *args):
+    result = runner.invoke(app, ["parity", "v1", "--dir", str(out), "--precision", "fp32", "--samples", "2", *args])
+    return result.exit_code, result.stdout.strip().splitlines()[-1]
+
+
+def test_a_failing_atol_or_rtol_names_the_other_that_would_pass(exported):
+    """--rtol alone: the FAIL line names the --atol that passes at that rtol; --atol alone: the --rtol. Both pass."""
+    import re
+
+    out, _ = exported("googlenet")
+    code, line = _parity_cli(out, "--rtol", "1e-9")
+    assert code == 1 and line.startswith("FAIL") and "with --rtol 1e-09, --atol " in line, line
+    atol = re.search(r"--atol (\S+) would pass", line).group(1)
+    assert float(atol) > 0
+    assert _parity_cli(out, "--rtol", "1e-9", "--atol", atol) == (0, "PASS")
+    code, line = _parity_cli(out, "--atol", "1e-9")
+    assert code == 1 and "with --atol 1e-09, --rtol " in line, line
+    rtol = re.search(r"--rtol (\S+) would pass", line).group(1)
+    assert _parity_cli(out, "--atol", "1e-9", "--rtol", rtol) == (0, "PASS")

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.artifacts import ONNX_FILES, export_command, sha256_of
+from ..core.artifacts import ONNX_FILES, export_command, missing_artifact, sha256_of
 from ..core.compare import difference
 from ..core.compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
 from ..core.errors import BackendMissing, InceptionDeployError, first_line
@@ -235,14 +235,13 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
         if not installed(compiler):
             return f"{compiler.title} is not installed ({compiler.install})"
         engine = plan.export_root / variant / compiler.engine_file(precision)
-        if not engine.is_file():
-            return (
-                f"no {engine}: build it with `inception-deploy trt {variant} --{precision} --compiler {backend.engine}`"
-            )
+        if not engine.is_file():  # missing, or something else in its place: named as such
+            build = f"inception-deploy trt {variant} --{precision} --compiler {backend.engine}"
+            return str(missing_artifact(engine, f"build it with `{build}`"))
     if backend.engine == "onnxruntime" and precision == "int8":
-        if not (plan.export_root / variant / ONNX_FILES["int8"]).is_file():
-            int8 = plan.export_root / variant / ONNX_FILES["int8"]
-            return f"no {int8}: make it with `{export_command(variant, 'int8')}`"
+        int8 = plan.export_root / variant / ONNX_FILES["int8"]
+        if not int8.is_file():
+            return str(missing_artifact(int8, f"make it with `{export_command(variant, 'int8')}`"))
     return None
 
 
@@ -253,6 +252,8 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
         path = directory / COMPILERS[backend.engine].engine_file(precision)
         return path, _source(path, verify_beside(path, made="built", fix="rebuild it with `inception-deploy trt`"))
     path = directory / ONNX_FILES[precision]
+    if (path.exists() or path.is_symlink()) and not path.is_file():  # a directory in its place: never export over it
+        raise missing_artifact(path, f"re-export it with `inception-deploy export {variant}`")
     if not path.is_file() and precision == "fp16" and (directory / ONNX_FILES["fp32"]).is_file():
         step(f"{variant}: no {path}, making it from {ONNX_FILES['fp32']} first")
         add_fp16(directory)  # from the export that is there (its weights), not a new untrained one
@@ -333,24 +334,25 @@ def _measure(plan: BenchPlan, spec, row: _Row, candidate: _Candidate, batch: int
 
 
 def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, tf32: bool) -> tuple[str, dict]:
-    """The timed runner's outputs on the parity inputs, at the timed batch size and through the timed path."""
+    """The timed runner's outputs on the parity inputs, at the timed batch size and through the timed path.
+
+    The samples are repeated to fill whole batches; only the first output of each distinct sample is compared."""
     x, expected = reference
     n = len(x)
     chunks = max(1, math.ceil(n / batch))
-    tiled = np.resize(x, (chunks * batch, *x.shape[1:]))  # repeats the samples to fill whole batches
+    tiled = np.resize(x, (chunks * batch, *x.shape[1:]))  # the samples, then repeats of them up to whole batches
     name = runner.inputs[0].name
     outputs = []
     for start in range(0, len(tiled), batch):
         feed = {name: tiled[start:start + batch]}
         result = runner.run(feed) if transfers else runner.fetch(runner.prepare(feed))
         outputs.append(np.asarray(next(iter(result.values())), dtype=np.float32))
-    got = np.concatenate(outputs)
-    want = np.resize(expected, got.shape)
+    got = np.concatenate(outputs)[:n]  # the repeats only filled the batches: counting them would weigh some twice
     # TF32 keeps fp16's 10 mantissa bits: such a row is judged by the fp16 tolerance, and says so.
     judged = "fp16" if tf32 else precision
-    diff = difference(want, got)
+    diff = difference(expected, got)
     verdict = "pass" if TOLERANCES[judged].passes(diff) else "fail"
-    return verdict, {**diff.to_dict(), "tolerance": judged, "samples": n}
+    return verdict, {**diff.to_dict(), "tolerance": judged, "repeats_not_compared": len(tiled) - n}  # + "samples"
 
 
 def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batch: int) -> BenchRecord:
@@ -379,8 +381,11 @@ def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batc
                          warnings=warnings)
     if best.parity is not None:
         record.parity, record.parity_detail = best.parity
-        record.parity_source = (f"checked here: this runner, {PARITY_SAMPLES} random inputs at batch {batch}, "
-                                f"vs torch fp32 on the CPU ({best.parity[1]['tolerance']} tolerance)")
+        detail = best.parity[1]
+        padded = f" (padded with {detail['repeats_not_compared']} repeats, not compared)" \
+            if detail["repeats_not_compared"] else ""
+        record.parity_source = (f"checked here: this runner, {detail['samples']} distinct random inputs at batch "
+                                f"{batch}{padded}, vs torch fp32 on the CPU ({detail['tolerance']} tolerance)")
     else:
         record.parity, record.parity_source = _manifest_parity(plan, spec.name, row)
     return record

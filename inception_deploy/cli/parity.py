@@ -13,7 +13,7 @@ from rich.markup import escape
 from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..parity import check_parity
-from ..parity.report import localization_lines, markdown, rich_table, to_json
+from ..parity.report import localization_lines, markdown, rich_table, to_json, verdict_line
 from .common import INTERRUPTED_MESSAGE, StepReporter, app, err, out, say
 from .options import ExportDir, Precisions
 
@@ -67,8 +67,11 @@ def parity(
         write_text_atomic(Path(json_out), to_json(report))
     if report_md:
         write_text_atomic(report_md, markdown(report))
-    (err if json_out == "-" else out).print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: a backend "
-                                                                                        "leaves tolerance")
+    verdict = verdict_line(report, atol=atol, rtol=rtol)  # FAIL names what would pass, where the user set atol/rtol
+    (err if json_out == "-" else out).print(
+        "[bold green]PASS[/]" if report.passed else f"[bold red]FAIL[/]{escape(verdict.removeprefix('FAIL'))}",
+        highlight=False, soft_wrap=True,
+    )
     if not report.passed:
         raise typer.Exit(1)
 

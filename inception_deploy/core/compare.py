@@ -18,17 +18,45 @@ class Difference:
     max_rel: float  # max |actual - reference| / |reference|, over elements with |reference| >= 1% of the scale
     scaled: float  # max_abs / scale: the error relative to the output's own magnitude
     scale: float  # max |reference|
-    cosine: float  # cosine similarity of the flattened arrays
+    cosine: float  # cosine similarity of the flattened arrays: inflated by any offset every element of a row shares
+    cosine_centred: float  # the same after subtracting each row's mean from both: the one the verdicts use
     top1_agreement: float  # fraction of rows whose argmax agrees
     top5_overlap: float  # mean fraction of each row's top-5 classes that both share
     rtol: float  # the rtol that needed_atol is computed at
     needed_atol: float  # the smallest atol with |actual - reference| <= atol + rtol * |reference| everywhere
+    samples: int = 0  # rows (samples) compared: every figure above is over these
+    atol: float | None = None  # the atol that needed_rtol is computed at (None: not asked for)
+    needed_rtol: float | None = None  # the smallest rtol that passes at that atol; inf: none does (|reference| is 0
+    # where the error exceeds atol)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.atol is None:  # not asked for: no figures to show
+            del d["atol"], d["needed_rtol"]
+        return d
 
 
-def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) -> Difference:
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(np.dot(a.ravel(), b.ravel()) / norms) if norms > 0 else float(np.array_equal(a, b))
+
+
+def _needed_rtol(err: np.ndarray, ref: np.ndarray, atol: float) -> float:
+    over = err > atol
+    if not over.any():
+        return 0.0
+    if (ref[over] == 0).any():
+        return float("inf")
+    return float(((err[over] - atol) / np.abs(ref[over])).max())
+
+
+def difference(
+    reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0, atol: float | None = None
+) -> Difference:
+    """Every figure of how `actual` differs from `reference`; rows are samples (the first axis).
+
+    Cosine on raw values is near 1 whenever every element of a row shares a large offset (logits often do), however
+    the values differ around it: cosine_centred removes each row's mean from both first, and is the one to judge by."""
     ref = np.asarray(reference, dtype=np.float64)
     act = np.asarray(actual, dtype=np.float64)
     if ref.shape != act.shape:
@@ -37,10 +65,9 @@ def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) 
     scale = float(np.abs(ref).max()) if ref.size else 0.0
     significant = np.abs(ref) >= 0.01 * scale
     max_rel = float((err[significant] / np.abs(ref[significant])).max()) if significant.any() and scale > 0 else 0.0
-    norms = np.linalg.norm(ref) * np.linalg.norm(act)
-    cosine = float(np.dot(ref.ravel(), act.ravel()) / norms) if norms > 0 else float(np.array_equal(ref, act))
     rows = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(1, -1)
     act_rows = act.reshape(rows.shape)
+    centred = _cosine(rows - rows.mean(1, keepdims=True), act_rows - act_rows.mean(1, keepdims=True))
     top1 = float(np.mean(rows.argmax(1) == act_rows.argmax(1)))
     k = min(5, rows.shape[1])
     top_ref, top_act = np.argsort(-rows, axis=1)[:, :k], np.argsort(-act_rows, axis=1)[:, :k]
@@ -52,9 +79,13 @@ def difference(reference: np.ndarray, actual: np.ndarray, *, rtol: float = 0.0) 
         max_rel=max_rel,
         scaled=float(err.max() / scale) if scale > 0 else float(err.max(initial=0.0)),
         scale=scale,
-        cosine=cosine,
+        cosine=_cosine(ref, act),
+        cosine_centred=centred,
         top1_agreement=top1,
         top5_overlap=top5,
         rtol=rtol,
         needed_atol=float(np.clip(err - rtol * np.abs(ref), 0, None).max()) if err.size else 0.0,
+        samples=int(rows.shape[0]),
+        atol=atol,
+        needed_rtol=None if atol is None else _needed_rtol(err, ref, atol),
     )

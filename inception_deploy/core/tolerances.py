@@ -13,23 +13,26 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Tolerance:
     max_scaled: float  # max |a - b| / max |reference|
-    min_cosine: float
-    min_top1: float = 0.0  # fraction of samples whose top-1 class agrees
+    min_cosine: float  # of the centred values (Difference.cosine_centred): raw cosine forgives a shared offset
+    min_top1: float = 0.0  # fraction of samples whose top-1 class agrees: a rule for logits only
 
     def passes(self, diff: Difference) -> bool:
         return (
-            diff.scaled <= self.max_scaled and diff.cosine >= self.min_cosine and diff.top1_agreement >= self.min_top1
+            diff.scaled <= self.max_scaled
+            and diff.cosine_centred >= self.min_cosine
+            and diff.top1_agreement >= self.min_top1
         )
 
     def describe(self) -> str:
         parts = [f"≤{self.max_scaled:g} of scale"] if self.max_scaled != float("inf") else []
-        parts.append(f"cosine ≥{self.min_cosine:g}")
+        parts.append(f"centred cosine ≥{self.min_cosine:g}")
         if self.min_top1:
             parts.append(f"top-1 ≥{self.min_top1:.0%}")
         return ", ".join(parts)
 
     def to_dict(self) -> dict:
-        return {k: (None if v == float("inf") else v) for k, v in asdict(self).items()}  # JSON has no inf
+        named = {"min_cosine_centred" if k == "min_cosine" else k: v for k, v in asdict(self).items()}
+        return {k: (None if v == float("inf") else v) for k, v in named.items()}  # JSON has no inf
 
 
 @dataclass(frozen=True)
@@ -49,13 +52,26 @@ class ElementwiseTolerance:
         return asdict(self)
 
 
-
 # Measured on the zoo (conditioned untrained weights, ORT CPU vs torch): fp32 reaches 1e-6..3e-5 of the
 # output scale; fp16 (ORT CPU executes fp16 nodes through Casts, so this measures fp16 weights and
 # activations rounded between ops) 0.004..0.04 with cosine >= 0.9999. A wrong graph differs at O(1).
-# int8 is judged by agreement: cosine and top-1, not elementwise error.
+# int8 is judged by agreement: centred cosine and top-1, not elementwise error. The cosine is of the centred
+# values (compare.Difference.cosine_centred): on the zoo it is within 1e-5 of the raw one, but a wrong output that
+# keeps a large offset every logit of a row shares would still have a raw cosine near 1.
 TOLERANCES = {
     "fp32": Tolerance(max_scaled=1e-3, min_cosine=0.99999),
     "fp16": Tolerance(max_scaled=5e-2, min_cosine=0.999),
     "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.98, min_top1=0.8),
+}
+
+# Feature maps (parity --localize: each block output but the model's own) by their error and centred cosine, never
+# top-1: a feature map's argmax names no class, and flips among near-tied activations at any rounding. Error
+# grows with depth before the pooling averages it away: measured on googlenet, inception_v3 and inception_v4
+# (untrained, conditioned; ORT CPU vs torch, 2 samples), the last blocks' maps reach 1.3e-5 of scale in fp32,
+# 0.025 and a centred cosine of 0.9997 in fp16, a centred cosine of 0.947 in int8 (v4; 0.967 on v3), where the
+# logits show 0.0075 and 0.997. A wrong block (a flipped convolution) is at O(1) of scale.
+FEATURE_MAP_TOLERANCES = {
+    "fp32": Tolerance(max_scaled=1e-3, min_cosine=0.99999),
+    "fp16": Tolerance(max_scaled=0.1, min_cosine=0.999),
+    "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.9),
 }

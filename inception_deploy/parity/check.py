@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.artifacts import ENGINE_KINDS, PRECISIONS, export_command
+from ..core.artifacts import ENGINE_KINDS, PRECISIONS, export_command, missing_artifact
 from ..core.compare import Difference, difference
 from ..core.compilers import COMPILERS, require_runtime
 from ..core.deps import lazy_import
@@ -184,7 +184,7 @@ def _rows(backend: Backend, target, precision: str, model, x, expected, atol, rt
     tolerance = ElementwiseTolerance(atol, rtol or 0.0) if atol is not None else TOLERANCES[precision]
     rows = []
     for name, got in outputs.items():
-        diff = difference(expected, got, rtol=getattr(tolerance, "rtol", 0.0))
+        diff = difference(expected, got, rtol=getattr(tolerance, "rtol", 0.0), atol=getattr(tolerance, "atol", None))
         row = ParityRow(backend.name, backend.device, label, precision, name, diff, tolerance,
                         tolerance.passes(diff), seconds=time.perf_counter() - start)
         if localize_failures and not row.passed and target is not None and target.kind == "onnx":
@@ -227,7 +227,7 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         paths = [Path(p) for p in onnx_files]
         for p in paths:
             if not p.is_file():
-                raise InputError(f"--onnx {p} does not exist")
+                raise missing_artifact(p, "pass the path of an ONNX file with --onnx")
             verify_beside(p, fix="re-run the export, or pass a copy from elsewhere")  # before reading a byte of it
         manifest = read_manifest(paths[0].parent)
         if manifest is not None and manifest.get("variant") != variant:
@@ -246,7 +246,7 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
             continue
         path = directory / entry["path"]
         if not path.is_file():
-            raise InputError(f"{path} is listed in the manifest but missing: re-run the export")
+            raise missing_artifact(path, "re-run the export (its manifest lists it)")
         verified_record(path, manifest, fix="re-run the export, or pass it with --onnx")
         artifacts.append(Artifact(path, entry["precision"], entry["kind"]))
     return manifest, artifacts

@@ -3,6 +3,10 @@
 Like Polygraphy's `--onnx-outputs mark all`, but reported in the block names of the PyTorch model. ONNX
 tensors are matched to blocks by value: the graph's intermediate tensors of the block's output shape,
 the closest one taken, so the match survives onnxsim's rewrites (BatchNorm folding, renamed nodes).
+
+A feature map is judged by its error and centred cosine (tolerances.FEATURE_MAP_TOLERANCES): top-1 agreement
+is a rule for class scores, and a feature map's argmax flips between near-tied activations at any rounding.
+The block that computes the model's output (its logits) keeps the output's rule.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from torch import nn
 
 from ..core.compare import difference
 from ..core.deps import lazy_import
+from ..core.tolerances import FEATURE_MAP_TOLERANCES, Tolerance
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
 
 onnx = lazy_import("onnx")
@@ -30,8 +35,9 @@ class BlockDivergence:
     shape: list[int]
     onnx_tensor: str | None  # the closest ONNX tensor of that shape
     scaled: float  # its max |Δ| relative to the block output's scale
-    cosine: float
+    cosine_centred: float  # each sample's mean removed first (compare.Difference.cosine_centred)
     within: bool
+    judged_as: str = "feature map"  # or "output": the block whose output is the model's, judged by the full rule
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,7 +67,7 @@ def localize(model: nn.Module, onnx_model: onnx.ModelProto, x: np.ndarray, *, to
     ]
     try:
         with torch.inference_mode():
-            model(torch.from_numpy(x))
+            final = model(torch.from_numpy(x)).detach().float().numpy()
     finally:
         for h in hooks:
             h.remove()
@@ -82,13 +88,20 @@ def localize(model: nn.Module, onnx_model: onnx.ModelProto, x: np.ndarray, *, to
             if best is None or diff.scaled < best[1].scaled:
                 best = (tensor_name, diff)
         label = f"{name} ({type(module).__name__})"
+        output = expected.shape == final.shape and np.array_equal(expected, final)
+        judged_as = "output" if output else "feature map"
         if best is None:
-            report.append(BlockDivergence(label, list(expected.shape), None, float("inf"), 0.0, False))
+            report.append(BlockDivergence(label, list(expected.shape), None, float("inf"), 0.0, False, judged_as))
         else:
             tensor_name, diff = best
-            report.append(BlockDivergence(label, list(expected.shape), tensor_name, diff.scaled, diff.cosine,
-                                          tolerance.passes(diff)))
+            report.append(BlockDivergence(label, list(expected.shape), tensor_name, diff.scaled, diff.cosine_centred,
+                                          rule(tolerance, precision, output=output).passes(diff), judged_as))
     return report
+
+
+def rule(tolerance, precision: str, *, output: bool) -> Tolerance:
+    """The model's output by the output's `tolerance`; any other tensor by the rule for feature maps."""
+    return tolerance if output else FEATURE_MAP_TOLERANCES[precision]
 
 
 def first_divergence(report: list[BlockDivergence]) -> BlockDivergence | None:

@@ -9,23 +9,25 @@ import math
 from rich import box
 from rich.table import Table
 
+from ..core.tolerances import ElementwiseTolerance
 from .check import ParityReport, ParityRow
 from .localize import first_divergence
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("backend", "artifact", "prec", "max |Δ|", "mean |Δ|", "p99 |Δ|", "max rel", "cosine", "top-1", "top-5",
-           "min atol", "tolerance", "result")
+COLUMNS = ("backend", "artifact", "prec", "max |Δ|", "mean |Δ|", "p99 |Δ|", "max rel", "cosine", "centred cosine",
+           "top-1", "top-5", "min atol", "tolerance", "result")  # the verdicts use the centred cosine
 
 
 def _cells(row: ParityRow) -> list[str]:
     head = [row.backend, row.artifact, row.precision]
     if row.diff is None:
-        return head + ["—"] * 9 + [f"SKIP: {row.skipped}"]
+        return head + ["—"] * (len(COLUMNS) - 4) + [f"SKIP: {row.skipped}"]
     d = row.diff
     return head + [
         f"{d.max_abs:.2e}", f"{d.mean_abs:.2e}", f"{d.p99_abs:.2e}", f"{d.max_rel:.2e}", f"{d.cosine:.6f}",
-        f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", f"{d.needed_atol:.2e}", row.tolerance.describe(),
+        f"{d.cosine_centred:.6f}", f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", f"{d.needed_atol:.2e}",
+        row.tolerance.describe(),
         "PASS" if row.passed else "FAIL",
     ]
 
@@ -43,7 +45,7 @@ def _title(report: ParityReport) -> str:
 def rich_table(report: ParityReport) -> Table:
     """The terminal view: fits 80 columns; JSON and Markdown carry every figure."""
     table = Table(title=_title(report), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
-    for column in ("backend / artifact", "prec", "max |Δ|", "max rel", "cosine", "top-1", "top-5", "result"):
+    for column in ("backend / artifact", "prec", "max |Δ|", "max rel", "centred cos", "top-1", "top-5", "result"):
         table.add_column(column, justify="left" if column in ("backend / artifact", "prec", "result") else "right",
                          min_width=15 if column == "backend / artifact" else None)
     for row in report.rows:
@@ -53,9 +55,38 @@ def rich_table(report: ParityReport) -> Table:
             continue
         d = row.diff
         verdict = "[green]PASS[/]" if row.passed else "[bold red]FAIL[/]"
-        table.add_row(target, row.precision, f"{d.max_abs:.1e}", f"{d.max_rel:.1e}", f"{d.cosine:.6f}",
-                      f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", verdict)
+        table.add_row(target, row.precision, f"{d.max_abs:.1e}", f"{d.max_rel:.1e}",
+                      f"{d.cosine_centred:.6f}", f"{d.top1_agreement:.0%}", f"{d.top5_overlap:.0%}", verdict)
     return table
+
+
+def verdict_line(report: ParityReport, *, atol: float | None = None, rtol: float | None = None) -> str:
+    """PASS, or FAIL with what would pass: with --rtol, the atol it needs; with --atol alone, the rtol it needs."""
+    if report.passed:
+        return "PASS"
+    line = "FAIL: a backend leaves tolerance"
+    checked = [r.diff for r in report.rows if r.diff is not None and isinstance(r.tolerance, ElementwiseTolerance)]
+    if not checked or (atol is None and rtol is None):
+        return line
+    if rtol is not None:  # --rtol (alone or with --atol): the atol that passes at this rtol
+        need = max(d.needed_atol for d in checked)
+        return f"{line}; with --rtol {rtol:g}, --atol {_at_least(need)} would pass"
+    need = max(d.needed_rtol for d in checked)
+    if not math.isfinite(need):
+        return (f"{line}; no --rtol passes with --atol {atol:g} (an element whose reference is 0 differs by more): "
+                f"--atol {_at_least(max(d.needed_atol for d in checked))} alone would pass")
+    return f"{line}; with --atol {atol:g}, --rtol {_at_least(need)} would pass"
+
+
+def _at_least(value: float) -> str:
+    """value rounded up to 3 significant digits: the printed number, read back, is never below it."""
+    if value <= 0:
+        return "0"
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    digits = math.ceil(value / step)
+    while float(f"{digits * step:.3g}") < value:
+        digits += 1
+    return f"{digits * step:.3g}"
 
 
 def localization_lines(report: ParityReport) -> list[str]:
@@ -85,10 +116,11 @@ def markdown(report: ParityReport) -> str:
         if row.localization is None:
             continue
         out += ["", f"## Where {row.backend} {row.artifact} ({row.precision}) diverges", "",
-                "| block | ONNX tensor | max \\|Δ\\| / scale | cosine | within |", "|---|---|---|---|---|"]
+                "| block | ONNX tensor | max \\|Δ\\| / scale | centred cosine | judged as | within |",
+                "|---|---|---|---|---|---|"]
         for b in row.localization:
-            out.append(f"| {b.block} | {b.onnx_tensor or '—'} | {b.scaled:.2e} | {b.cosine:.6f} | "
-                       f"{'yes' if b.within else '**no**'} |")
+            out.append(f"| {b.block} | {b.onnx_tensor or '—'} | {b.scaled:.2e} | {b.cosine_centred:.6f} | "
+                       f"{b.judged_as} | {'yes' if b.within else '**no**'} |")
     return "\n".join(out) + "\n"
 
 
