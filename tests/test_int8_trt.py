@@ -69,6 +69,24 @@ def test_calibration_cache_is_reused_and_synthetic_is_labelled(tmp_path, calib_d
     assert one["calibration"]["cache"] == two["calibration"]["cache"] and one["sha256"] == two["sha256"]
     assert len(list(tmp_path.glob("model.int8.calib-*.json"))) == 1
 
+    # A cache whose ranges no calibration run records is discarded, named, rebuilt from the same images (the same
+    # bytes), and the int8 model agrees; the warning is about the cache, not the images.
+    cache = tmp_path / one["calibration"]["cache"]
+    genuine = cache.read_bytes()
+    ranges = json.loads(genuine)
+    zero_width = {name: {**r, "highest": r["lowest"]} for name, r in ranges["data"].items()}
+    absurd = {name: {**r, "lowest": {**r["lowest"], "data": [-1e30]}, "highest": {**r["highest"], "data": [1e30]}}
+              for name, r in ranges["data"].items()}
+    for data, reason in ((zero_width, "has a zero-width range"), (absurd, "has an absurd range")):
+        cache.write_text(json.dumps({**ranges, "data": data}))
+        manifest = idp.export_onnx("v1", weights=weights, int8=True, calib=calib_dir, calib_samples=8, out_dir=tmp_path)
+        record = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
+        assert not record["calibration"]["cache_reused"] and reason in record["calibration"]["cache_discarded"]
+        warning = next(w for w in manifest["warnings"] if "calibration cache" in w)
+        assert cache.name in warning and reason in warning and "discarded and rebuilt" in warning, warning
+        assert "images" not in warning and cache.read_bytes() == genuine
+        assert record["parity"]["passed"] and record["parity"]["cosine"] >= 0.98, record["parity"]
+
     result = runner.invoke(app, ["export", "v1", "--weights", str(weights), "--int8", "--calib-synthetic",
                                  "--calib-samples", "4", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -128,3 +146,22 @@ def test_tensorrt_build_and_parity(precision, export_copy, calib_dir):
         )
     report = idp.check_parity("v1", export_dir=out, backends="tensorrt", precisions=precision, images=calib_dir)
     assert report.passed, report.to_dict()
+
+
+def test_a_calibration_cache_that_is_a_directory_is_refused_before_calibrating(exported, tmp_path):
+    import re
+
+    from inception_deploy.core.errors import InputError
+    from inception_deploy.export.quantize import calibration_inputs, quantize_int8
+
+    out, _ = exported("googlenet")
+    model = onnx.load(str(out / "model.onnx"))
+    calibration = calibration_inputs(idp.get_spec("googlenet"), None, 1, synthetic=True)
+    _, facts, _ = quantize_int8(model, calibration, method="minmax", cache_dir=tmp_path)
+    cache = tmp_path / facts["calibration"]["cache"]
+    cache.mkdir()
+    calibrated = []
+    with pytest.raises(InputError, match=re.escape(f"the calibration cache {cache} is a directory: move it away")):
+        quantize_int8(model, calibration, method="minmax", cache_dir=tmp_path,
+                      progress=lambda done, total: calibrated.append(done))
+    assert calibrated == [] and cache.is_dir()

@@ -45,7 +45,6 @@ def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
     out = export_copy(name)
     int8_onnx = onnx.load(str(out / "model.int8.onnx"))
     assert qdq_violations(int8_onnx) == []
-    quantized = sum(1 for n in int8_onnx.graph.node if n.op_type in ("Conv", "Gemm"))
 
     for precision in ("fp16", "int8"):
         manifest = build_engine(
@@ -63,12 +62,57 @@ def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
         assert engine["profile"] == {"input": "input", "min": 1, "opt": 8, "max": 32}
         if not torch.cuda.is_available():
             assert engine["built_on"] == "cpu"
+        # every Conv and Gemm of the ONNX it was built from is one conv/matmul layer, those Myelin fuses included
+        # (a 1x1 Conv run as '__myl_FcAddRelu', the classifier as '__myl_FcAddCast'), in the engine's precision
+        source = onnx.load(str(out / f"model.{precision}.onnx"), load_external_data=False)
         layers = engine["layers"]["conv_matmul"]
+        assert sum(layers.values()) == sum(n.op_type in ("Conv", "Gemm") for n in source.graph.node), layers
         if precision == "int8":  # every convolution and the classifier run int8 x int8
-            assert set(layers) == {"int8 x int8 -> fp32"} and layers["int8 x int8 -> fp32"] == quantized, layers
-        else:
-            assert set(layers) == {"fp16 x fp16 -> fp16"}, layers
+            assert set(layers) == {"int8 x int8 -> fp32"}, layers
+        else:  # the classifier's fp32 output is its fused output cast
+            assert set(layers) <= {"fp16 x fp16 -> fp16", "fp16 x fp16 -> fp32"}, layers
+        # stream markers ('signal', 'wait') are no layers: only Myelin's shape call has no input
+        assert engine["layers"]["by_input_precision"].get("none", 0) <= 1, engine["layers"]
     assert json.loads((out / "manifest.json").read_text())["artifacts"][-1] == engine
+
+
+# Lines of a real 'Layers:' message (googlenet fp16, TensorRT-RTX 1.7), Strides and Formats left out; each ends
+# with a backslash, which joins it to the next, as in the one-line-a-layer original.
+LAYER_LOG = """Layers:
+Name: __myl_CastMulAddReplConc_myl0_1, LayerType: kgen, Inputs: [ { Name: input, Dimensions: [-1,3,224,224], \
+Datatype: Float }], Constants: [ { Name: __mye4509_dconst_myl0, Dimensions: [1,3,1,1], Datatype: Half }], Outputs: [ \
+{ Name: relu.1_38_myl0, Dimensions: [-1,4,224,224], Datatype: Half }], TacticName: __myl_CastMulAddReplConc_0xcdcc, \
+StreamId: 0, Metadata: [ONNX Layer: graph_input_cast0][ONNX Layer: node_mul][ONNX Layer: node_Conv_822]
+Name: node_Conv_824_myl0_4, LayerType: correlation, Inputs: [ { Name: relu_1.1_40_myl0, Dimensions: [-1,64,56,56], \
+Datatype: Half }], Constants: [ { Name: __mye3763dconst_myl0, Dimensions: [64,64,1,1], Datatype: Half }, { Name: \
+__mye7279_const_myl0, Dimensions: [1], Datatype: Float }], Outputs: [ { Name: relu_2.1_41_myl0, Dimensions: \
+[-1,64,56,56], Datatype: Half }], TacticName: __myelin_CASK_STUB, StreamId: 0, Metadata: [ONNX Layer: node_Conv_824]
+Name: __mye6637_myl0_7, LayerType: signal, Inputs: [], Constants: [], Outputs: [], TacticName: , StreamId: 0, \
+EventId: 1, Metadata:
+Name: __mye6639_myl0_8, LayerType: wait, Inputs: [], Constants: [], Outputs: [], TacticName: , StreamId: 3, EventId: \
+1, Metadata:
+Name: __myl_FcAddRelu_myl0_177, LayerType: runtime_fusion, Inputs: [ { Name: __myln_k_arg__bb1_102_myl0, Dimensions: \
+[-1,832,49], Datatype: Half }], Constants: [ { Name: __mye4478_dconst_myl0, Dimensions: [1,384,1], Datatype: Half }, { \
+Name: __mye4473_dconst_myl0, Dimensions: [1,384,832], Datatype: Half }], Outputs: [ { Name: \
+__myln_k_arg__bb1_103_myl0, Dimensions: [-1,384,49], Datatype: Half }], TacticName: , StreamId: 3, Metadata: \
+[ONNX Layer: node_Conv_924][ONNX Layer: node_relu_51]__gemm_from_conv1x1
+Name: __myl_FcAddCast_myl0_200, LayerType: runtime_fusion, Inputs: [ { Name: mean.1_myl0, Dimensions: [-1,1024], \
+Datatype: Half }], Constants: [ { Name: __mye3554_dconst_myl0, Dimensions: [1,1000], Datatype: Half }, { Name: \
+fc.weight_constantHalf_myl0, Dimensions: [1024,1000], Datatype: Half }], Outputs: [ { Name: logits, Dimensions: \
+[-1,1000], Datatype: Float }], TacticName: , StreamId: 0, Metadata: [ONNX Layer: node_linear][ONNX Layer: \
+graph_output_cast0]
+"""
+
+
+def test_the_layer_list_counts_fused_gemms_and_not_stream_markers():
+    """Myelin's fused GEMMs are conv/matmul layers, its epilogue kernels (whose metadata names a Conv too) are not,
+    and its stream markers are no layers at all."""
+    from inception_deploy.compile.layers import logged_layers
+
+    summary = logged_layers([(None, LAYER_LOG)])
+    assert summary["conv_matmul"] == {"fp16 x fp16 -> fp16": 2, "fp16 x fp16 -> fp32": 1}, summary
+    assert summary["total"] == 4 and summary["stream_markers"] == 2
+    assert summary["by_input_precision"] == {"fp16": 3, "fp32": 1}, summary
 
 
 def test_trt_command_on_a_machine_without_a_gpu(export_copy):
@@ -90,7 +134,7 @@ def test_trt_command_on_a_machine_without_a_gpu(export_copy):
     (["--compiler", "tensorrt-rtx", "--version-compatible"], "--version-compatible is refused"),
     (["--compiler", "tensorrt-rtx", "--timing-cache", "t.cache"], "--timing-cache is refused"),
     (["--compiler", "tensorrt-rtx", "--builder-opt-level", "3"], "--builder-opt-level is refused"),
-    (["--compiler", "tensorrt", "--target", "sm86"], "--target is a TensorRT-RTX option"),
+    (["--compiler", "tensorrt", "--target", "sm86"], "--target is refused with --compiler tensorrt: enterprise"),
     (["--dla-core", "0", "--target", "sm86"], "pick one with --compiler"),
     (["--compiler", "magic"], "--compiler must be one of auto, tensorrt, tensorrt-rtx"),
     (["--fp16", "--int8"], "pass one of --fp16, --int8, --fp32"),

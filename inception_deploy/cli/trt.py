@@ -78,7 +78,7 @@ def trt(
         workspace_gb=workspace_gb,
         tf32=tf32,
         compiler=compiler,
-        targets=parse_targets(target) if target is not None else None,
+        targets=target,
         timing_cache=timing_cache,
         builder_opt_level=builder_opt_level,
         dla_core=dla_core,

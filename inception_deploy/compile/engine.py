@@ -30,6 +30,7 @@ from ..core.compilers import (
     TENSORRT_ONLY_OPTIONS,
     TENSORRT_RTX,
     Compiler,
+    check_target_precision,
     gpu_capability,
     gpu_name,
     parse_targets,
@@ -59,7 +60,7 @@ class BuildOptions:
     workspace_gb: float | None = None
     tf32: bool = False  # TensorRT turns TF32 on by default, which makes an "fp32" engine TF32: off unless asked
     compiler: str = "auto"  # "auto", "tensorrt" or "tensorrt-rtx"
-    targets: tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities; None: its portable set
+    targets: str | tuple[str, ...] | None = None  # TensorRT-RTX: compute capabilities ("sm86,sm89"); None: portable
     # enterprise TensorRT only
     timing_cache: Path | None = None  # default: beside the engine
     builder_opt_level: int | None = None
@@ -79,9 +80,12 @@ class BuildOptions:
             raise InputError(f"--workspace-gb must be positive, got {self.workspace_gb}")
         if self.dla_core is not None and self.dla_core < 0:
             raise InputError(f"--dla-core must be 0 or more, got {self.dla_core}")
+        # which compiler --target goes with before what it names (sm90 under --compiler tensorrt is refused for the
+        # compiler, not for Hopper); then whether the targets can compile this precision
+        compiler = resolve(self.compiler, tensorrt_options=self.tensorrt_options(), targets=self.targets is not None)
         if self.targets is not None:
-            parse_targets(self.targets)
-        return resolve(self.compiler, tensorrt_options=self.tensorrt_options(), targets=self.targets is not None)
+            check_target_precision(parse_targets(self.targets), self.precision)
+        return compiler
 
     def tensorrt_options(self) -> list[str]:
         """The enterprise-only options that are set, as their flags."""

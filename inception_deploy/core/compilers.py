@@ -102,8 +102,9 @@ def resolve(name: str, *, tensorrt_options: list[str] = (), targets: bool = Fals
                   "--builder-opt-level": "it ignores the builder optimization level"}[option]
         raise InputError(f"{option} is refused with --compiler tensorrt-rtx: {reason}; use --compiler tensorrt")
     if compiler is TENSORRT and targets:
-        raise InputError("--target is a TensorRT-RTX option: TensorRT builds for the GPU it runs on; "
-                         "use --compiler tensorrt-rtx, or build on the target GPU")
+        raise InputError("--target is refused with --compiler tensorrt: enterprise TensorRT builds for the GPU it runs "
+                         "on, and --target (the compute capabilities TensorRT-RTX compiles for ahead of time) applies "
+                         "to --compiler tensorrt-rtx only; drop --target, or use --compiler tensorrt-rtx")
     return compiler
 
 
@@ -125,6 +126,16 @@ def parse_targets(text: str | list[str] | None) -> tuple[str, ...]:
             raise InputError(f"unknown --target '{item}': TensorRT-RTX builds for {', '.join(RTX_TARGETS)}")
         targets.append(target)
     return tuple(dict.fromkeys(targets))
+
+
+def check_target_precision(targets: tuple[str, ...], precision: str) -> None:
+    """Refuse (exit 2), before any work, a precision TensorRT-RTX cannot compile for one of `targets`: Turing (sm75)
+    gets fp16 only (it has no fp32 or int8 GEMM: its builder fails on the classifier, after the whole build)."""
+    if "sm75" in targets and precision != "fp16":
+        others = [t for t in targets if t != "sm75"]
+        rest = f"--target {','.join(others)}" if others else "no --target: the portable set"
+        raise InputError(f"TensorRT-RTX compiles only fp16 for Turing (sm75), not {precision}: build sm75 from "
+                         f"model.fp16.onnx with --fp16 --target sm75, and {precision} for sm80 and later ({rest})")
 
 
 def import_module(compiler: Compiler) -> ModuleType:

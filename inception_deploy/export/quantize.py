@@ -103,7 +103,8 @@ ORT_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percenti
 
 
 def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | None:
-    """Why a calibration cache cannot be reused (empty, not ORT's format, another model's), or None."""
+    """Why a calibration cache cannot be reused (empty, not ORT's format, another model's, ranges no calibration
+    run records), or None."""
     try:
         raw = cache.read_bytes()
         data = json.loads(raw) if raw.strip() else None
@@ -123,7 +124,54 @@ def _cache_problem(cache: Path, model: onnx.ModelProto, method: str) -> str | No
     foreign = [name for name in data["data"] if name not in names]
     if foreign:
         return f"made for another model (tensor '{foreign[0]}' is not in this one)"
+    return _range_problem(data["data"])
+
+
+# The largest |value| a calibrated range may reach: float16's largest finite value. The activations of a network
+# that runs in fp16 (the fp16 engine of the same export) stay below it, and post-BatchNorm activations are O(1-100);
+# a range beyond it (1e30) is no measurement, and its int8 scale would round every real value to 0.
+RANGE_LIMIT = float(np.finfo(np.float16).max)
+
+
+def _range_problem(tensors: dict) -> str | None:
+    """Why the recorded ranges cannot come from a calibration run, or None. What a genuine cache holds: finite
+    lowest <= highest, each within RANGE_LIMIT; a zero-width range only as [0, 0] (a tensor that is 0 on every
+    calibration image, e.g. a ReLU that never fires), never on every tensor, and never at a nonzero value (no
+    activation is one nonzero constant over every image and position)."""
+    dead = 0
+    for name, entry in tensors.items():
+        values = [_numbers(entry.get(k)) for k in ("lowest", "highest")]
+        if values[0] is None or values[1] is None:
+            return f"not an onnxruntime calibration cache (tensor '{name}' has a range that is not numbers)"
+        lowest, highest = values
+        if not np.isfinite([*lowest, *highest]).all():
+            return f"corrupt: tensor '{name}' has a non-finite range ({_shown(lowest)} .. {_shown(highest)})"
+        if max(map(abs, (*lowest, *highest))) > RANGE_LIMIT:
+            return (f"corrupt: tensor '{name}' has an absurd range ({_shown(lowest)} .. {_shown(highest)}, beyond "
+                    f"±{RANGE_LIMIT:g}, float16's largest value)")
+        if min(lowest) > max(highest):
+            return f"corrupt: tensor '{name}' has lowest {_shown(lowest)} > highest {_shown(highest)}"
+        if min(lowest) == max(highest):
+            if min(lowest) != 0:
+                return f"corrupt: tensor '{name}' has a zero-width range (lowest = highest = {_shown(lowest)})"
+            dead += 1
+    if dead == len(tensors):
+        return f"corrupt: all its {dead} tensors have the zero-width range [0, 0] (no calibration run records that)"
     return None
+
+
+def _numbers(value) -> list[float] | None:
+    """The numbers of a cached value: onnxruntime writes {"data": [...], "dtype": ..., "CLS": "numpy.array"}."""
+    if isinstance(value, dict) and value.get("CLS") == "numpy.array":
+        value = value.get("data")
+    flat = np.asarray(value, dtype=object).ravel().tolist() if isinstance(value, (list, int, float)) else None
+    if not flat or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+        return None
+    return [float(v) for v in flat]
+
+
+def _shown(values: list[float]) -> str:
+    return f"{values[0]:.4g}" if len(values) == 1 else f"[{', '.join(f'{v:.4g}' for v in values[:3])}, …]"
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
@@ -145,6 +193,9 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
     key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
                          + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
+    if cache.exists() and not cache.is_file():  # before calibration: it could be neither read nor replaced
+        what = "a directory" if cache.is_dir() else "not a regular file"
+        raise InputError(f"the calibration cache {cache} is {what}: move it away and run again")
     problem = _cache_problem(cache, model, method) if cache.exists() else None
     reused = cache.is_file() and problem is None
     nodes = quantization_nodes(model)
