@@ -592,8 +592,9 @@ def test_a_run_before_another_onnxruntime_lends_its_torch_rows_only(tmp_path):
     env = {"torch": "2.11", "onnxruntime": "1.30.0", "gpu": "H100"}
     plan = {"rounds": 2, "warmup_s": 0.25, "duration_s": 1.0}
     log = MeasurementLog(tmp_path / "bench.jsonl", env, plan, run="early")
+    stats = combine_rounds([summarize([0.01, 0.012], batch=1)])  # an ok row's whole stats: read_log checks them
     for backend in ("torch-cuda", "onnxruntime-cuda"):
-        log.record(BenchRecord("googlenet", backend, "fp32", 1, "cuda", "ok", stats={"throughput": 1.0}, source="s"))
+        log.record(BenchRecord("googlenet", backend, "fp32", 1, "cuda", "ok", stats=stats, source="s"))
     groups, runs, ignored = resumable_groups(tmp_path / "bench.jsonl", {**env, "onnxruntime": "1.31.1"}, plan)
     assert [[r.backend for r in copy] for copy in groups[("googlenet", 1)]] == [["torch-cuda"]] and runs == ["early"]
     assert not ignored
@@ -601,3 +602,72 @@ def test_a_run_before_another_onnxruntime_lends_its_torch_rows_only(tmp_path):
     assert [[r.backend for r in copy] for copy in groups[("googlenet", 1)]] == [["torch-cuda", "onnxruntime-cuda"]]
     with pytest.raises(InputError, match="ran with torch '2.11', this machine has '2.12'"):
         resumable_groups(tmp_path / "bench.jsonl", {**env, "torch": "2.12"}, plan)
+
+
+def _ok_record(**changes) -> str:
+    stats = combine_rounds([summarize([0.01, 0.012, 0.011], batch=1)])
+    record = BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok", stats=stats, source="PyTorch model")
+    return json.dumps({"run": "r", "type": "record", **{**record.to_dict(), **changes}})
+
+
+@pytest.mark.parametrize("line, problem", [
+    (_ok_record(stats={}), "an ok record whose stats lack throughput, throughput_spread, p50_ms, p90_ms, p99_ms, cv"),
+    (_ok_record(stats={**json.loads(_ok_record())["stats"], "p99_ms": "12"}), "an ok record whose stats lack p99_ms"),
+    (_ok_record(stats=None), "an ok record without its stats (throughput, throughput_spread, p50_ms"),
+    (_ok_record(warnings="unstable"), "a record with fields of the wrong type: warnings"),
+    (_ok_record(memory_mib="765", settings=None), "a record with fields of the wrong type: memory_mib, settings"),
+    (_ok_record(include_transfers=1), "a record with fields of the wrong type: include_transfers"),
+    (_ok_record(status="done"), "a record whose status 'done' is none of ok, skipped, failed"),
+], ids=["stats-empty", "stats-figure-a-string", "stats-null", "warnings-a-string", "two-wrong-types", "bool-an-int",
+        "unknown-status"])
+def test_a_record_of_the_wrong_shape_is_named_by_line(tmp_path, line, problem):
+    """An edited or half-written record would be kept by --resume and break the reports: it is named instead."""
+    from inception_deploy.bench.log import read_log
+
+    log = tmp_path / "bench.jsonl"
+    header = json.dumps({"run": "r", "type": "run", "plan": {}, "environment": {}})
+    log.write_text(f"{header}\n{_ok_record()}\n")
+    assert len(read_log(log)) == 2  # the record as the sweep logs it
+    log.write_text(f"{header}\n{_ok_record()}\n{line}\n")
+    with pytest.raises(InputError) as caught:
+        read_log(log)
+    message = str(caught.value)
+    assert f"line 3 is damaged ({problem}" in message and "remove that line" in message and "\n" not in message
+
+
+def test_every_record_field_has_a_type_to_check():
+    from inception_deploy.bench.log import _RECORD_TYPES
+
+    assert set(_RECORD_TYPES) == {f.name for f in dataclasses.fields(BenchRecord)}
+
+
+def test_parity_at_a_batch_larger_than_its_samples_counts_each_sample_once(export_copy):
+    """--check-parity at batch 32 feeds the 8 parity samples padded with 24 repeats: the verdict and its figures
+    are over the 8 distinct samples, and the record says so."""
+    root = export_copy("googlenet").parent
+    plan = BenchPlan(variants=["googlenet"], backends=["onnxruntime"], precisions=["fp32"], batches=[32],
+                     warmup_s=0, duration_s=0.01, rounds=1, check_parity=True, export_root=root)
+    [record] = run_bench(plan)
+    assert record.status == "ok" and record.parity == "pass", record.parity_detail
+    assert record.parity_detail["samples"] == 8 and record.parity_detail["repeats_not_compared"] == 24
+    assert "8 distinct random inputs at batch 32 (padded with 24 repeats, not compared)" in record.parity_source
+    assert record.parity_detail["cosine_centred"] > 0.99999
+
+
+def test_parity_padding_repeats_weigh_no_sample_twice(export_copy):
+    """At batch 5, 8 samples take two batches, the second padded with repeats of samples 0 and 1: a wrong sample 0
+    counts once (7 of 8 agree), not twice (8 of 10)."""
+    from inception_deploy.bench.sweep import PARITY_SAMPLES, PARITY_SEED, _parity
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import random_batch
+    from inception_deploy.runners import open_runner
+
+    path = export_copy("googlenet") / "model.onnx"
+    x = random_batch(get_spec("googlenet"), PARITY_SAMPLES, seed=PARITY_SEED).numpy()
+    with open_runner(BACKENDS["onnxruntime"], artifact=path, precision="fp32") as runner:
+        expected = next(iter(runner.run({runner.inputs[0].name: x}).values())).astype(np.float32)
+        wrong = expected.copy()
+        wrong[0, (int(expected[0].argmax()) + 1) % expected.shape[1]] = expected[0].max() + 10  # another top-1
+        verdict, detail = _parity(runner, (x, wrong), 5, "fp32", False, tf32=False)
+    assert verdict == "fail" and detail["samples"] == 8 and detail["repeats_not_compared"] == 2
+    assert detail["top1_agreement"] == 7 / 8, detail

@@ -132,3 +132,80 @@ def test_unreadable_checkpoints_give_one_line(tmp_path, googlenet_sd, make, expe
     with pytest.raises(InputError) as caught:
         idp.create_model("v1", weights=path)
     assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+KEY = "inception3a.branch1.conv.weight"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda t: t.to_sparse(), f"tensor {KEY} is sparse (sparse_coo)"),
+        (lambda t: t.to(torch.complex64), f"tensor {KEY} is complex (complex64)"),
+    ],
+    ids=["sparse", "complex"],
+)
+def test_tensors_that_are_not_dense_real_floats_are_refused_by_name(tmp_path, googlenet_sd, change, expected):
+    sd = dict(googlenet_sd[0])
+    sd[KEY] = change(sd[KEY])
+    path = tmp_path / "odd.pth"
+    torch.save(sd, path)
+    with pytest.raises(InputError) as caught:
+        idp.create_model("v1", weights=path)
+    assert expected in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_integer_weights_are_refused_but_integer_buffers_and_half_precision_load(tmp_path, googlenet_sd):
+    """Integers for float weights would be cast into nonsense; BatchNorm's num_batches_tracked is int64 by right,
+    and an fp16 or bf16 checkpoint is a float one."""
+    sd = googlenet_sd[0]
+    path = tmp_path / "int.pth"
+    torch.save({**sd, KEY: sd[KEY].to(torch.int32)}, path)
+    with pytest.raises(InputError, match=f"tensor {KEY} is int32, where the model has float32 weights"):
+        idp.create_model("v1", weights=path)
+    assert sd["conv1.bn.num_batches_tracked"].dtype == torch.int64
+    for dtype in (torch.float16, torch.bfloat16):
+        path = tmp_path / f"{dtype}.pth"
+        torch.save({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}, path)
+        model = idp.create_model("v1", weights=path)
+        assert torch.equal(model.state_dict()[KEY], sd[KEY].to(dtype).float())
+
+
+class _Touches:
+    """Unpickled, it creates a file: the proof that a pickle was unpickled."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (str(self.path), "w")
+
+
+def test_a_plain_pickle_is_named_and_not_unpickled(tmp_path, googlenet_sd):
+    import pickle
+
+    sd = googlenet_sd[0]
+    path, marker = tmp_path / "pickled.pth", tmp_path / "unpickled"
+    with open(path, "wb") as f:
+        pickle.dump({**sd, "extra": _Touches(marker)}, f)
+    with pytest.raises(InputError, match="is a plain Python pickle, not a torch.save or safetensors checkpoint"):
+        idp.create_model("v1", weights=path)
+    assert not marker.exists()
+    legacy = tmp_path / "legacy.pth"  # torch.save's pre-zip format is a pickle too, and a checkpoint
+    torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+    assert _same_weights(idp.create_model("v1", weights=legacy), sd)
+
+
+@pytest.mark.parametrize("dropped", [["inception3a.branch1.bn.bias"], [KEY, "fc.bias"]], ids=["one", "two"])
+def test_missing_keys_are_named_as_missing_not_as_another_layout(tmp_path, googlenet_sd, dropped):
+    path = tmp_path / "incomplete.pth"
+    torch.save({k: v for k, v in googlenet_sd[0].items() if k not in dropped}, path)
+    with pytest.raises(InputError) as caught:
+        idp.create_model("v1", weights=path)
+    message = str(caught.value)
+    assert f"missing key{'s' if len(dropped) > 1 else ''} {', '.join(repr(k) for k in dropped)}" in message
+    assert "layout" not in message and "other layer sizes" not in message and "incomplete" in message
+    renamed = tmp_path / "renamed.pth"  # a genuinely foreign layout is still named as one
+    torch.save({k.replace(".conv.", ".c."): v for k, v in googlenet_sd[0].items()}, renamed)
+    with pytest.raises(InputError, match="another library's layout"):
+        idp.create_model("v1", weights=renamed)

@@ -51,6 +51,18 @@ SAME_LIBRARY = {"onnxruntime": ("onnxruntime", "onnxruntime_providers"), "tensor
 _RECORD_FIELDS = {f.name for f in fields(BenchRecord)}
 _REQUIRED = {f.name for f in fields(BenchRecord) if f.default is MISSING and f.default_factory is MISSING}
 _FIX = "start a new --report, or drop --resume"
+STATUSES = ("ok", "skipped", "failed")
+# The type of each field of a logged record (None: it may be null), as BenchRecord and the reports use it.
+_RECORD_TYPES = {
+    "variant": str, "backend": str, "precision": str, "batch": int, "device": str, "status": str,
+    "reason": (str, None), "stats": (dict, None), "rounds": list, "memory_mib": (int, float, None),
+    "memory_kind": (str, None), "parity": str, "parity_source": (str, None), "parity_detail": (dict, None),
+    "settings": dict, "tf32": (bool, None), "include_transfers": bool, "warnings": list, "source": (str, None),
+    "resumed_from": (str, None),
+}
+# The figures of an ok row that its reports print and plot (timing.combine_rounds), and those it may lack.
+_STATS_FIGURES = ("throughput", "throughput_spread", "p50_ms", "p90_ms", "p99_ms", "cv")
+_STATS_OPTIONAL = ("gpu_p50_ms",)
 
 
 def new_run_id() -> str:
@@ -129,7 +141,8 @@ def read_log(path: Path) -> list[dict]:
         except ValueError as err:
             problem = first_line(err)
         if problem:
-            raise InputError(f"{path} line {number} is damaged ({problem}): {_FIX}")
+            raise InputError(f"{path} line {number} is damaged ({problem}): the file was edited or damaged; remove "
+                             f"that line, or {_FIX}")
         entries.append(entry)
     return entries
 
@@ -143,15 +156,40 @@ def _problem(entry) -> str | None:
     ):
         return "a run header without its plan and environment"
     if entry["type"] == "record":
-        missing = sorted(_REQUIRED - set(entry))
-        if missing:
-            return f"a record without {', '.join(missing)}"
-        if not all(isinstance(entry[k], str) for k in ("variant", "backend", "precision", "status")) or \
-                not isinstance(entry["batch"], int) or isinstance(entry["batch"], bool):
-            return "a record with fields of the wrong type"
-        if entry["status"] == "ok" and not isinstance(entry.get("stats"), dict):
-            return "an ok record without its stats"
+        return _record_problem(entry)
     return None
+
+
+def _record_problem(entry: dict) -> str | None:
+    """What a kept record would break in the reports: a field missing or of another type, an unknown status,
+    an ok row without the figures its report prints."""
+    missing = sorted(_REQUIRED - set(entry))
+    if missing:
+        return f"a record without {', '.join(missing)}"
+    wrong = [key for key, kinds in _RECORD_TYPES.items() if key in entry and not _is(entry[key], kinds)]
+    if isinstance(entry.get("warnings"), list) and not all(isinstance(w, str) for w in entry["warnings"]):
+        wrong.append("warnings")
+    if wrong:
+        return f"a record with fields of the wrong type: {', '.join(wrong)}"
+    if entry["status"] not in STATUSES:
+        return f"a record whose status {entry['status']!r} is none of {', '.join(STATUSES)}"
+    if entry["status"] == "ok":
+        stats = entry.get("stats")
+        if stats is None:
+            return f"an ok record without its stats ({', '.join(_STATS_FIGURES)})"
+        lacking = [k for k in _STATS_FIGURES if not _is(stats.get(k), (int, float))]
+        lacking += [k for k in _STATS_OPTIONAL if not _is(stats.get(k), (int, float, None))]
+        if lacking:
+            return f"an ok record whose stats lack {', '.join(lacking)}"
+    return None
+
+
+def _is(value, kinds) -> bool:
+    """isinstance for JSON values, where a bool is no number and None stands for null."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if value is None or isinstance(value, bool):
+        return type(value) in kinds or (value is None and None in kinds)
+    return any(kind is not None and isinstance(value, kind) for kind in kinds)
 
 
 def resumable_groups(

@@ -84,10 +84,11 @@ def print_export_summary(manifest: dict, where: Path) -> None:
 def _artifact_lines(a: dict) -> list[str]:
     p = a["parity"]
     verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
-    figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, cosine {p['cosine']:.4f}"
+    cosine = p.get("cosine_centred", p["cosine"])  # manifests before 0.1 kept only the raw cosine
+    figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, centred cosine {cosine:.4f}"
                if a["precision"] == "int8" else
-               f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, cosine "
-               f"{p['cosine']:.6f}")
+               f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, centred cosine "
+               f"{cosine:.6f}")
     lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
              f"{verdict} vs {p['reference']} in ORT CPU: {figures} ({p['samples']} samples)"]
     if "calibration" in a:
@@ -107,10 +108,13 @@ def print_export_warnings(manifest: dict) -> None:
         warn(warning)
     for a in (a for a in manifest["artifacts"] if a["path"] not in kept):
         if not a["parity"]["passed"]:
+            p, calibration = a["parity"], a.get("calibration", {})
+            fix = (f"the calibration cache {calibration['cache']} was reused: delete it to recalibrate, or"
+                   if calibration.get("cache_reused") else "calibrate on more, and more representative, images "
+                   "(--calib, --calib-samples), or")
             err.print(f"[bold red]WARNING:[/] {escape(a['path'])} agrees poorly with the fp32 model (top-1 "
-                      f"{a['parity']['top1_agreement']:.0%}, cosine {a['parity']['cosine']:.4f}): calibrate on more, "
-                      "and more "
-                      "representative, images (--calib, --calib-samples) or try --calib-method entropy/percentile")
+                      f"{p['top1_agreement']:.0%}, centred cosine {p.get('cosine_centred', p['cosine']):.4f}): "
+                      f"{escape(fix)} try --calib-method entropy/percentile", highlight=False, soft_wrap=True)
         if a.get("calibration", {}).get("synthetic"):
             warn(f"{a['path']} was calibrated on SYNTHETIC inputs: for smoke tests only, not for deployment")
     if manifest["untrained"]:

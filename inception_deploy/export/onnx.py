@@ -319,7 +319,8 @@ def _verify(proto, x: np.ndarray, expected: np.ndarray, precision: str, *, varia
         raise CheckFailed(
             f"ONNX Runtime does not reproduce {variant} ({precision} ONNX vs {reference}): max abs diff "
             f"{diff.max_abs:.3g}, "
-            f"{diff.scaled:.3g} of the output scale (allowed {tolerance.max_scaled:g}), cosine {diff.cosine:.6f}; "
+            f"{diff.scaled:.3g} of the output scale (allowed {tolerance.max_scaled:g}), centred cosine "
+            f"{diff.cosine_centred:.6f}; "
             "nothing was written — retry with --no-simplify, or another --opset"
         )
     parity = {"reference": reference, "backend": "onnxruntime-cpu", "samples": int(x.shape[0]), "seed": seed,

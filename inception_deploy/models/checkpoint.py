@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import pickletools
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "wei
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
 # Buffers a checkpoint may lack without changing what the model computes.
 OPTIONAL_SUFFIXES = (".num_batches_tracked",)
+# The number torch.save's legacy (pre-zip) format pickles first.
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -33,14 +36,53 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(f"checkpoint {path} does not exist: check the --weights path")
     if not path.is_file():
         raise InputError(f"checkpoint {path} is not a file: pass the .pth/.pt/.safetensors file itself")
-    obj = _load_safetensors(path) if _is_safetensors(path) else _load_torch(path)  # by content, not by name
+    if _is_safetensors(path):  # by content, not by name
+        obj = _load_safetensors(path)
+    elif _is_plain_pickle(path):
+        raise InputError(
+            f"checkpoint {path} is a plain Python pickle, not a torch.save or safetensors checkpoint: it is not "
+            "unpickled (that could run any code); load it where it was made and save its state dict with "
+            "torch.save(state_dict, path)"
+        )
+    else:
+        obj = _load_torch(path)
     state_dict = _strip_prefixes(_unwrap(obj, path))
     for key, tensor in state_dict.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-            raise InputError(f"checkpoint {path}: tensor {key} holds {kind} values: the checkpoint is broken "
-                             "(a diverged or corrupted training run); use another checkpoint")
+        _check_tensor(path, key, tensor)
     return state_dict
+
+
+def _check_tensor(path: Path, key: str, tensor: torch.Tensor) -> None:
+    """Weights an Inception model can hold: dense, real and finite (whether floats where it has floats is
+    check_dtypes's, which knows the model)."""
+    if tensor.layout != torch.strided or tensor.is_meta:
+        what = "a meta tensor, without data" if tensor.is_meta else f"sparse ({str(tensor.layout).split('.')[-1]})"
+        raise InputError(f"checkpoint {path}: tensor {key} is {what}, not a dense tensor: save the model's own "
+                         "state_dict() (or tensor.to_dense()) and use that checkpoint")
+    if tensor.is_complex():
+        raise InputError(f"checkpoint {path}: tensor {key} is complex ({_dtype_name(tensor)}), but an Inception "
+                         "model's weights are real: it is not this model's checkpoint; use the model's own")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        kind = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+        raise InputError(f"checkpoint {path}: tensor {key} holds {kind} values: the checkpoint is broken "
+                         "(a diverged or corrupted training run); use another checkpoint")
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def check_dtypes(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], path) -> None:
+    """Floats where the model has floating-point parameters and buffers: integers would be cast silently into
+    meaningless weights. (Integer buffers such as BatchNorm's num_batches_tracked take what they are given.)"""
+    for key, tensor in given.items():
+        own = expected.get(key)
+        if own is not None and own.is_floating_point() and not tensor.is_floating_point():
+            raise InputError(
+                f"checkpoint {path}: tensor {key} is {_dtype_name(tensor)}, where the model has {_dtype_name(own)} "
+                "weights: it was quantized or converted, or is not a checkpoint of this model; use the "
+                "floating-point checkpoint"
+            )
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -50,6 +92,22 @@ def _is_safetensors(path: Path) -> bool:
     if len(head) < 9:
         return path.suffix == ".safetensors"  # too short to tell: let the loader its name asks for say so
     return head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0  # a truncated one too: its loader says so
+
+
+def _is_plain_pickle(path: Path) -> bool:
+    """A file pickle.dump wrote: a zip is torch.save's, and torch.save's legacy format opens with a pickled magic
+    number; anything else that reads as one whole pickle is a plain one. Read opcode by opcode, never unpickled."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"PK\x03\x04":
+            return False
+        f.seek(0)
+        try:
+            for _, arg, _ in pickletools.genops(f):  # stops at the pickle's STOP; raises on bytes that are not one
+                if arg == TORCH_LEGACY_MAGIC:
+                    return False
+        except Exception:  # genops raises ValueError, and others on garbage: not a pickle, torch.load says why
+            return False
+    return True
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -163,6 +221,12 @@ class KeyMismatch:
                 more = f", … {len(keys) - few} more" if len(keys) > few else ""
                 parts.append(f"{len(keys)} {label} ({', '.join(keys[:few])}{more})")
         return "; ".join(parts)
+
+    def describe_missing(self, few: int = 3) -> str:
+        """The missing keys by name: "missing key 'a'", "missing keys 'a', 'b', … 4 more"."""
+        more = f", … {len(self.missing) - few} more" if len(self.missing) > few else ""
+        names = ", ".join(f"'{k}'" for k in self.missing[:few])
+        return f"missing key{'s' if len(self.missing) > 1 else ''} {names}{more}"
 
 
 def compare_keys(

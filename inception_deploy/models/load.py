@@ -12,7 +12,7 @@ from torch import nn
 from ..core.artifacts import sha256_of
 from ..core.errors import InputError
 from .build import DEFAULT_INIT_SEED, DEFAULT_NUM_CLASSES, build_model, check_num_classes
-from .checkpoint import compare_keys, inspect_state_dict, read_state_dict, without_aux
+from .checkpoint import check_dtypes, compare_keys, inspect_state_dict, read_state_dict, without_aux
 from .identify import checkpoint_signature, identify
 from .registry import list_models, model_class
 from .samples import UNTRAINED_CONDITIONING, condition_untrained
@@ -56,11 +56,17 @@ def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool 
         sd = without_aux(spec, sd)
     # A checkpoint saved without its aux heads still loads into a model that has them (left at init).
     mismatch = compare_keys(model.state_dict(), sd, allow_missing=spec.layout.aux_prefixes if aux_logits else ())
+    if mismatch and not (mismatch.unexpected or mismatch.wrong_shape):  # every key is the model's: some are not there
+        raise InputError(
+            f"checkpoint {weights} does not fit {spec.name}: {mismatch.describe_missing()}, while every key it has is "
+            f"{spec.name}'s: it is incomplete; use the whole checkpoint (torch.save(model.state_dict(), path))"
+        )
     if mismatch:
         raise InputError(
             f"checkpoint {weights} does not fit {spec.name}: "
             f"{mismatch.describe()}{_likely_owner_hint(spec, sd, weights)}"
         )
+    check_dtypes(model.state_dict(), sd, weights)
     model.load_state_dict(sd, strict=False)
     model.untrained = False
     return model

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,7 @@ def image_batch(
 
     Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -101,24 +103,57 @@ def image_batch(
     mean = torch.tensor(pre.mean).view(3, 1, 1)
     std = torch.tensor(pre.std).view(3, 1, 1)
     tensors, used, skipped = [], [], []
-    for path in sorted(p for p in directory.iterdir() if p.is_file()):
-        try:
-            with Image.open(path) as image:
-                image = _to_rgb8(image)
-                scale = pre.resize / min(image.size)
-                image = image.resize(
-                    (max(pre.crop, round(image.width * scale)), max(pre.crop, round(image.height * scale))), resample
-                )
-                left, top = (image.width - pre.crop) // 2, (image.height - pre.crop) // 2
-                image = image.crop((left, top, left + pre.crop, top + pre.crop))
-                pixels = np.asarray(image, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-            skipped.append((path.name, first_line(err, 120)))
+    for path in sorted(directory.iterdir()):
+        pixels, why = _read_image(path, pre.resize, pre.crop, resample)
+        if why:
+            skipped.append((path.name, why))
             continue
         tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
         used.append(path.name)
     if not tensors:
-        what = f"{len(skipped)} files skipped, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "it is empty"
+        count = f"{len(skipped)} {'entry' if len(skipped) == 1 else 'entries'} skipped"
+        what = f"{count}, e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "it is empty"
         raise InputError(f"{option} {directory} holds no readable image ({what}): "
                          "point it at a folder of JPEG/PNG photographs")
     return torch.stack(tensors), used, skipped
+
+
+def _read_image(path: Path, resize: int, crop: int, resample) -> tuple[np.ndarray | None, str | None]:
+    """(the centre crop's RGB pixels in [0, 1], None), or (None, why the file is skipped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    why = _not_a_regular_file(path)
+    if why:
+        return None, why  # never opened: opening a FIFO blocks until something writes to it
+    try:
+        with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the reason it is skipped, not a warning
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image = _to_rgb8(image)
+                scale = resize / min(image.size)
+                image = image.resize(
+                    (max(crop, round(image.width * scale)), max(crop, round(image.height * scale))), resample
+                )
+                left, top = (image.width - crop) // 2, (image.height - crop) // 2
+                image = image.crop((left, top, left + crop, top + crop))
+                return np.asarray(image, dtype=np.float32) / 255.0, None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None, (f"more than {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's limit against decompression bombs: "
+                      "downscale it")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return None, first_line(err, 120)
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why an entry of an image folder is no file to read, if it is not (a link is followed)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        return f"a broken link ({err.strerror})" if path.is_symlink() else f"cannot be read ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder: the images inside folders are not read"
+    kind = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device"}.get(stat.S_IFMT(mode), "not a regular file")
+    return f"{kind}, not an image file"
