@@ -46,10 +46,14 @@ def loadtest(
                                     export_dir=export_dir, json_out=json_out, report_dir=report_dir,
                                     command=command_line(), on_step=on_step)
     out.print(levels_table(report, f"{model} at {url} ({protocol})", check))
+    if report.reference:  # which ONNX, so that an int8 deployment is seen compared with the int8 model
+        out.print(f"responses compared with {report.reference}, within the {report.precision} tolerance",
+                  markup=False, highlight=False, soft_wrap=True)
     for path in written:
         err.print(f"wrote {path}", highlight=False)
     raise_for_failures(report)
-    out.print("[bold green]PASS[/]: no failed request" + (", every response within tolerance" if check else ""))
+    out.print("[bold green]PASS[/]: no failed request"
+              + (f", every response within the {report.precision} tolerance" if check else ""))
 
 
 def levels_table(report, title: str, checked: bool) -> Table:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-from ..core.errors import InputError
+from ..core.errors import InceptionDeployError
 from ..core.interrupts import interrupted_says
 from ..export import default_out_dir
 from ..models.registry import get_spec
@@ -31,18 +33,17 @@ def serve(
     max_batch: int = typer.Option(64, "--max-batch", help="The largest batch Triton's dynamic batcher forms."),
     max_queue_delay_us: int = typer.Option(100, "--max-queue-delay-us"),
     export_dir: ExportDir = None,
+    labels: Optional[Path] = typer.Option(None, "--labels", help="The class names, one a line (as many as the head "
+                                                                 "has classes); default: ImageNet's for 1000 classes."),
 ):
     """Start a real Triton Inference Server here (PyTriton) serving the verified ONNX, until Ctrl-C. For
     development, CPU hosts and tests; production Triton loads the repository `inception-deploy triton` writes."""
-    spec = get_spec(variant)
-    for port, option in ((http_port, "--http-port"), (grpc_port, "--grpc-port"), (metrics_port, "--metrics-port")):
-        if not 0 < port < 65536:
-            raise InputError(f"{option} must be a port number (1..65535), got {port}")
+    spec = get_spec(variant)  # ports, address and batch are checked before the server starts (running_server)
     directory = export_dir or default_out_dir(spec.name)
     with interrupted_says("interrupted: the server stopped"):
         with running_server(directory, precision=precision, device=device, max_batch=max_batch,
                             max_queue_delay_us=max_queue_delay_us, http_port=http_port, grpc_port=grpc_port,
-                            metrics_port=metrics_port, address=address) as endpoints:
+                            metrics_port=metrics_port, address=address, labels=labels) as endpoints:
             out.print(
                 f"serving {endpoints.model} ({precision}, onnxruntime on {device}) with Triton's dynamic batcher "
                 f"(max batch {max_batch}): HTTP {endpoints.http}, gRPC {endpoints.grpc}, metrics "
@@ -51,5 +52,6 @@ def serve(
                 soft_wrap=True,
             )
             sys.stdout.flush()  # a pipe buffers: whoever waits for the endpoints gets them now
-            while True:
-                time.sleep(3600)
+            while (reason := endpoints.stopped()) is None:  # a tritonserver that dies ends the command
+                time.sleep(0.5)
+            raise InceptionDeployError(reason)

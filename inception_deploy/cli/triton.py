@@ -36,8 +36,10 @@ def triton(
                                                                              "request to fill a batch."),
     trt_accelerator: bool = typer.Option(False, "--trt-accelerator", help="onnxruntime on a GPU: let Triton's ORT "
                                                                           "backend use TensorRT."),
-    name: Optional[str] = typer.Option(None, "--name", help="The model's name in the repository; default: the "
-                                                            "variant's."),
+    name: Optional[str] = typer.Option(None, "--name", help="The model's name in the repository (letters, digits, "
+                                                            "'_', '-', '.'); default: the variant's."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="The class names, one a line (as many as the head "
+                                                                 "has classes); default: ImageNet's for 1000 classes."),
     export_dir: ExportDir = None,
     repo: Path = typer.Option(Path("model_repository"), "--repo", help="The Triton model repository to write into."),
 ):
@@ -45,7 +47,8 @@ def triton(
     spec = get_spec(variant)
     options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances, kind=kind,
                             preferred_batch=tuple(csv_list(preferred_batch, int, "--preferred-batch") or ()),
-                            max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name).check()
+                            max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name,
+                            labels=None if labels is None else str(labels)).check()
     directory = export_dir or default_out_dir(spec.name)
     manifest = read_manifest(directory)
     if manifest is not None and manifest["variant"] != spec.name:
@@ -54,7 +57,8 @@ def triton(
     with interrupted_says(f"interrupted: {repo} is as it was"):
         served = write_repository(directory, repo, options)
     out.print(f"wrote {served.model_dir}: {served.artifact['path']} (sha256 {served.artifact['sha256'][:12]}…, "
-              f"{RUNTIMES[options.runtime][0]}), config.pbtxt, manifest.json", highlight=False, soft_wrap=True)
+              f"{RUNTIMES[options.runtime][0]}), config.pbtxt, labels.txt, manifest.json", highlight=False,
+              soft_wrap=True)
     for warning in served.warnings:
         warn(warning)
     out.print(

@@ -4,6 +4,7 @@ for the same input, so that a batch the dynamic batcher formed must answer as ba
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -13,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.artifacts import ONNX_FILES
+from ..core.artifacts import ONNX_FILES, export_command, missing_artifact
 from ..core.compare import difference
 from ..core.deps import require
 from ..core.errors import InputError, first_line
@@ -21,11 +22,41 @@ from ..core.manifest import verify_beside
 from ..core.timing import summarize
 from ..core.tolerances import TOLERANCES
 from ..runners import BACKENDS, open_runner
+from ..runners.base import TensorInfo
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
 WARMUP_REQUESTS = 3  # per client, before the clock starts: connections made, the server's first batch done
+STOP_WAIT_S = 10.0  # after Ctrl-C, how long the clients get to finish the request they are in and close
+TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
+                 "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What --check compares every response with: the export's ONNX of `precision` (the one the server is meant
+    to serve, int8 for an int8 deployment), in ONNX Runtime on this CPU, one input at a time (batch 1)."""
+
+    path: Path
+    precision: str
+    runner: object = field(repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} ({self.precision}) on onnxruntime-cpu, batch 1"
+
+    @property
+    def signature(self) -> tuple[TensorInfo, TensorInfo]:
+        """Its input and output, as the ONNX declares them."""
+        return self.runner.inputs[0], self.runner.outputs[0]
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        with self.runner:
+            name = self.runner.inputs[0].name
+            return np.concatenate(
+                [next(iter(self.runner.run({name: samples[i : i + 1]}).values())) for i in range(len(samples))]
+            )
 
 
 @dataclass
@@ -48,7 +79,8 @@ class LoadReport:
     model: str
     protocol: str
     inputs: str
-    reference: str | None
+    reference: str | None  # with --check: the local ONNX compared with (its path and precision), else None
+    precision: str | None = None  # with --check: the precision of that ONNX, whose tolerance applies
     rows: list[LoadRow] = field(default_factory=list)
 
     @property
@@ -61,10 +93,10 @@ class LoadReport:
 
 
 def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: list[int] = (1, 4, 16, 64),
-                 duration_s: float = 10.0, samples: np.ndarray | None = None, reference: Callable | None = None,
-                 precision: str = "fp32", inputs_label: str = "random", reference_label: str | None = None,
-                 on_step: Callable[[str], None] | None = None) -> LoadReport:
-    """`samples`: (N, C, H, W) inputs sent one per request, in turn; `reference(x) -> logits` for --check."""
+                 duration_s: float = 10.0, samples: np.ndarray | None = None, reference: Reference | None = None,
+                 inputs_label: str = "random", on_step: Callable[[str], None] | None = None) -> LoadReport:
+    """`samples`: (N, C, H, W) inputs sent one per request, in turn; `reference` (local_reference) for --check:
+    the served model must take and return what it does, checked before any request."""
     step = on_step or (lambda _: None)
     if protocol not in PROTOCOLS:
         raise InputError(f"--protocol must be http or grpc, not '{protocol}'")
@@ -72,12 +104,19 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
         raise InputError("--concurrency takes positive integers and --duration-s must be > 0")
     client_module = require(f"tritonclient.{protocol}")
     address = url.split("://", 1)[-1].rstrip("/")
-    input_name, output_name, shape = _metadata(client_module, address, model, protocol)
+    meta = _metadata(client_module, address, model, protocol)
+    input_name, output_name, shape = _io(meta)
+    if reference is not None:
+        _check_signature(meta, model, reference)
     if samples is None:
         samples = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
+    elif tuple(samples.shape[1:]) != shape:
+        raise InputError(f"the images are prepared as {list(samples.shape[1:])} but the server's model '{model}' takes "
+                         f"{list(shape)}: pass the --variant it serves")
     expected = reference(samples) if reference is not None else None
-    tolerance = TOLERANCES[precision]
-    report = LoadReport(url, model, protocol, inputs_label, reference_label)
+    tolerance = TOLERANCES[reference.precision if reference is not None else "fp32"]
+    report = LoadReport(url, model, protocol, inputs_label, reference.label if reference is not None else None,
+                        reference.precision if reference is not None else None)
     for level in concurrency:
         step(f"concurrency {level}: {duration_s:g} s")
         report.rows.append(_level(client_module, address, model, input_name, output_name, samples, expected, tolerance,
@@ -85,20 +124,48 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
     return report
 
 
-def _metadata(client_module, address: str, model: str, protocol: str) -> tuple[str, str, tuple[int, ...]]:
+def _metadata(client_module, address: str, model: str, protocol: str) -> dict:
+    client = None
     try:
         client = client_module.InferenceServerClient(address)
         if not client.is_server_ready():
             raise InputError(f"the Triton server at {address} is not ready")
-        meta = client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {}))
+        return client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {}))
     except InputError:
         raise
     except Exception as err:  # noqa: BLE001 - connection refused, unknown model: tritonclient's own errors
         raise InputError(f"cannot use model '{model}' at {address} ({first_line(err, 160)}): start it with "
                          "`inception-deploy serve`, or check the URL, protocol and --model") from None
+    finally:
+        if client is not None:  # here, in the thread that made it (tritonclient.http's gevent is per thread)
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def _io(meta: dict) -> tuple[str, str, tuple[int, ...]]:
+    """The served model's input and output names, and the shape of one input (without the batch dimension)."""
     tensor_in, tensor_out = meta["inputs"][0], meta["outputs"][0]
     dims = [int(d) for d in tensor_in["shape"]]
     return tensor_in["name"], tensor_out["name"], tuple(dims[1:] if dims and dims[0] == -1 else dims)
+
+
+def _check_signature(meta: dict, model: str, reference: Reference) -> None:
+    """The served model takes and returns what the reference ONNX does (names, types, shapes), or InputError
+    naming the difference: responses of another model are not compared with this one's."""
+    expected_in, expected_out = reference.signature
+    for verb, served, expected in (("takes", meta["inputs"][0], expected_in), ("returns", meta["outputs"][0],
+                                                                              expected_out)):
+        mine = (expected.name, TRITON_DTYPES.get(expected.dtype, expected.dtype.upper()),
+                [d if isinstance(d, int) and d >= 0 else -1 for d in expected.shape])
+        theirs = (served["name"], served["datatype"], [int(d) for d in served["shape"]])
+        if mine != theirs:
+            raise InputError(f"the server's model '{model}' {verb} {_tensor(*theirs)} but {reference.path} "
+                             f"{verb} {_tensor(*mine)}: point --url/--model at the server that serves this export, "
+                             "or --dir/--precision at the export it serves")
+
+
+def _tensor(name: str, dtype: str, dims: list[int]) -> str:
+    return f"'{name}' {dtype} {dims}"
 
 
 def _level(
@@ -110,10 +177,19 @@ def _level(
     deadline = [0.0]
     # Every client warmed up, then the clock starts for all at once (the barrier's action sets the deadline).
     start_gate = threading.Barrier(level + 1, action=lambda: deadline.__setitem__(0, time.perf_counter() + duration_s))
+    stop = threading.Event()  # Ctrl-C: each client ends after the request it is in, and closes its own connection
 
     def client_loop(index: int) -> None:
         client = client_module.InferenceServerClient(address)
+        try:
+            _client_requests(client, index)
+        except threading.BrokenBarrierError:  # stopped before the clock started
+            pass
+        finally:  # in this thread: tritonclient.http's gevent hub is this thread's, and must not be touched elsewhere
+            with contextlib.suppress(Exception):
+                client.close()
 
+    def _client_requests(client, index: int) -> None:
         def infer(i: int) -> np.ndarray:
             x = samples[i:i + 1]
             tensor = client_module.InferInput(input_name, list(x.shape), "FP32")
@@ -122,12 +198,13 @@ def _level(
 
         try:
             for k in range(WARMUP_REQUESTS):
-                infer((index + k) % len(samples))
+                if not stop.is_set():
+                    infer((index + k) % len(samples))
         except Exception:  # noqa: BLE001 - a server that fails fails again, timed and counted, below
             pass
         start_gate.wait()
         k = 0
-        while time.perf_counter() < deadline[0]:
+        while not stop.is_set() and time.perf_counter() < deadline[0]:
             i = (index + k * level) % len(samples)
             k += 1
             t0 = time.perf_counter()
@@ -151,13 +228,18 @@ def _level(
                     state["mismatches"] += not tolerance.passes(check)
                     state["worst"] = max(state["worst"] or 0.0, check.scaled)
 
-    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(level)]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    start = deadline[0] - duration_s
-    for t in threads:
-        t.join()
+    threads: list[threading.Thread] = []
+    try:
+        for i in range(level):
+            threads.append(threading.Thread(target=client_loop, args=(i,), daemon=True, name=f"loadtest-client-{i}"))
+            threads[-1].start()
+        start_gate.wait()
+        start = deadline[0] - duration_s
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C (KeyboardInterrupt here, in the main thread): the clients stop, then it goes on
+        _stop_clients(stop, start_gate, threads)
+        raise
     seconds = time.perf_counter() - start
     ok = len(latencies)
     return LoadRow(level, state["requests"], state["failures"], seconds, ok / seconds,
@@ -165,19 +247,24 @@ def _level(
                    state["checked"], state["mismatches"], state["worst"], state["error"])
 
 
-def local_reference(export_dir: Path, precision: str) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """The export's ONNX of `precision` in ONNX Runtime on this CPU, one input at a time (batch 1)."""
+def _stop_clients(stop: threading.Event, start_gate: threading.Barrier, threads: list[threading.Thread]) -> None:
+    """Stop the clients and wait (a while) until each has closed its connection: an interpreter that exits under
+    clients still in tritonclient.http's gevent crashes (SIGSEGV) instead of exiting 130."""
+    stop.set()
+    start_gate.abort()  # those waiting at the gate leave it
+    until = time.monotonic() + STOP_WAIT_S
+    for t in threads:
+        t.join(max(0.0, until - time.monotonic()))
+
+
+def local_reference(export_dir: Path, precision: str, variant: str | None = None) -> Reference:
+    """The export's ONNX of `precision` (--precision: the one the server serves), in ONNX Runtime on this CPU."""
+    if precision not in ONNX_FILES:
+        raise InputError(f"--precision must be one of {', '.join(ONNX_FILES)}, not '{precision}'")
     path = Path(export_dir) / ONNX_FILES[precision]
     if not path.is_file():
-        raise InputError(f"--check needs the local {path} to compare with: pass --dir, or export it")
+        make = f"`{export_command(variant, precision)}`" if variant else "the export"
+        raise missing_artifact(path, f"--check --precision {precision} compares with it: pass --dir at the export "
+                                     f"that holds it, or make it with {make}")
     verify_beside(path)
-    runner = open_runner(BACKENDS["onnxruntime"], artifact=path, precision=precision)
-
-    def reference(samples: np.ndarray) -> np.ndarray:
-        with runner:
-            name = runner.inputs[0].name
-            return np.concatenate(
-                [next(iter(runner.run({name: samples[i : i + 1]}).values())) for i in range(len(samples))]
-            )
-
-    return reference, f"{path} on onnxruntime-cpu, batch 1"
+    return Reference(path, precision, open_runner(BACKENDS["onnxruntime"], artifact=path, precision=precision))

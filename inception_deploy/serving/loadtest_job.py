@@ -41,9 +41,7 @@ def load_test(url: str, model: str, *, protocol: str = "http", concurrency: list
         samples, label = batch.numpy(), f"image from {images}"
         for name, reason in skipped:
             log.warning("skipped image %s: %s", name, reason)
-    reference = reference_label = None
-    if check:
-        reference, reference_label = local_reference(export_dir or default_out_dir(spec.name), precision)
+    reference = local_reference(export_dir or default_out_dir(spec.name), precision, spec.name) if check else None
     report = run_loadtest(
         url,
         model,
@@ -52,9 +50,7 @@ def load_test(url: str, model: str, *, protocol: str = "http", concurrency: list
         duration_s=duration_s,
         samples=samples,
         reference=reference,
-        precision=precision,
         inputs_label=label,
-        reference_label=reference_label,
         on_step=on_step,
     )
     return report, write_reports(report, json_path=json_out, report_dir=report_dir, command=command)
@@ -67,5 +63,6 @@ def raise_for_failures(report: LoadReport) -> None:
     first = next((r.first_error for r in report.rows if r.first_error), None)
     failed = sum(r.failures for r in report.rows)
     mismatched = sum(r.mismatches for r in report.rows)
-    raise CheckFailed(f"{failed} request(s) failed and {mismatched} response(s) were out of tolerance"
+    against = f" (the {report.precision} tolerance, against {report.reference})" if report.reference else ""
+    raise CheckFailed(f"{failed} request(s) failed and {mismatched} response(s) were out of tolerance{against}"
                       + (f"; first error: {first}" if first else ""))

@@ -18,8 +18,8 @@ def to_json(report: LoadReport, command: str | None = None) -> str:
 
 
 def to_markdown(report: LoadReport, command: str | None = None, plot: str | None = None) -> str:
-    check = (f"every response compared with {report.reference} (the precision's tolerance)" if report.reference
-             else "responses not checked (run with --check)")
+    check = (f"every response compared with {report.reference} (the {report.precision} tolerance)"
+             if report.reference else "responses not checked (run with --check)")
     lines = ["# inception-deploy loadtest", "",
              f"Model **{report.model}** at {report.url} over {report.protocol}; one {report.inputs} image per request, "
              f"each client sending its next request when the last one is answered; {check}. Latency on the client, "

@@ -2,13 +2,20 @@
 
 repo/<name>/config.pbtxt    built as Triton's own ModelConfig protobuf (tritonclient ships the schema)
 repo/<name>/1/model.onnx    onnxruntime_onnx, or 1/model.plan (tensorrt_plan), copied after its sha256 matched
+repo/<name>/labels.txt      the class names, one a line (the output's label_filename): ImageNet's 1000, or --labels
 repo/<name>/manifest.json   the export's manifest and what was served from it: provenance travels with the model
+
+What Triton's own clients read (image_client.py's checks): the input's format (FORMAT_NCHW), the output's label
+file (so that a classification request answers score:index:label), and the preprocessing as string parameters
+(preprocessing.resize, .crop, ...), also under "served" in the manifest. imagenet_classes.txt beside this module
+was written once from torchvision.models._meta._IMAGENET_CATEGORIES (a test-only dependency: never imported here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,12 +24,25 @@ from ..core.artifacts import ONNX_FILES, PRECISIONS, check_output_dir, engine_fi
 from ..core.deps import require
 from ..core.errors import InputError
 from ..core.manifest import MANIFEST_NAME, read_manifest, verified_record
+from ..models.registry import get_spec
 
 log = logging.getLogger(__name__)
 
 RUNTIMES = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
 KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+LABELS_NAME = "labels.txt"
+IMAGENET_CLASSES = Path(__file__).resolve().parent / "imagenet_classes.txt"
+# A Triton model name is a directory of the repository and a segment of the clients' URLs.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")
+
+
+def check_model_name(name: str) -> str:
+    """A name Triton can load, that stays inside the repository: InputError naming the rule otherwise."""
+    if not MODEL_NAME.fullmatch(name):
+        raise InputError(f"--name {name!r} is not a valid Triton model name: use letters, digits, '_', '-' and '.' "
+                         "(no '/', spaces or other characters), not starting with '.', at most 255 characters")
+    return name
 
 
 @dataclass(frozen=True)
@@ -37,6 +57,7 @@ class TritonOptions:
     trt_accelerator: bool = False  # onnxruntime on a GPU: let Triton's ORT backend use TensorRT
     name: str | None = None  # the model's name in the repository; default: the variant
     warmup: bool = True
+    labels: str | None = None  # a file of class names, one a line; default: ImageNet's for a 1000-class head
 
     def check(self) -> "TritonOptions":
         if self.precision not in PRECISIONS:
@@ -54,6 +75,8 @@ class TritonOptions:
             raise InputError("a TensorRT engine runs on a GPU only: --kind gpu, or --runtime onnxruntime for a CPU")
         if self.trt_accelerator and (self.runtime != "onnxruntime" or self.kind != "gpu"):
             raise InputError("--trt-accelerator is for --runtime onnxruntime on --kind gpu")
+        if self.name is not None:
+            check_model_name(self.name)
         return self
 
 
@@ -65,6 +88,86 @@ class Served:
     config: str
     artifact: dict
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """The class names a classification request answers with, and where they came from."""
+
+    names: tuple[str, ...]
+    source: str  # "ImageNet", "generic" or the --labels file
+    warning: str | None = None
+
+    def text(self) -> str:
+        return "".join(f"{name}\n" for name in self.names)
+
+
+def class_labels(manifest: dict, labels_file: str | Path | None = None) -> Labels:
+    """The head's class names: a --labels file (one name a line, as many as the head has classes), else ImageNet's
+    1000 for a 1000-class head, else class_0, class_1, ... with a warning saying how to name them."""
+    count = int(manifest["output"]["shape"][-1])
+    if labels_file is not None:
+        return Labels(_read_labels(Path(labels_file), count), str(labels_file))
+    if count == 1000:
+        return Labels(tuple(IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()), "ImageNet")
+    return Labels(tuple(f"class_{i}" for i in range(count)), "generic",
+                  f"this head has {count} classes, not ImageNet's 1000: clients see them as class_0 ... "
+                  f"class_{count - 1}; pass --labels FILE (one name a line) to name them")
+
+
+def _read_labels(path: Path, count: int) -> tuple[str, ...]:
+    fix = f"give a UTF-8 text file of the {count} class names, one a line"
+    if not path.is_file():
+        what = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise InputError(f"--labels {path} {what}: {fix}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"--labels {path} is not UTF-8 text: {fix}") from None
+    except OSError as err:
+        raise InputError(f"--labels {path} cannot be read ({err.strerror}): {fix}") from None
+    names = tuple(line.strip() for line in text.rstrip().split("\n")) if text.strip() else ()
+    if len(names) != count:
+        raise InputError(f"--labels {path} has {len(names)} names, but the model's head has {count} classes: {fix}")
+    empty = next((number for number, name in enumerate(names, 1) if not name), None)
+    if empty is not None:
+        raise InputError(f"--labels {path}: line {empty} is empty: {fix}")
+    return names
+
+
+def client_preprocessing(manifest: dict) -> dict:
+    """What a client does to an image before it sends it, from the variant's spec: RGB; the shorter side resized to
+    `resize` (`interpolation`), centre-cropped to `crop`; pixels scaled by `scale` to [0, 1]; then (x - mean) / std per
+    channel; laid out as `layout`."""
+    p = get_spec(manifest["variant"]).preprocessing
+    return {"channels": "RGB", "resize": p.resize, "crop": p.crop, "interpolation": p.interpolation,
+            "scale": "1/255", "mean": list(p.mean), "std": list(p.std), "layout": "NCHW"}
+
+
+def describe_for_clients(config, manifest: dict) -> None:
+    """Tell Triton's clients how to feed the model and name its classes: the input's format and the output's label
+    file (image_client.py requires both), and the preprocessing as string parameters (preprocessing.resize, ...)."""
+    model_config_pb2 = require("tritonclient.grpc.model_config_pb2")
+    if len(config.input[0].dims) == 3:  # Triton takes a format on C, H, W only (a fixed-batch input has 4 dims)
+        config.input[0].format = model_config_pb2.ModelInput.FORMAT_NCHW
+    config.output[0].label_filename = LABELS_NAME
+    for key, value in client_preprocessing(manifest).items():
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+        config.parameters[f"preprocessing.{key}"].string_value = text
+
+
+def describe_generated_model(model_dir: Path, manifest: dict, labels: Labels) -> None:
+    """The same description for a model directory another tool generated (PyTriton's, before its server loads it):
+    its config.pbtxt rewritten through Triton's schema, and the label file beside it."""
+    from google.protobuf import text_format
+
+    config = validate_config((model_dir / "config.pbtxt").read_text())
+    describe_for_clients(config, manifest)
+    text = text_format.MessageToString(config)
+    if config.max_batch_size == 0:  # as PyTriton writes it: Triton must see an explicit 0
+        text += "max_batch_size: 0\n"
+    (model_dir / LABELS_NAME).write_text(labels.text(), encoding="utf-8")
+    (model_dir / "config.pbtxt").write_text(text)
 
 
 def model_config(manifest: dict, record: dict, options: TritonOptions, name: str):
@@ -94,6 +197,7 @@ def model_config(manifest: dict, record: dict, options: TritonOptions, name: str
     if options.trt_accelerator:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
         accelerator.parameters["precision_mode"] = "FP16" if options.precision == "fp16" else "FP32"
+    describe_for_clients(config, manifest)
     return config
 
 
@@ -125,6 +229,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
         raise InputError(f"no {artifact}: make it with {hint}")
     record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it", required=True)
     warnings = _check_consistency(manifest, record, options)
+    labels = class_labels(manifest, options.labels)
+    warnings += [labels.warning] if labels.warning else []
     check_output_dir(repo_dir, "--repo")
 
     config = model_config(manifest, record, options, name)
@@ -133,11 +239,15 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
     text = text_format.MessageToString(config)
     validate_config(text)  # the written text, read back by the schema Triton itself uses
     provenance = {**manifest, "served": {"artifact": record["path"], "sha256": record["sha256"],
-                                         "options": asdict(options), "name": name}}
+                                         "options": asdict(options), "name": name,
+                                         "preprocessing": client_preprocessing(manifest),
+                                         "labels": {"file": LABELS_NAME, "source": labels.source,
+                                                    "count": len(labels.names)}}}
     model_dir = repo_dir / name
     with staged(model_dir / "1") as staging:
         shutil.copyfile(artifact, staging.path(model_dir / "1" / RUNTIMES[options.runtime][1]))
         staging.path(model_dir / MANIFEST_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
+        staging.path(model_dir / LABELS_NAME).write_text(labels.text(), encoding="utf-8")
         staging.path(model_dir / "config.pbtxt").write_text(text)  # last: Triton polls for it
     return Served(model_dir, text, record, warnings)
 
