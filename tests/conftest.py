@@ -23,7 +23,7 @@ REFERENCE_PARAMS = {
 }
 VARIANTS = list(REFERENCE_PARAMS)
 # The real CLI in a process of its own: `[sys.executable, "-c", CLI, *args]` (Ctrl-C and resource-limit tests).
-CLI = "import sys; from inception_deploy.cli import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
+CLI = "import sys; from inception_deploy.launch import main; sys.argv = ['inception-deploy', *sys.argv[1:]]; main()"
 PUBLIC_VARIANTS = ["googlenet", "inception_v3", "inception_v4", "inception_resnet_v2"]
 
 

@@ -619,3 +619,365 @@ def test_calibration_caches_that_cannot_serve_are_named(exported):
     assert _cache_problem(foreign, model, "minmax") == "not an onnxruntime calibration cache"
     empty.unlink()
     foreign.unlink()
+
+
+# A failed command changes nothing that was there before: every target is checked before the work starts,
+# and a commit that fails half-way puts back what it had replaced.
+
+
+def _int8_cache_name(export: Path) -> str:
+    manifest = json.loads((export / "manifest.json").read_text())
+    return next(a for a in manifest["artifacts"] if a["path"] == "model.int8.onnx")["calibration"]["cache"]
+
+
+def _into_directory(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    return path
+
+
+def test_a_directory_at_the_calibration_cache_is_refused_before_the_export(ws, calib_dir):
+    _into_directory(ws.export / _int8_cache_name(ws.export))
+    args = ["export", "v1", "--int8", "--calib", str(calib_dir), "--out", str(ws.export)]
+    expect_one_line(ws, args, 2, "is a directory where a file is to be written")
+
+
+def test_a_directory_at_manifest_json_is_refused_before_the_export(ws):
+    _into_directory(ws.export / "manifest.json")
+    expect_one_line(ws, ["export", "v1", "--out", str(ws.export)], 2, "manifest.json is a directory")
+
+
+@pytest.mark.parametrize("name", ["model.fp16.rtx.engine", "model.fp16.rtx.engine.runtime-cache"])
+def test_a_directory_at_an_engine_name_is_refused_before_the_build(ws, name):
+    _into_directory(ws.export / name)
+    args = ["trt", "v1", "--compiler", "tensorrt-rtx", "--fp16", "--out", str(ws.export)]
+    expect_one_line(ws, args, 2, f"{name} is a directory where a file is to be written")
+
+
+def test_a_directory_named_model_onnx_is_named_not_called_missing(ws):
+    _into_directory(ws.export / "model.int8.onnx")
+    args = ["trt", "v1", "--compiler", "tensorrt-rtx", "--int8", "--out", str(ws.export)]
+    result = expect_one_line(ws, args, 2, "model.int8.onnx is a directory")
+    assert "does not exist" not in result.stderr
+
+
+def test_an_unreadable_manifest_is_replaced_only_with_force(ws):
+    ws.manifest('{"variant": "googlenet", "artif')
+    expect_one_line(ws, ["export", "v1", "--out", str(ws.export)], 2, "--force")
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda m: m.update(input=None), '"input" is null'),
+        (lambda m: m.update(batch=0), '"batch" is 0'),
+        (lambda m: m["artifacts"][0].update(path="../../x.onnx"), "is not a plain file name"),
+        (lambda m: m["artifacts"][0].update(sha256=None), '"artifacts[0].sha256" is null'),
+        (lambda m: m["artifacts"][-1].update(source={"path": "/etc/passwd", "sha256": "0" * 64}),
+         "is not a plain file name"),
+    ],
+    ids=["input-null", "batch-zero", "path-escapes", "sha256-null", "source-absolute"],
+)
+def test_a_manifest_of_the_wrong_shape_is_named_by_its_field(ws, edit, fragment):
+    manifest = json.loads((ws.export / "manifest.json").read_text())
+    edit(manifest)
+    ws.manifest(json.dumps(manifest))
+    for args in (["parity", "v1", "--dir", str(ws.export)], ["trt", "v1", "--compiler", "tensorrt-rtx",
+                                                             "--out", str(ws.export)]):
+        expect_one_line(ws, args, 2, fragment)
+
+
+def test_a_commit_that_fails_half_way_puts_back_every_file(tmp_path, monkeypatch):
+    from inception_deploy.core.artifacts import staged
+
+    for name in ("a.onnx", "b.onnx", "manifest.json"):
+        (tmp_path / name).write_text(f"old {name}")
+    before = snapshot(tmp_path)
+    real_replace, calls = os.replace, []
+
+    def replace_failing_on_the_manifest(src, dst):
+        calls.append(dst)
+        if Path(dst).name == "manifest.json" and not str(src).endswith(".previous"):
+            raise OSError(5, "Input/output error", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_manifest)
+    with pytest.raises(OSError):
+        with staged(tmp_path) as staging:
+            for name in ("a.onnx", "b.onnx", "manifest.json"):
+                staging.path(tmp_path / name).write_text(f"new {name}")
+    assert snapshot(tmp_path) == before  # a.onnx and b.onnx put back, no temporary or set-aside file left
+    assert any(Path(d).name == "b.onnx" for d in calls)  # the renames did happen before the failure
+
+
+def test_a_directory_appearing_before_the_commit_changes_nothing(tmp_path):
+    from inception_deploy.core.artifacts import staged
+    from inception_deploy.core.errors import InputError
+
+    (tmp_path / "a.onnx").write_text("old a")
+    with pytest.raises(InputError, match="b.onnx is a directory"):
+        with staged(tmp_path) as staging:
+            staging.path(tmp_path / "a.onnx").write_text("new a")
+            staging.path(tmp_path / "b.onnx").write_text("new b")
+            (tmp_path / "b.onnx").mkdir()  # after staging, before the commit
+    assert (tmp_path / "a.onnx").read_text() == "old a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
+
+
+@pytest.mark.parametrize("delay_s", [0.2, 0.5, 1.0])
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay_s):
+    """The console script, interrupted while it imports torch and the command line: no traceback."""
+    script = Path(sys.executable).with_name("inception-deploy")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "inception_deploy"]
+    process = subprocess.Popen([*command, "models"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(delay_s)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip(f"this machine started and finished `models` within {delay_s} s: nothing to interrupt")
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["error: interrupted: nothing was written"], stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def _googlenet_state(ws: Workspace, name: str, change) -> Path:
+    """googlenet's untrained state dict, changed by `change(state)` and saved with torch.save."""
+    from inception_deploy.models import create_model
+
+    state = {k: v.clone() for k, v in create_model("googlenet").state_dict().items()}
+    change(state)
+    path = ws.root / name
+    torch.save(state, path)
+    return path
+
+
+def _plain_pickle(ws: Workspace) -> Path:
+    import pickle
+
+    from inception_deploy.models import create_model
+
+    path = ws.root / "pickled.pth"
+    with open(path, "wb") as f:
+        pickle.dump(create_model("googlenet").state_dict(), f)
+    return path
+
+
+_KEY = "inception3a.branch1.conv.weight"
+
+
+@pytest.mark.parametrize("build, fragment", [
+    (lambda ws: _googlenet_state(ws, "sparse.pth", lambda s: s.update({_KEY: s[_KEY].to_sparse()})),
+     f"tensor {_KEY} is sparse (sparse_coo)"),
+    (lambda ws: _googlenet_state(ws, "complex.pth", lambda s: s.update({_KEY: s[_KEY].to(torch.complex64)})),
+     f"tensor {_KEY} is complex (complex64)"),
+    (lambda ws: _googlenet_state(ws, "int.pth", lambda s: s.update({_KEY: s[_KEY].to(torch.int64)})),
+     f"tensor {_KEY} is int64, where the model has float32 weights"),
+    (_plain_pickle, "is a plain Python pickle, not a torch.save or safetensors checkpoint"),
+    (lambda ws: _googlenet_state(ws, "incomplete.pth", lambda s: s.pop("inception3a.branch1.bn.bias")),
+     "missing key 'inception3a.branch1.bn.bias', while every key it has is googlenet's: it is incomplete"),
+], ids=["sparse", "complex", "integer", "plain-pickle", "one-missing-key"])
+def test_a_checkpoint_with_bad_content_is_named(ws, build, fragment):
+    expect_one_line(ws, ["export", "v1", "--weights", str(build(ws))], 2, fragment)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"stats": {}}, "line 2 is damaged (an ok record whose stats lack throughput"),
+    ({"warnings": "unstable"}, "line 2 is damaged (a record with fields of the wrong type: warnings)"),
+], ids=["ok-without-figures", "wrong-type"])
+def test_an_edited_bench_log_is_named_by_line_on_resume(ws, change, fragment):
+    """A log whose run --resume would keep (same settings, machine and source) but whose record was edited."""
+    from inception_deploy.bench.environment import environment
+    from inception_deploy.bench.record import BenchRecord
+    from inception_deploy.bench.run import make_plan
+    from inception_deploy.core.timing import combine_rounds, summarize
+
+    options = dict(backends=["torch"], precisions=["fp32"], batches=[1], rounds=1, warmup_s=0.0, duration_s=0.05)
+    plan = make_plan(variants=["v1"], **options).to_dict()
+    record = BenchRecord("googlenet", "torch", "fp32", 1, "cpu", "ok",
+                         stats=combine_rounds([summarize([0.01, 0.012], batch=1)]),
+                         source="PyTorch model, untrained init (seed 0)").to_dict()
+    log = ws.folder("report") / "bench.jsonl"
+    log.write_text(json.dumps({"run": "r1", "type": "run", "environment": environment("cpu"), "plan": plan}) + "\n"
+                   + json.dumps({"run": "r1", "type": "record", **record, **change}) + "\n")
+    args = ["bench", "v1", "--backends", "torch", "--precision", "fp32", "--batch", "1", "--rounds", "1",
+            "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(ws.root / "export"),
+            "--report", str(ws.root / "report"), "--resume"]
+    expect_one_line(ws, args, 2, fragment)
+
+
+class _Watchdog:
+    """Fails the test, instead of hanging it, when what it guards blocks (opening a FIFO does)."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+
+    def __enter__(self):
+        def expire(signum, frame):
+            raise TimeoutError(f"blocked for {self.seconds} s (a FIFO opened?)")
+
+        self.previous = signal.signal(signal.SIGALRM, expire)
+        signal.alarm(self.seconds)
+
+    def __exit__(self, *exc):
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, self.previous)
+
+
+def test_a_fifo_among_images_is_listed_as_skipped_never_opened(tmp_path):
+    from PIL import Image
+
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import image_batch
+
+    Image.fromarray(np.full((300, 300, 3), 128, dtype=np.uint8)).save(tmp_path / "grey.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "more").mkdir()
+    with _Watchdog(60):
+        _, used, skipped = image_batch(get_spec("googlenet"), tmp_path)
+    assert used == ["grey.png"]
+    assert skipped == [("more", "a folder: the images inside folders are not read"),
+                       ("pipe.jpg", "a FIFO (named pipe), not an image file")]
+
+
+def test_a_folder_holding_only_a_fifo_names_it(ws):
+    os.mkfifo(ws.folder("images") / "camera")
+    with _Watchdog(300):
+        expect_one_line(ws, ["parity", "v1", "--dir", str(ws.export), "--images", str(ws.root / "images")], 2,
+                        "holds no readable image (1 entry skipped, e.g. camera: a FIFO (named pipe)")
+
+
+def test_images_above_pillows_pixel_limit_are_skipped_with_the_reason_and_no_warning(tmp_path):
+    """A 1-bit PNG of 10000x9000 (Pillow warns: 90 M pixels > 89.5 M) and one of 14000x13000 (Pillow refuses:
+    over twice the limit) are a few kB on disk: listed as skipped, nothing raw on stderr, none decoded."""
+    import warnings
+
+    from PIL import Image
+
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import image_batch
+
+    Image.new("1", (10000, 9000)).save(tmp_path / "big.png")
+    Image.new("1", (14000, 13000)).save(tmp_path / "bomb.png")
+    Image.fromarray(np.full((300, 300, 3), 128, dtype=np.uint8)).save(tmp_path / "grey.png")
+    assert all((tmp_path / name).stat().st_size < 100_000 for name in ("big.png", "bomb.png"))
+    with warnings.catch_warnings(record=True) as caught, _Watchdog(60):
+        warnings.simplefilter("always")
+        _, used, skipped = image_batch(get_spec("googlenet"), tmp_path)
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+    assert used == ["grey.png"] and [name for name, _ in skipped] == ["big.png", "bomb.png"]
+    assert all("Pillow's limit against decompression bombs" in why for _, why in skipped)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b c"])
+def test_triton_refuses_a_name_triton_cannot_load(ws, name):
+    """A --name with a path separator, a space or a leading dot: refused naming the rule, nothing written anywhere
+    (before, ../escaped wrote beside --repo and "a/b c" a model Triton cannot load)."""
+    expect_one_line(ws, ["triton", "v1", "--dir", str(ws.export), "--name", name], 2,
+                    "is not a valid Triton model name: use letters, digits")
+    assert not (ws.root / "escaped").exists() and not (ws.root / "model_repository").exists()
+
+
+@pytest.mark.parametrize("command", ["triton", "serve"])
+def test_labels_that_do_not_fit_the_head_are_refused_naming_both_counts(ws, command):
+    """--labels with fewer names than the head has classes: refused before anything is written or started."""
+    labels = ws.file("labels.txt", b"cat\ndog\n")
+    expect_one_line(ws, [command, "v1", "--dir", str(ws.export), "--labels", str(labels)], 2,
+                    "has 2 names, but the model's head has 1000 classes")
+
+
+def test_a_turing_target_with_int8_is_refused_before_the_build(ws):
+    """TensorRT-RTX has no int8 (or fp32) GEMM for sm75: its builder failed only at the end of the build."""
+    expect_one_line(ws, ["trt", "v1", "--target", "sm75", "--int8", "--out", str(ws.export)], 2,
+                    "TensorRT-RTX compiles only fp16 for Turing (sm75), not int8: build sm75 from model.fp16.onnx "
+                    "with --fp16 --target sm75, and int8 for sm80 and later")
+
+
+def test_a_target_with_enterprise_tensorrt_says_why_whatever_the_target(ws):
+    """Refused for the compiler, even for sm90, which is no TensorRT-RTX target (whose message would send the user
+    back to --compiler tensorrt)."""
+    expect_one_line(ws, ["trt", "v1", "--compiler", "tensorrt", "--target", "sm90", "--out", str(ws.export)], 2,
+                    "--target is refused with --compiler tensorrt: enterprise TensorRT builds for the GPU it runs on")
+
+
+@pytest.mark.parametrize("where", ["listed-in-the-manifest", "given-with---onnx"])
+def test_parity_names_a_directory_in_an_artifacts_place_not_missing(ws, where):
+    """A directory named model.onnx is not "missing": parity says what is there and how to clear it."""
+    if where == "listed-in-the-manifest":
+        path = ws.export / "model.int8.onnx"
+        path.unlink()
+        path.mkdir()
+        args = ["parity", "v1", "--dir", str(ws.export)]
+    else:
+        path = ws.folder("model.onnx")
+        args = ["parity", "v1", "--onnx", str(path)]
+    result = expect_one_line(ws, args, 2, f"{path} is a directory, not the artifact file: move it away, then ")
+    assert "does not exist" not in result.stderr and "missing" not in result.stderr
+
+
+def test_bench_names_a_directory_in_an_artifacts_place_not_missing(ws):
+    """bench: a directory at model.int8.onnx skips the row naming it; one at model.onnx is refused before any
+    export is made over it."""
+    from inception_deploy.bench.plan import BenchPlan
+    from inception_deploy.bench.sweep import run_bench
+
+    for name in ("model.int8.onnx", "model.onnx"):
+        (ws.export / name).unlink()
+        (ws.export / name).mkdir()
+    plan = BenchPlan(variants=["googlenet"], backends=["onnxruntime"], precisions=["int8"], batches=[1],
+                     warmup_s=0, duration_s=0.01, rounds=1, export_root=ws.export.parent)
+    [record] = run_bench(plan)
+    assert record.status == "skipped" and record.reason.startswith(
+        f"{ws.export / 'model.int8.onnx'} is a directory, not the artifact file: move it away, then make it with"
+    ), record.reason
+    args = ["bench", "v1", "--backends", "onnxruntime", "--precision", "fp32", "--batch", "1",
+            "--export-root", str(ws.export.parent)]
+    expect_one_line(ws, args, 2, f"{ws.export / 'model.onnx'} is a directory, not the artifact file: move it away")
+
+
+# serve: what it listens with is checked before tritonserver starts (issue 18, item 2)
+SERVE_CASES = [
+    ("serve-max-batch-zero", ["--max-batch", "0"], "--max-batch must be at least 1"),
+    ("serve-same-ports", ["--http-port", "18950", "--grpc-port", "18950"], "--http-port and --grpc-port are both"),
+    ("serve-address-not-an-ip", ["--address", "999.1.1.1"], "--address 999.1.1.1 is not an IP address"),
+    ("serve-address-not-this-machine", ["--address", "192.0.2.1"], "is not an address of this machine"),
+    ("serve-address-ipv6", ["--address", "::1"], "is IPv6"),
+    ("serve-address-unknown-name", ["--address", "no-such-host.invalid"], "does not resolve"),
+]
+
+
+@pytest.mark.parametrize("case", SERVE_CASES, ids=[c[0] for c in SERVE_CASES])
+def test_serve_checks_what_it_listens_with_before_it_starts(case, ws):
+    _, args, fragment = case
+    expect_one_line(ws, ["serve", "v1", "--dir", str(ws.export), *args], 2, fragment)
+
+
+@pytest.mark.parametrize("option", ["--http-port", "--grpc-port", "--metrics-port"])
+def test_serve_names_the_busy_port_and_its_option(ws, option):
+    """A port something listens on (a second `serve` on the same ports) is named before tritonserver starts."""
+    import socket
+
+    probes = [socket.socket() for _ in range(3)]
+    for s in probes:
+        s.bind(("127.0.0.1", 0))
+    ports = dict(zip(("--http-port", "--grpc-port", "--metrics-port"), (s.getsockname()[1] for s in probes)))
+    for s in probes:
+        s.close()
+    args = ["serve", "v1", "--dir", str(ws.export), *(x for name, port in ports.items() for x in (name, str(port)))]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports[option]))
+        busy.listen()
+        expect_one_line(ws, args, 2, f"{option} {ports[option]} is in use on 127.0.0.1: stop what listens there or "
+                                     f"choose another {option}")
+
+
+@pytest.mark.parametrize("problem", ["unknown-precision", "reference-missing"])
+def test_loadtest_check_names_its_reference_before_any_request(ws, problem):
+    """--check's local ONNX is found (or named) before the server is asked anything: the URL is never reached."""
+    args = ["loadtest", "http://127.0.0.1:9", "--model", "googlenet", "--check", "--dir", str(ws.export)]
+    if problem == "unknown-precision":
+        expect_one_line(ws, [*args, "--precision", "fp64"], 2, "--precision must be one of fp32, fp16, int8")
+    else:
+        (ws.export / "model.int8.onnx").unlink()
+        expect_one_line(ws, [*args, "--precision", "int8"], 2, f"{ws.export / 'model.int8.onnx'} does not exist: "
+                                                                "--check --precision int8 compares with it")
