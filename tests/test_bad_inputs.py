@@ -724,20 +724,21 @@ def test_a_directory_appearing_before_the_commit_changes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
 
 
-@pytest.mark.parametrize("delay_s", [0.2, 0.5, 1.0])
+@pytest.mark.parametrize("delay_s", [0.05, 0.2, 0.5, 1.0])
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay_s):
-    """The console script, interrupted while it imports torch and the command line: no traceback."""
+    """The console script, interrupted while it imports torch and the command line (an export takes far longer
+    than these delays, so the interrupt always lands before it ends): no traceback, nothing written."""
     script = Path(sys.executable).with_name("inception-deploy")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "inception_deploy"]
-    process = subprocess.Popen([*command, "models"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen([*command, "export", "v1", "--out", "out"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay_s)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    if process.returncode == 0:
-        pytest.skip(f"this machine started and finished `models` within {delay_s} s: nothing to interrupt")
     assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines() == ["error: interrupted: nothing was written"], stderr
+    lines = [line for line in stderr.strip().splitlines() if not line.startswith("note: no --weights")]
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted"), stderr
     assert list(tmp_path.iterdir()) == []
 
 
