@@ -10,16 +10,16 @@ def main() -> None:
     try:
         from .cli import main as cli_main
     except KeyboardInterrupt:
-        _interrupted()
+        _interrupted("interrupted: nothing was written")
     try:
         cli_main()
     except KeyboardInterrupt:  # after the command's own handling: between its end and the exit
-        _interrupted()
+        _interrupted("interrupted")
 
 
-def _interrupted() -> None:
+def _interrupted(message: str) -> None:
     try:
-        sys.stderr.write("error: interrupted: nothing was written\n")
+        sys.stderr.write(f"error: {message}\n")
         sys.stderr.flush()
     finally:
         raise SystemExit(INTERRUPTED)

@@ -982,3 +982,33 @@ def test_loadtest_check_names_its_reference_before_any_request(ws, problem):
         (ws.export / "model.int8.onnx").unlink()
         expect_one_line(ws, [*args, "--precision", "int8"], 2, f"{ws.export / 'model.int8.onnx'} does not exist: "
                                                                 "--check --precision int8 compares with it")
+
+
+def test_trt_that_would_make_the_fp16_onnx_changes_nothing_when_it_fails(ws):
+    """The fp16 ONNX `trt --fp16` makes when it is missing lands with the engine or not at all."""
+    (ws.export / "model.fp16.onnx").unlink()
+    _into_directory(ws.export / "model.fp16.rtx.engine")
+    args = ["trt", "v1", "--compiler", "tensorrt-rtx", "--fp16", "--out", str(ws.export)]
+    expect_one_line(ws, args, 2, "model.fp16.rtx.engine is a directory where a file is to be written")
+
+
+def test_ctrl_c_during_a_commit_waits_for_it_to_end_whole(tmp_path, monkeypatch):
+    """A real SIGINT between two renames of a commit: every file lands, nothing is set aside, then Ctrl-C."""
+    from inception_deploy.core.artifacts import staged
+
+    for name in ("a.onnx", "manifest.json"):
+        (tmp_path / name).write_text(f"old {name}")
+    real_replace = os.replace
+
+    def replace_then_interrupt(src, dst):
+        real_replace(src, dst)
+        if Path(dst).name == "a.onnx":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        with staged(tmp_path) as staging:
+            for name in ("a.onnx", "manifest.json"):
+                staging.path(tmp_path / name).write_text(f"new {name}")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.onnx": "new a.onnx",
+                                                                  "manifest.json": "new manifest.json"}

@@ -324,3 +324,19 @@ def test_fp32_engines_are_fp32_unless_tf32_is_asked_for(export_copy):
         manifest = json.loads((out / "manifest.json").read_text())
         record = next(a for a in manifest["artifacts"] if a["path"] == "model.fp32.rtx.engine")
         assert record["tf32"] is expected
+
+
+def test_a_missing_fp16_onnx_is_made_and_lands_with_its_engine(export_copy):
+    """trt --fp16 without model.fp16.onnx: made in memory, verified, parsed from memory, then written in the same
+    commit as the engine, which records it as its source."""
+    from inception_deploy.core.artifacts import sha256_of
+
+    out = export_copy("googlenet")
+    (out / "model.fp16.onnx").unlink()
+    build_engine(out, BuildOptions(precision="fp16", compiler="tensorrt-rtx", opt_batch=2, max_batch=4))
+    manifest = json.loads((out / "manifest.json").read_text())
+    entries = {a["path"]: a for a in manifest["artifacts"]}
+    made, engine = entries["model.fp16.onnx"], entries["model.fp16.rtx.engine"]
+    assert made["sha256"] == sha256_of(out / "model.fp16.onnx") and made["parity"]["passed"]
+    assert engine["source"] == {"path": "model.fp16.onnx", "sha256": made["sha256"]}
+    assert engine["sha256"] == sha256_of(out / "model.fp16.rtx.engine")

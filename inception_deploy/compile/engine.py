@@ -41,7 +41,7 @@ from ..core.deps import lazy_import
 from ..core.errors import CheckFailed, InceptionDeployError, InputError, first_line
 from ..core.interrupts import deferred_interrupt, writes_complete_first
 from ..core.manifest import MANIFEST_NAME, artifact_record, listed_with, read_manifest, stage_manifest, verified_record
-from ..export.onnx import add_fp16
+from ..export.onnx import stage_fp16, verified_fp16
 from ..export.qdq_rules import check_qdq
 from ..models.registry import get_spec
 from .layers import inspected_layers, logged_layers
@@ -129,19 +129,15 @@ def build_engine(
     if manifest is None:
         raise InputError(f"no manifest.json in {export_dir}: run `inception-deploy export` first")
     onnx_path = export_dir / ONNX_FILES[options.precision]
-    if not onnx_path.is_file() and options.precision == "fp16":
-        step(f"{onnx_path.name} is missing: making it from model.onnx and verifying it in ONNX Runtime")
-        manifest = add_fp16(export_dir)
-    if not onnx_path.is_file():
-        raise missing_artifact(onnx_path, f"run `{export_command(manifest['variant'], options.precision)}`")
-    listed = verified_record(onnx_path, manifest, required=True)
-    if options.precision == "int8":
-        check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
-                  f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
-    spec = get_spec(manifest["variant"])
     engine_path = export_dir / compiler.engine_file(options.precision)
     runtime_cache = engine_path.with_name(engine_path.name + ".runtime-cache")  # stale once the engine changes
-    check_targets([engine_path, runtime_cache, export_dir / MANIFEST_NAME])  # before the build, not after it
+    make_fp16 = options.precision == "fp16" and not onnx_path.exists() and not onnx_path.is_symlink()
+    # before the build, not after it: every file this build will write
+    check_targets([engine_path, runtime_cache, export_dir / MANIFEST_NAME, *([onnx_path] if make_fp16 else [])])
+    if make_fp16:
+        step(f"{onnx_path.name} is missing: making it from model.onnx and verifying it in ONNX Runtime")
+    pending_fp16, source_sha = _source_onnx(onnx_path, manifest, options.precision, make_fp16)
+    spec = get_spec(manifest["variant"])
 
     logger = _make_logger(trt)  # kept for the layer list and the build's errors
     with deferred_interrupt() as interrupted:  # TensorRT would swallow Ctrl-C raised in its callbacks
@@ -149,7 +145,8 @@ def build_engine(
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
         parser = trt.OnnxParser(network, logger)
         step(f"parsing {onnx_path.name} with {compiler.title}")
-        parsed = parser.parse_from_file(str(onnx_path))
+        parsed = (parser.parse(pending_fp16[0].SerializeToString()) if pending_fp16 is not None
+                  else parser.parse_from_file(str(onnx_path)))
         if parsed and not interrupted():
             config = builder.create_builder_config()
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the layer list, with precisions
@@ -184,6 +181,9 @@ def build_engine(
     data = bytes(serialized)
     with writes_complete_first(f"{engine_path.name} was completed first, and listed in the manifest"):
         with staged(export_dir) as staging:
+            if pending_fp16 is not None:
+                made = stage_fp16(staging, export_dir, *pending_fp16)
+                manifest, source_sha = listed_with(manifest, made), made["sha256"]
             engine_tmp = staging.path(engine_path)
             engine_tmp.write_bytes(data)
             try:  # a summary the compiler's output no longer yields must not cost the engine
@@ -197,7 +197,7 @@ def build_engine(
                 content=engine_tmp,
                 kind=compiler.kind,
                 precision=options.precision,
-                source={"path": onnx_path.name, "sha256": listed["sha256"]},
+                source={"path": onnx_path.name, "sha256": source_sha},
                 compiler={"name": compiler.name, "version": trt.__version__},
                 strongly_typed=True,
                 **facts,
@@ -221,6 +221,20 @@ def build_engine(
         except (OSError, InceptionDeployError) as err:
             step(f"the timing cache was not saved ({first_line(err)})")
     return manifest
+
+
+def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: bool) -> tuple[tuple | None, str | None]:
+    """The ONNX the engine is built from, checked: (None, its sha256) for the listed file, or, for an fp16 ONNX to
+    make, ((model, facts), None): made in memory and verified, written with the engine or not at all."""
+    if make_fp16:
+        return verified_fp16(onnx_path.parent, manifest), None
+    if not onnx_path.is_file():
+        raise missing_artifact(onnx_path, f"run `{export_command(manifest['variant'], precision)}`")
+    sha256 = verified_record(onnx_path, manifest, required=True)["sha256"]
+    if precision == "int8":
+        check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
+                  f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
+    return None, sha256
 
 
 def _configure_rtx(trt, config, targets: tuple[str, ...]) -> dict:

@@ -7,11 +7,13 @@ import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InceptionDeployError, InputError
+from .interrupts import deferred_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -50,36 +52,56 @@ class Staging:
         return Path(tmp)
 
     def commit(self) -> None:
-        """Rename every staged file into place. A final name already taken is first moved aside; if any rename
-        fails, the ones done are undone (the new files removed, the old ones put back) and the error raised."""
-        done: list[tuple[Path, Path | None]] = []  # (final, where its previous file was moved)
-        try:
-            for tmp, final in self.files:
-                check_target(final)  # a directory may have appeared since staging
-                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
-                aside = None
-                if final.exists() or final.is_symlink():
-                    aside = tmp.with_suffix(".previous")
-                    os.replace(final, aside)
-                done.append((final, aside))
-                os.replace(tmp, final)
-        except BaseException:
-            for final, aside in reversed(done):
-                with contextlib.suppress(OSError):
+        """Rename every staged file into place, each in one atomic step. A final name already taken is first kept
+        under a hard link (`.previous`); if any rename fails, the ones done are undone (the new files removed, the
+        old ones put back) and the error raised. Ctrl-C waits for the commit, or for its undoing, to end."""
+        done: list[tuple[Path, Path | None]] = []  # (final, where its previous file is kept)
+        with deferred_interrupt():
+            try:
+                for tmp, final in self.files:
+                    check_target(final)  # a directory may have appeared since staging
+                    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; artifacts are ordinary files
+                    aside = tmp.with_suffix(".previous") if final.exists() or final.is_symlink() else None
+                    done.append((final, aside))
                     if aside is not None:
-                        os.replace(aside, final)
-                    else:
-                        final.unlink(missing_ok=True)
-            raise
-        for _, aside in done:
-            if aside is not None:
-                remove_quietly(aside)
-        self.files.clear()
+                        _keep_aside(final, aside)
+                    os.replace(tmp, final)
+            except BaseException:
+                for final, aside in reversed(done):
+                    _put_back(final, aside)
+                raise
+            for _, aside in done:
+                if aside is not None:
+                    remove_quietly(aside)
+            self.files.clear()
 
     def discard(self) -> None:
         for tmp, _ in self.files:
             tmp.unlink(missing_ok=True)
         self.files.clear()
+
+
+def _keep_aside(final: Path, aside: Path) -> None:
+    """A second name for `final`'s file, so that the new file can replace it atomically and it can still be put
+    back: a hard link, or, where the file system has none, a copy."""
+    try:
+        os.link(final, aside, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(final, aside, follow_symlinks=False)
+
+
+def _put_back(final: Path, aside: Path | None) -> None:
+    """Undo one rename of a failed commit; a file that cannot be put back is named, never lost in silence."""
+    try:
+        if aside is None:
+            final.unlink(missing_ok=True)
+        elif final.exists() and os.path.samefile(aside, final):  # never replaced: rename() of a hard link does nothing
+            aside.unlink()
+        elif aside.exists() or aside.is_symlink():
+            os.replace(aside, final)
+    except OSError as err:
+        where = f"its previous content is in {aside}" if aside is not None else "remove it by hand"
+        log.warning("could not undo the write of %s (%s): %s", final, err.strerror or err, where)
 
 
 def check_target(final: Path) -> None:
@@ -122,7 +144,8 @@ def staged(directory: Path) -> Iterator[Staging]:
                 yield staging
                 staging.commit()
             except OSError as err:
-                staging_of = {str(tmp): final for tmp, final in staging.files}
+                staging_of = {str(name): final for tmp, final in staging.files
+                              for name in (tmp, final, tmp.with_suffix(".previous"))}
                 final = staging_of.get(str(err.filename or ""), staging.files[-1][1] if staging.files else directory)
                 raise disk_error(err, final) from None
             finally:

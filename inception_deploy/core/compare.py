@@ -67,7 +67,9 @@ def difference(
     max_rel = float((err[significant] / np.abs(ref[significant])).max()) if significant.any() and scale > 0 else 0.0
     rows = ref.reshape(ref.shape[0], -1) if ref.ndim > 1 else ref.reshape(1, -1)
     act_rows = act.reshape(rows.shape)
-    centred = _cosine(rows - rows.mean(1, keepdims=True), act_rows - act_rows.mean(1, keepdims=True))
+    # a one-output head has nothing to centre (each row is its own mean): its raw cosine is the honest figure
+    centred = (_cosine(rows - rows.mean(1, keepdims=True), act_rows - act_rows.mean(1, keepdims=True))
+               if rows.shape[1] > 1 else _cosine(ref, act))
     top1 = float(np.mean(rows.argmax(1) == act_rows.argmax(1)))
     k = min(5, rows.shape[1])
     top_ref, top_act = np.argsort(-rows, axis=1)[:, :k], np.argsort(-act_rows, axis=1)[:, :k]

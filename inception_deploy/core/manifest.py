@@ -42,7 +42,7 @@ def read_manifest(out_dir: Path, *, lenient: bool = False, fix: str | None = Non
         return data
     if lenient:
         return None
-    raise InputError(f"{path} {problem}: {fix or f're-run the export into {path.parent}, or remove it'}")
+    raise InputError(f"{path} {problem}: {fix or f're-run the export into {path.parent} with --force, or remove it'}")
 
 
 def _parse(path: Path) -> tuple[str | None, dict | None]:

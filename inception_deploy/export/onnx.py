@@ -438,18 +438,16 @@ def _artifact_names() -> list[str]:
     return [*ONNX_FILES.values(), *engines, *(f"{e}.runtime-cache" for e in engines)]
 
 
-def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
-    """Make model.fp16.onnx from an existing export's model.onnx, verified against it, and list it."""
-    export_dir = Path(export_dir)
-    manifest = read_manifest(export_dir)
+def verified_fp16(export_dir: Path, manifest: dict | None, *, fp16_io: bool = False, samples: int = DEFAULT_SAMPLES,
+                  seed: int = 0) -> tuple[onnx.ModelProto, dict]:
+    """model.fp16.onnx made in memory from an existing export's model.onnx and verified against it in ONNX Runtime;
+    nothing is written. Returns the model and the facts of its manifest entry (stage_fp16 writes both)."""
     source = export_dir / ONNX_FILES["fp32"]
     if manifest is None or not source.is_file():
         raise InputError(f"no model.onnx with a manifest in {export_dir}: run `inception-deploy export` first")
     listed = verified_record(source, manifest, fix=f"re-export it with `inception-deploy export {manifest['variant']}`",
                              required=True)
     spec = get_spec(manifest["variant"])
-    path = export_dir / ONNX_FILES["fp16"]
-    check_targets([path, export_dir / MANIFEST_NAME])
     proto = onnx.load(str(source))
     fixed = manifest.get("batch")
     x = random_batch(spec, fixed if isinstance(fixed, int) else samples, seed=seed).numpy()
@@ -457,14 +455,29 @@ def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DE
         expected = runner.run({INPUT_NAME: x})[OUTPUT_NAME]
     proto16 = convert_to_fp16(proto, keep_io_types=not fp16_io)
     parity, _ = _verify(proto16, x, expected, "fp16", variant=spec.name, reference="onnxruntime-cpu-fp32", seed=seed)
+    return proto16, {"io_dtype": "float16" if fp16_io else "float32",
+                     "source": {"path": source.name, "sha256": listed["sha256"]}, "parity": parity}
+
+
+def stage_fp16(staging, export_dir: Path, proto16: onnx.ModelProto, facts: dict) -> dict:
+    """Stage model.fp16.onnx (artifacts.staged); return its manifest entry."""
+    path = export_dir / ONNX_FILES["fp16"]
+    tmp = staging.path(path)
+    onnx.save_model(proto16, tmp)
+    return artifact_record(export_dir, path, content=tmp, kind="onnx", precision="fp16", **facts)
+
+
+def add_fp16(export_dir: str | Path, *, fp16_io: bool = False, samples: int = DEFAULT_SAMPLES, seed: int = 0) -> dict:
+    """Make model.fp16.onnx from an existing export's model.onnx, verified against it, and list it."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    path = export_dir / ONNX_FILES["fp16"]
+    check_targets([path, export_dir / MANIFEST_NAME])
+    proto16, facts = verified_fp16(export_dir, manifest, fp16_io=fp16_io, samples=samples, seed=seed)
     with (
         writes_complete_first(f"{path.name} was completed first, and listed in the manifest"),
         staged(export_dir) as staging,
     ):
-        tmp = staging.path(path)
-        onnx.save_model(proto16, tmp)
-        record = artifact_record(export_dir, path, content=tmp, kind="onnx", precision="fp16",
-                                 io_dtype="float16" if fp16_io else "float32",
-                                 source={"path": source.name, "sha256": listed["sha256"]}, parity=parity)
+        record = stage_fp16(staging, export_dir, proto16, facts)
         stage_manifest(staging, export_dir, listed_with(manifest, record))
     return manifest

@@ -17,7 +17,7 @@ import numpy as np
 from ..core.artifacts import ONNX_FILES, export_command, missing_artifact
 from ..core.compare import difference
 from ..core.deps import require
-from ..core.errors import InputError, first_line
+from ..core.errors import InceptionDeployError, InputError, first_line
 from ..core.manifest import verify_beside
 from ..core.timing import summarize
 from ..core.tolerances import TOLERANCES
@@ -108,6 +108,9 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
     input_name, output_name, shape = _io(meta)
     if reference is not None:
         _check_signature(meta, model, reference)
+    if meta["inputs"][0]["datatype"] != "FP32":
+        raise InputError(f"the server's model '{model}' takes {meta['inputs'][0]['datatype']} input, and loadtest "
+                         "sends FP32 images: serve an export with float32 inputs (exported without --fp16-io)")
     if samples is None:
         samples = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
     elif tuple(samples.shape[1:]) != shape:
@@ -180,14 +183,14 @@ def _level(
     stop = threading.Event()  # Ctrl-C: each client ends after the request it is in, and closes its own connection
 
     def client_loop(index: int) -> None:
-        client = client_module.InferenceServerClient(address)
+        client = None
         try:
+            client = _new_client(client_module, address, state, start_gate)
             _client_requests(client, index)
         except threading.BrokenBarrierError:  # stopped before the clock started
             pass
         finally:  # in this thread: tritonclient.http's gevent hub is this thread's, and must not be touched elsewhere
-            with contextlib.suppress(Exception):
-                client.close()
+            _close_quietly(client)
 
     def _client_requests(client, index: int) -> None:
         def infer(i: int) -> np.ndarray:
@@ -237,14 +240,32 @@ def _level(
         start = deadline[0] - duration_s
         for t in threads:
             t.join()
-    except BaseException:  # Ctrl-C (KeyboardInterrupt here, in the main thread): the clients stop, then it goes on
+    except BaseException as err:  # Ctrl-C (in the main thread): the clients stop, then it goes on
         _stop_clients(stop, start_gate, threads)
-        raise
+        raise (InceptionDeployError(f"concurrency {level}: {state['error']}")  # a client could not be made
+               if isinstance(err, threading.BrokenBarrierError) else err) from None
     seconds = time.perf_counter() - start
     ok = len(latencies)
     return LoadRow(level, state["requests"], state["failures"], seconds, ok / seconds,
                    summarize(latencies, 1, seconds).to_dict() if latencies else None,
                    state["checked"], state["mismatches"], state["worst"], state["error"])
+
+
+def _new_client(client_module, address: str, state: dict, start_gate: threading.Barrier):
+    """A client of its own for one thread. One that cannot be made (e.g. too many open files) breaks the gate, so
+    that the level stops and says why instead of waiting for a client that never comes."""
+    try:
+        return client_module.InferenceServerClient(address)
+    except Exception as err:  # noqa: BLE001
+        state["error"] = state["error"] or f"a client could not be made ({first_line(err, 160)})"
+        start_gate.abort()
+        raise threading.BrokenBarrierError from None
+
+
+def _close_quietly(client) -> None:
+    with contextlib.suppress(Exception):
+        if client is not None:
+            client.close()
 
 
 def _stop_clients(stop: threading.Event, start_gate: threading.Barrier, threads: list[threading.Thread]) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..core.artifacts import ONNX_FILES, PRECISIONS, check_output_dir, engine_file, export_command, staged
 from ..core.deps import require
 from ..core.errors import InputError
+from ..core.interrupts import writes_complete_first
 from ..core.manifest import MANIFEST_NAME, read_manifest, verified_record
 from ..models.registry import get_spec
 
@@ -244,7 +245,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
                                          "labels": {"file": LABELS_NAME, "source": labels.source,
                                                     "count": len(labels.names)}}}
     model_dir = repo_dir / name
-    with staged(model_dir / "1") as staging:
+    # Ctrl-C waits for these few copies and their commit: the model directory lands whole, then the command ends
+    with writes_complete_first(f"{model_dir} was written first, whole"), staged(model_dir / "1") as staging:
         shutil.copyfile(artifact, staging.path(model_dir / "1" / RUNTIMES[options.runtime][1]))
         staging.path(model_dir / MANIFEST_NAME).write_text(json.dumps(provenance, indent=2) + "\n")
         staging.path(model_dir / LABELS_NAME).write_text(labels.text(), encoding="utf-8")
