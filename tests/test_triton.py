@@ -149,35 +149,9 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
     """`serve` in its own process until a real Ctrl-C (exit 130, one line); `loadtest --check` against it."""
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            CLI,
-            "serve",
-            "v1",
-            "--dir",
-            str(out),
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    server = _serve_process(out, http, grpc, metrics)
     try:
-        seen = []
-        for line in server.stdout:  # tritonserver may say a word first (no NVML on a CPU host)
-            seen.append(line)
-            if line.startswith("serving ") or len(seen) > 20:
-                break
-        ready = seen[-1] if seen else ""
-        assert ready.startswith("serving googlenet") and f"http://127.0.0.1:{http}" in ready, seen
+        assert f"http://127.0.0.1:{http}" in _ready_line(server)
         result = runner.invoke(
             app,
             [
@@ -383,19 +357,9 @@ def test_image_client_runs_unpatched_against_serve(exported):
     script = image_client()
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
-    server = subprocess.Popen(
-        [sys.executable, "-c", CLI, "serve", "v1", "--dir", str(out), "--http-port", str(http), "--grpc-port",
-         str(grpc), "--metrics-port", str(metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    server = _serve_process(out, http, grpc, metrics)
     try:
-        seen = []
-        for line in server.stdout:  # tritonserver may say a word first (no NVML on a CPU host)
-            seen.append(line)
-            if line.startswith("serving ") or len(seen) > 20:
-                break
-        assert seen and seen[-1].startswith("serving googlenet"), seen
+        _ready_line(server)
         result = subprocess.run(
             [sys.executable, str(script), "-m", "googlenet", "-s", "INCEPTION", "-c", "3", "-i", "grpc", "-u",
              f"127.0.0.1:{grpc}", str(sample_photographs() / "china.jpg")],
@@ -419,6 +383,17 @@ def _serve_process(out, http: int, grpc: int, metrics: int) -> subprocess.Popen:
                              "--grpc-port", str(grpc), "--metrics-port", str(metrics)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _ready_line(server: subprocess.Popen) -> str:
+    """The line `serve` prints once it serves (tritonserver may say a word first: no NVML on a CPU host)."""
+    seen = []
+    for line in server.stdout:
+        seen.append(line)
+        if line.startswith("serving ") or len(seen) > 20:
+            break
+    assert seen and seen[-1].startswith("serving googlenet"), seen
+    return seen[-1]
 
 
 def _status(port: int, path: str) -> int | None:
