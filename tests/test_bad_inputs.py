@@ -785,7 +785,10 @@ def test_a_checkpoint_with_bad_content_is_named(ws, build, fragment):
 @pytest.mark.parametrize("change, fragment", [
     ({"stats": {}}, "line 2 is damaged (an ok record whose stats lack throughput"),
     ({"warnings": "unstable"}, "line 2 is damaged (a record with fields of the wrong type: warnings)"),
-], ids=["ok-without-figures", "wrong-type"])
+    (lambda r: {"stats": {**r["stats"], "throughput": float("inf"), "p50_ms": -1e308}},
+     "line 2 is damaged (an ok record with impossible figures: throughput, p50_ms"),
+    ({"status": "skipped", "stats": None, "reason": None}, "line 2 is damaged (a skipped record without its reason"),
+], ids=["ok-without-figures", "wrong-type", "impossible-figures", "skipped-without-reason"])
 def test_an_edited_bench_log_is_named_by_line_on_resume(ws, change, fragment):
     """A log whose run --resume would keep (same settings, machine and source) but whose record was edited."""
     from inception_deploy.bench.environment import environment
@@ -800,7 +803,8 @@ def test_an_edited_bench_log_is_named_by_line_on_resume(ws, change, fragment):
                          source="PyTorch model, untrained init (seed 0)").to_dict()
     log = ws.folder("report") / "bench.jsonl"
     log.write_text(json.dumps({"run": "r1", "type": "run", "environment": environment("cpu"), "plan": plan}) + "\n"
-                   + json.dumps({"run": "r1", "type": "record", **record, **change}) + "\n")
+                   + json.dumps({"run": "r1", "type": "record", **record,
+                                 **(change(record) if callable(change) else change)}) + "\n")
     args = ["bench", "v1", "--backends", "torch", "--precision", "fp32", "--batch", "1", "--rounds", "1",
             "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(ws.root / "export"),
             "--report", str(ws.root / "report"), "--resume"]
@@ -1012,3 +1016,114 @@ def test_ctrl_c_during_a_commit_waits_for_it_to_end_whole(tmp_path, monkeypatch)
                 staging.path(tmp_path / name).write_text(f"new {name}")
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.onnx": "new a.onnx",
                                                                   "manifest.json": "new manifest.json"}
+
+
+# Found by a second probe, as a new user would: the same classes, new cases.
+
+
+def test_a_fifo_at_manifest_json_is_named_never_read(ws):
+    (ws.export / "manifest.json").unlink()
+    os.mkfifo(ws.export / "manifest.json")
+    with _Watchdog(120):
+        expect_one_line(ws, ["parity", "v1", "--dir", str(ws.export)], 2, "manifest.json is not a regular file")
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda m: m["input"].update(shape=["batch", "x", 224, 224]), '"input.shape" is'),
+        (lambda m: m["input"].update(dtype="bfloat16"), '"input.dtype" is "bfloat16"'),
+        (lambda m: m["output"].update(shape=[]), '"output.shape" is []'),
+        (lambda m: m["output"].update(shape=["batch", 10**30]), '"output.shape" is'),
+        (lambda m: m["output"].update(name=""), '"output.name" is ""'),
+        (lambda m: m.update(num_classes=10**30), '"num_classes" is'),
+        (lambda m: m.update(weights={"path": "w.pth"}), '"weights" is'),
+        (lambda m: m["artifacts"][0].update(kind=["onnx"]), '"artifacts[0].kind" is ["onnx"]'),
+    ],
+    ids=["input-shape-word", "input-dtype", "output-shape-empty", "output-classes-absurd", "output-name-empty",
+         "num-classes-absurd", "weights-without-sha256", "kind-a-list"],
+)
+def test_a_manifest_field_of_the_wrong_shape_is_named_however_deep(ws, edit, fragment):
+    manifest = json.loads((ws.export / "manifest.json").read_text())
+    edit(manifest)
+    ws.manifest(json.dumps(manifest))
+    for args in (["parity", "v1", "--dir", str(ws.export)], ["triton", "v1", "--dir", str(ws.export), "--kind", "cpu",
+                                                             "--repo", str(ws.root / "repo")]):
+        expect_one_line(ws, args, 2, fragment)
+
+
+def test_a_checkpoint_keyed_by_numbers_is_no_state_dict(ws):
+    path = ws.root / "numbered.pth"
+    torch.save({"state_dict": {i: torch.zeros(2) for i in range(3)}}, path)
+    expect_one_line(ws, ["export", "v1", "--weights", str(path), "--out", str(ws.root / "out")], 2,
+                    "its tensors are keyed by int")
+
+
+def test_a_thin_strip_and_a_nan_image_are_skipped_with_the_reason(tmp_path):
+    import warnings
+
+    from conftest import sample_photographs
+    from PIL import Image
+
+    from inception_deploy.models.registry import get_spec
+    from inception_deploy.models.samples import image_batch
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("1", (30000, 1)).save(folder / "strip.png")  # 30000x1: resized to a 256-pixel shorter side, ~2 GB
+    Image.fromarray(np.full((64, 64), np.nan, np.float32), "F").save(folder / "nan.tiff")
+    shutil.copy(sample_photographs() / "china.jpg", folder / "china.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" must not happen
+        batch, used, skipped = image_batch(get_spec("v1"), folder)
+    assert used == ["china.jpg"] and batch.shape[0] == 1
+    reasons = dict(skipped)
+    assert "would be 7680000x256 pixels" in reasons["strip.png"], reasons
+    assert "NaN or Inf pixels" in reasons["nan.tiff"], reasons
+
+
+def test_triton_names_a_file_in_the_way_of_the_model_directory(ws):
+    ws.file("repo/googlenet", b"not a directory")
+    args = ["triton", "v1", "--dir", str(ws.export), "--kind", "cpu", "--repo", str(ws.root / "repo")]
+    expect_one_line(ws, args, 2, "googlenet is in the way: it is not a directory")
+
+
+def test_trt_refuses_a_workspace_that_is_not_a_number(ws):
+    args = ["trt", "v1", "--compiler", "tensorrt-rtx", "--fp16", "--out", str(ws.export), "--workspace-gb", "nan"]
+    expect_one_line(ws, args, 2, "--workspace-gb must be positive, got nan")
+
+
+def test_bench_refuses_a_fifo_among_its_report_files_before_measuring(ws):
+    os.mkfifo(ws.folder("report") / "README.md")
+    args = ["bench", "v1", "--backends", "torch", "--precision", "fp32", "--batch", "1", "--rounds", "1",
+            "--warmup-s", "0", "--duration-s", "0.05", "--export-root", str(ws.root / "export"),
+            "--report", str(ws.root / "report")]
+    with _Watchdog(120):
+        expect_one_line(ws, args, 2, "README.md is not a regular file")
+
+
+def test_a_labels_file_with_a_byte_order_mark_loses_the_mark(ws):
+    import inception_deploy.serving
+
+    names = (Path(inception_deploy.serving.__file__).parent / "imagenet_classes.txt").read_text().splitlines()
+    labels = ws.file("labels.txt", ("\ufeff" + "\n".join(names) + "\n").encode("utf-8"))
+    result = runner.invoke(app, ["triton", "v1", "--dir", str(ws.export), "--kind", "cpu", "--repo",
+                                 str(ws.root / "repo"), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert (ws.root / "repo" / "googlenet" / "labels.txt").read_text(encoding="utf-8").splitlines()[0] == names[0]
+
+
+def test_ctrl_c_inside_an_import_a_library_turns_into_import_error_stays_ctrl_c(monkeypatch):
+    import importlib
+
+    from inception_deploy.core.deps import require
+
+    def interrupted_import(name, *args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ImportError("import numpy failed") from None  # what numpy makes of it: context kept
+
+    monkeypatch.setattr(importlib, "import_module", interrupted_import)
+    with pytest.raises(KeyboardInterrupt):
+        require("onnxruntime")

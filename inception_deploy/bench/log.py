@@ -181,6 +181,12 @@ def _record_problem(entry: dict) -> str | None:
         lacking += [k for k in _STATS_OPTIONAL if not _is(stats.get(k), (int, float, None))]
         if lacking:
             return f"an ok record whose stats lack {', '.join(lacking)}"
+        impossible = [k for k in (*_STATS_FIGURES, *_STATS_OPTIONAL)
+                      if stats.get(k) is not None and not 0 <= stats[k] < float("inf")]
+        if impossible:
+            return f"an ok record with impossible figures: {', '.join(impossible)} (not finite, or negative)"
+    if entry["status"] != "ok" and entry.get("reason") is None:
+        return f"a {entry['status']} record without its reason"
     return None
 
 

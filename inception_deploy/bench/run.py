@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..core.artifacts import check_output_dir, check_output_file
+from ..core.artifacts import check_output_dir, check_output_file, check_targets
 from ..core.errors import CheckFailed, InputError
 from ..models.registry import resolve_name
 from .environment import environment
@@ -90,9 +90,11 @@ def run(
             check_output_file(path, option)  # before the sweep, not after it
     if report_dir is not None:
         check_output_dir(report_dir, "--report")
+    paths = log_paths(json_out, report_dir)
+    reports = [report_dir / name for name in ("bench.json", "bench.csv", "README.md")] if report_dir else []
+    check_targets([*paths, *reports], "--report" if report_dir else "--json")  # a FIFO or a directory there
     env = environment(plan.device)
     plan_dict = {**plan.to_dict(), "command": command}
-    paths = log_paths(json_out, report_dir)
     resumed, resumes, previous = _resumable(paths, env, plan_dict) if resume else ({}, [], None)
     logs = _open_logs(paths, env, plan_dict, previous, resumes)
     if on_start:

@@ -76,7 +76,7 @@ class BuildOptions:
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if self.builder_opt_level is not None and not 0 <= self.builder_opt_level <= 5:
             raise InputError(f"--builder-opt-level must be 0..5, got {self.builder_opt_level}")
-        if self.workspace_gb is not None and self.workspace_gb <= 0:
+        if self.workspace_gb is not None and not 0 < self.workspace_gb < float("inf"):
             raise InputError(f"--workspace-gb must be positive, got {self.workspace_gb}")
         if self.dla_core is not None and self.dla_core < 0:
             raise InputError(f"--dla-core must be 0 or more, got {self.dla_core}")

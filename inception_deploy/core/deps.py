@@ -24,8 +24,20 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
+        if _interrupted(err):  # Ctrl-C inside the import, which a library turned into an ImportError
+            raise KeyboardInterrupt from None
         hint = INSTALL_HINTS.get(module, f"pip install {module}")
         raise BackendMissing(f"{module} is not available ({err}): {hint}") from None
+
+
+def _interrupted(err: BaseException) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def pyplot() -> ModuleType:

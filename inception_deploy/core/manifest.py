@@ -48,6 +48,8 @@ def read_manifest(out_dir: Path, *, lenient: bool = False, fix: str | None = Non
 def _parse(path: Path) -> tuple[str | None, dict | None]:
     if path.is_dir():
         return "is a directory, not a manifest", None
+    if not path.is_file():  # a FIFO would block the read; a dangling link has nothing to read
+        return "is not a regular file", None
     raw = path.read_bytes()
     if not raw.strip():
         return ("is empty (0 bytes)" if not raw else "is empty"), None
@@ -67,18 +69,34 @@ def _parse(path: Path) -> tuple[str | None, dict | None]:
 
 
 # The fields other commands read, and what each must be when present (artifacts: checked entry by entry).
-_IO = {"name": str, "dtype": str, "shape": list}
+MAX_CLASSES = 1_000_000
+_DTYPES = {"float32", "float16"}  # what an export's graph input and output can be
+
+
+def _dims(v) -> bool:
+    """A tensor's shape as export records it: a named (dynamic) batch or a size, then sizes."""
+    return (isinstance(v, list) and len(v) >= 2 and all(type(d) is int and 1 <= d <= MAX_CLASSES for d in v[1:])
+            and ((isinstance(v[0], str) and v[0] != "") or (type(v[0]) is int and 1 <= v[0] <= MAX_CLASSES)))
+
+
+def _sha256(v) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+_IO = {"name": lambda v: isinstance(v, str) and v != "", "dtype": lambda v: v in _DTYPES, "shape": _dims}
 _FIELDS = {
     "input": _IO,
     "output": _IO,
-    "batch": lambda v: v == "dynamic" or (type(v) is int and v >= 1),
-    "num_classes": lambda v: type(v) is int and v >= 1,
-    "weights": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("path"), str)),
+    "batch": lambda v: v == "dynamic" or (type(v) is int and 1 <= v <= MAX_CLASSES),
+    "num_classes": lambda v: type(v) is int and 1 <= v <= MAX_CLASSES,
+    "weights": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("path"), str)
+                                       and _sha256(v.get("sha256"))),
     "untrained_init": lambda v: v is None or isinstance(v, dict),
     "preprocessing": dict,
 }
-_ENTRY = {"path": str, "sha256": lambda v: isinstance(v, str) and len(v) == 64, "bytes": lambda v: type(v) is int,
-          "source": lambda v: isinstance(v, dict) and isinstance(v.get("path"), str)}
+_ENTRY = {"path": str, "sha256": _sha256, "bytes": lambda v: type(v) is int and v >= 0,
+          "kind": lambda v: isinstance(v, str), "precision": lambda v: isinstance(v, str),
+          "source": lambda v: isinstance(v, dict) and isinstance(v.get("path"), str) and _sha256(v.get("sha256"))}
 
 
 def _shape_problem(data: dict) -> str | None:
@@ -109,9 +127,10 @@ def _fields_problem(record: dict, fields: dict, prefix: str) -> str | None:
         if isinstance(rule, dict):  # a nested record: every field required
             if not isinstance(value, dict):
                 return f'"{prefix}{name}" is {json.dumps(value)[:40]}, not a record'
-            missing = [k for k, t in rule.items() if not isinstance(value.get(k), t)]
-            if missing:
-                return f'"{prefix}{name}" has no valid {missing[0]}'
+            bad = [k for k, check in rule.items() if not (isinstance(value.get(k), check) if isinstance(check, type)
+                                                          else check(value.get(k)))]
+            if bad:
+                return f'"{prefix}{name}.{bad[0]}" is {json.dumps(value.get(bad[0]))[:40]}'
         elif not (isinstance(value, rule) if isinstance(rule, type) else rule(value)):
             return f'"{prefix}{name}" is {json.dumps(value)[:40]}'
     return None

@@ -166,6 +166,10 @@ def _unwrap(obj, path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} holds no state dict: expected tensors at its top level or under one of "
             f"{', '.join(WRAPPER_KEYS)}"
         )
+    odd = next((k for k, v in obj.items() if isinstance(v, torch.Tensor) and not isinstance(k, str)), None)
+    if odd is not None:
+        raise InputError(f"checkpoint {path} holds no state dict: its tensors are keyed by {type(odd).__name__} "
+                         f"({odd!r}), not by parameter names; save model.state_dict()")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 

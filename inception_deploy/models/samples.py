@@ -81,6 +81,8 @@ def _to_rgb8(image):
         image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(pixels).all():
+            raise ValueError("a floating-point image holding NaN or Inf pixels")
         top = 1.0 if pixels.max(initial=0) <= 1.0 else pixels.max()
         image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     return image.convert("RGB")
@@ -129,11 +131,12 @@ def _read_image(path: Path, resize: int, crop: int, resample) -> tuple[np.ndarra
         with warnings.catch_warnings():  # Pillow's DecompressionBombWarning: the reason it is skipped, not a warning
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                image = _to_rgb8(image)
-                scale = resize / min(image.size)
-                image = image.resize(
-                    (max(crop, round(image.width * scale)), max(crop, round(image.height * scale))), resample
-                )
+                scale = resize / max(1, min(image.size))
+                size = (max(crop, round(image.width * scale)), max(crop, round(image.height * scale)))
+                if size[0] * size[1] > Image.MAX_IMAGE_PIXELS:  # a thin strip: its resize is the bomb
+                    return None, (f"{image.width}x{image.height}: resized so that its shorter side is {resize}, it "
+                                  f"would be {size[0]}x{size[1]} pixels; crop it to a photograph's proportions")
+                image = _to_rgb8(image).resize(size, resample)
                 left, top = (image.width - crop) // 2, (image.height - crop) // 2
                 image = image.crop((left, top, left + crop, top + crop))
                 return np.asarray(image, dtype=np.float32) / 255.0, None

@@ -20,7 +20,15 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..core.artifacts import ONNX_FILES, PRECISIONS, check_output_dir, engine_file, export_command, staged
+from ..core.artifacts import (
+    ONNX_FILES,
+    PRECISIONS,
+    check_output_dir,
+    check_targets,
+    engine_file,
+    export_command,
+    staged,
+)
 from ..core.deps import require
 from ..core.errors import InputError
 from ..core.interrupts import writes_complete_first
@@ -122,7 +130,7 @@ def _read_labels(path: Path, count: int) -> tuple[str, ...]:
         what = "is a directory" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
         raise InputError(f"--labels {path} {what}: {fix}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM is not part of the first name
     except UnicodeDecodeError:
         raise InputError(f"--labels {path} is not UTF-8 text: {fix}") from None
     except OSError as err:
@@ -245,6 +253,12 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
                                          "labels": {"file": LABELS_NAME, "source": labels.source,
                                                     "count": len(labels.names)}}}
     model_dir = repo_dir / name
+    for directory in (model_dir, model_dir / "1"):  # in the way of the model directory: named, before writing
+        if directory.is_symlink() and not directory.exists() or directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory} is in the way: it is not a directory; move it away, or choose another "
+                             "--repo or --name")
+    check_targets([model_dir / "1" / RUNTIMES[options.runtime][1], model_dir / MANIFEST_NAME, model_dir / LABELS_NAME,
+                   model_dir / "config.pbtxt"], "--repo")
     # Ctrl-C waits for these few copies and their commit: the model directory lands whole, then the command ends
     with writes_complete_first(f"{model_dir} was written first, whole"), staged(model_dir / "1") as staging:
         shutil.copyfile(artifact, staging.path(model_dir / "1" / RUNTIMES[options.runtime][1]))
