@@ -4,11 +4,13 @@ real tritonserver (PyTriton) on this CPU answering concurrent requests that matc
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import CLI, VARIANTS
@@ -151,7 +153,10 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
     http, grpc, metrics = free_ports(3)
     server = _serve_process(out, http, grpc, metrics)
     try:
-        assert f"http://127.0.0.1:{http}" in _ready_line(server)
+        ready = _ready_line(server)
+        assert f"http://127.0.0.1:{http}" in ready
+        log = Path(re.search(r"server log (\S+)\. Ctrl-C", ready)[1])
+        assert log.parent.is_dir()
         result = runner.invoke(
             app,
             [
@@ -181,6 +186,8 @@ def test_serve_and_loadtest_from_the_command_line(exported, tmp_path):
     assert server.returncode == 130, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert errors == ["error: interrupted: the server stopped"], stderr
+    assert "Please wait" not in stderr, stderr  # PyTriton's own warnings stay quiet
+    assert not log.parent.exists()  # a clean stop leaves no temporary folder behind
 
 
 def test_loadtest_against_no_server_is_one_line(tmp_path):

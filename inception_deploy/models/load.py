@@ -61,6 +61,12 @@ def create_model(name: str, *, num_classes: int | None = None, aux_logits: bool 
             f"checkpoint {weights} does not fit {spec.name}: {mismatch.describe_missing()}, while every key it has is "
             f"{spec.name}'s: it is incomplete; use the whole checkpoint (torch.save(model.state_dict(), path))"
         )
+    if mismatch and not (mismatch.missing or mismatch.unexpected):  # every name is the model's: some sizes are not
+        raise InputError(
+            f"checkpoint {weights} does not fit {spec.name}: {mismatch.describe()}, while every key name is "
+            f"{spec.name}'s: those tensors were saved from a model of other sizes, or damaged; re-save the checkpoint "
+            "from the trained model (a head of another size is read from its classifier, given the right rank)"
+        )
     if mismatch:
         raise InputError(
             f"checkpoint {weights} does not fit {spec.name}: "

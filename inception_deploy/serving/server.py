@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import sysconfig
@@ -105,21 +106,31 @@ def running_server(
         workspace = log.parent / "workspace"
         local_store = dict(workspace=workspace, triton_lifecycle_policy=TritonLifecyclePolicy(
             launch_triton_on_startup=False, local_model_store=True))
-        with _libpython_first(), Triton(config=config, **local_store) as triton:
-            triton.bind(
-                model_name=model, infer_func=infer,
-                inputs=[Tensor(name=input_name, dtype=np.float32, shape=tuple(manifest["input"]["shape"][1:]))],
-                outputs=[Tensor(name=output_name, dtype=np.float32, shape=tuple(manifest["output"]["shape"][1:]))],
-                config=ModelConfig(max_batch_size=max_batch,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)),
-                strict=True,
-            )
-            describe_generated_model(workspace / "model-store" / model, manifest, class_names)
-            _start_watched(triton, log, address, http_port, model)  # one line, in seconds, if tritonserver dies
-            triton.run()  # connects to the server, up with the model loaded
-            with quiet_library("pytriton"):  # not its warnings ("exited with failure. Please wait."): stopped() says
+        keep_log = True  # a failure's message points at the log: it stays; a clean stop or Ctrl-C removes it
+        try:
+            # not PyTriton's own warnings ("exited with failure. Please wait."): _start_watched and stopped() say why
+            with quiet_library("pytriton"), _libpython_first(), Triton(config=config, **local_store) as triton:
+                triton.bind(
+                    model_name=model, infer_func=infer,
+                    inputs=[Tensor(name=input_name, dtype=np.float32, shape=tuple(manifest["input"]["shape"][1:]))],
+                    outputs=[Tensor(name=output_name, dtype=np.float32,
+                                    shape=tuple(manifest["output"]["shape"][1:]))],
+                    config=ModelConfig(max_batch_size=max_batch,
+                                       batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)),
+                    strict=True,
+                )
+                describe_generated_model(workspace / "model-store" / model, manifest, class_names)
+                _start_watched(triton, log, address, http_port, model)  # one line, in seconds, if tritonserver dies
+                triton.run()  # connects to the server, up with the model loaded
                 yield Endpoints(f"http://{address}:{http_port}", f"grpc://{address}:{grpc_port}",
                                 f"http://{address}:{metrics_port}/metrics", model, log, _stop_reason(triton, log))
+            keep_log = False
+        except KeyboardInterrupt:
+            keep_log = False
+            raise
+        finally:
+            if not keep_log:
+                shutil.rmtree(log.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
