@@ -7,6 +7,7 @@ import logging
 from types import ModuleType
 
 from .errors import BackendMissing
+from .interrupts import deferred_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,11 @@ INSTALL_HINTS = {
 
 
 def require(module: str) -> ModuleType:
+    """`module`, imported; a missing one is a one-line BackendMissing. Ctrl-C during the import is noted and
+    raised once it ends: onnxruntime's native import swallows a KeyboardInterrupt raised inside it."""
     try:
-        return importlib.import_module(module)
+        with deferred_interrupt():
+            return importlib.import_module(module)
     except ImportError as err:
         if _interrupted(err):  # Ctrl-C inside the import, which a library turned into an ImportError
             raise KeyboardInterrupt from None
