@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -155,3 +159,30 @@ def export_copy(exported, tmp_path):
         return target
 
     return get
+
+
+def run_and_interrupt(args: list[str], cwd: Path | None, ready, delay_s: float = 0.0) -> subprocess.CompletedProcess:
+    """Start the real CLI, wait until `ready(step_lines)` says it is where the test wants it (its steps are
+    printed with INCEPTION_DEPLOY_PROGRESS=lines), then send it a real SIGINT and collect what it says."""
+    env = {**os.environ, "INCEPTION_DEPLOY_PROGRESS": "lines"}
+    process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    steps = []
+    try:
+        for line in process.stderr:
+            if not line.startswith("step: "):
+                steps.append(line)  # an early error: keep it for the report
+                break
+            steps.append(line)
+            if ready(steps):
+                break
+        else:
+            pytest.fail(f"the command ended before the moment to interrupt it: {''.join(steps)}")
+        time.sleep(delay_s)
+        process.send_signal(signal.SIGINT)
+        stdout, rest = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    said = [line for line in (''.join(steps) + rest).splitlines() if not line.startswith("step: ")]
+    return subprocess.CompletedProcess(args, process.returncode, stdout, "\n".join(said))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLI
+from conftest import CLI, run_and_interrupt
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
@@ -519,33 +519,6 @@ def test_a_full_file_system_is_exit_1_and_leaves_no_temporary_file(export_copy, 
     assert not (tmp_path / "reports").exists()  # neither the temporary file nor the directories made for it
 
 
-def _run_and_interrupt(args: list[str], cwd: Path, ready, delay_s: float = 0.0) -> subprocess.CompletedProcess:
-    """Start the real CLI, wait until `ready(step_lines)` says it is where the test wants it (its steps are
-    printed with INCEPTION_DEPLOY_PROGRESS=lines), then send it a real SIGINT and collect what it says."""
-    env = {**os.environ, "INCEPTION_DEPLOY_PROGRESS": "lines"}
-    process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    steps = []
-    try:
-        for line in process.stderr:
-            if not line.startswith("step: "):
-                steps.append(line)  # an early error: keep it for the report
-                break
-            steps.append(line)
-            if ready(steps):
-                break
-        else:
-            pytest.fail(f"the command ended before the moment to interrupt it: {''.join(steps)}")
-        time.sleep(delay_s)
-        process.send_signal(signal.SIGINT)
-        stdout, rest = process.communicate(timeout=300)
-    finally:
-        process.kill()
-    said = [line for line in (''.join(steps) + rest).splitlines() if not line.startswith("step: ")]
-    return subprocess.CompletedProcess(args, process.returncode, stdout, "\n".join(said))
-
-
 def _said_one_interrupted_line(result, fragment: str = "interrupted") -> None:
     assert result.returncode == 130, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -559,7 +532,7 @@ def test_ctrl_c_during_export_exits_130_and_keeps_the_previous_export(moment, ex
     out = export_copy("inception_v3")
     before = snapshot(out)
     args = ["export", "v3", "--fp16", "--int8", "--calib", str(calib_dir), "--out", str(out)]  # untrained: other bytes
-    result = _run_and_interrupt(args, tmp_path, lambda steps: moment in steps[-1], delay_s=1.0)
+    result = run_and_interrupt(args, tmp_path, lambda steps: moment in steps[-1], delay_s=1.0)
     _said_one_interrupted_line(result, "no artifact was written")
     assert snapshot(out) == before
 
@@ -572,7 +545,7 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
     def second_group_begun(steps) -> bool:  # batch 1 is finished and logged; batch 2 has rounds to go
         return "batch 2 · round 1/" in steps[-1] and '"record"' in log.read_text()
 
-    result = _run_and_interrupt(args, tmp_path, second_group_begun)
+    result = run_and_interrupt(args, tmp_path, second_group_begun)
     _said_one_interrupted_line(result, "b.jsonl")
     assert (
         "no report was written" in result.stderr and "--resume" in result.stderr and not (tmp_path / "b.json").exists()
@@ -589,7 +562,7 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
 def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):
     out = export_copy("inception_v3")
     before = snapshot(out)
-    result = _run_and_interrupt(
+    result = run_and_interrupt(
         ["parity", "v3", "--dir", str(out), "--samples", "64", "--json", str(tmp_path / "p.json")],
         tmp_path,
         lambda steps: "onnxruntime:" in steps[-1],

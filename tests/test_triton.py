@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, VARIANTS
+from conftest import CLI, VARIANTS, run_and_interrupt
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
@@ -528,26 +528,8 @@ def test_loadtest_says_its_reference_refuses_another_model_and_stops_its_clients
 
 def _interrupt_loadtest(url: str, delay_s: float) -> subprocess.CompletedProcess:
     """The real loadtest command, a real SIGINT once its level has begun, and what it said (its steps aside)."""
-    import os
-    import time
-
-    env = {**os.environ, "INCEPTION_DEPLOY_PROGRESS": "lines"}
-    process = subprocess.Popen([sys.executable, "-c", CLI, "loadtest", url, "--model", "googlenet", "--concurrency",
-                                "8", "--duration-s", "60"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    said = []
-    try:
-        for line in process.stderr:
-            said.append(line)
-            if "concurrency 8" in line:
-                break
-        time.sleep(delay_s)
-        process.send_signal(signal.SIGINT)
-        stdout, rest = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    lines = [line for line in ("".join(said) + rest).splitlines() if not line.startswith("step: ")]
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, "\n".join(lines))
+    args = ["loadtest", url, "--model", "googlenet", "--concurrency", "8", "--duration-s", "60"]
+    return run_and_interrupt(args, None, lambda steps: "concurrency 8" in steps[-1], delay_s)
 
 
 def test_running_server_checks_its_ports_for_python_callers_too(exported):
