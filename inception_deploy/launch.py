@@ -3,12 +3,17 @@ friends, which takes seconds, and Ctrl-C in that time must be one line and exit 
 
 import sys
 
+from .core.interrupts import deferred_interrupt
+
 INTERRUPTED = 130
 
 
 def main() -> None:
     try:
-        from .cli import main as cli_main
+        # Ctrl-C is only noted while the command line imports (torch, numpy…), then raised: a KeyboardInterrupt
+        # inside those imports can be swallowed by them, leaving a half-imported library to fail later.
+        with deferred_interrupt():
+            from .cli import main as cli_main
     except KeyboardInterrupt:
         _interrupted("interrupted: nothing was written")
     try:

@@ -39,10 +39,23 @@ def _sigint_handler(handler) -> Iterator[None]:
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
     """Yield `interrupted()`; on leaving the block, raise KeyboardInterrupt if Ctrl-C came during it."""
     hits: list[int] = []
-    with _sigint_handler(lambda signum, frame: hits.append(signum)):
-        yield lambda: bool(hits)
-    if hits:
-        raise KeyboardInterrupt
+    try:
+        with _sigint_handler(lambda signum, frame: hits.append(signum)):
+            yield lambda: bool(hits)
+    finally:
+        if hits:
+            _redeliver()
+
+
+def _redeliver() -> None:
+    """Hand a Ctrl-C noted by a deferring handler to the handler it replaced, now back in place: Python's own
+    raises KeyboardInterrupt, and an enclosing deferred_interrupt or honoured_interrupt notes it too (raising
+    it here alone would leave theirs unaware, and a library that swallows the KeyboardInterrupt would win)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        signal.raise_signal(signal.SIGINT)  # the enclosing one decides, at once: note it, or raise
+        return
+    raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
