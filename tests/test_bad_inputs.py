@@ -697,7 +697,7 @@ def test_a_directory_appearing_before_the_commit_changes_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.onnx"]
 
 
-@pytest.mark.parametrize("delay_s", [0.05, 0.2, 0.5, 1.0])
+@pytest.mark.parametrize("delay_s", [0.2, 0.5, 1.0, 2.0])  # after Python's own start-up (~50 ms), out of our hands
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, delay_s):
     """The console script, interrupted while it imports torch and the command line (an export takes far longer
     than these delays, so the interrupt always lands before it ends): no traceback, nothing written."""
