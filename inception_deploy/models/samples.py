@@ -95,22 +95,16 @@ def image_batch(
 
     Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
     """
-    from PIL import Image
-
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError(f"{option} {directory} is not a directory")
-    pre = spec.preprocessing
-    resample = getattr(Image.Resampling, INTERPOLATIONS[pre.interpolation])
-    mean = torch.tensor(pre.mean).view(3, 1, 1)
-    std = torch.tensor(pre.std).view(3, 1, 1)
     tensors, used, skipped = [], [], []
     for path in sorted(directory.iterdir()):
-        pixels, why = _read_image(path, pre.resize, pre.crop, resample)
+        pixels, why = preprocessed_image(spec, path)
         if why:
             skipped.append((path.name, why))
             continue
-        tensors.append((torch.from_numpy(pixels).permute(2, 0, 1) - mean) / std)
+        tensors.append(torch.from_numpy(pixels))
         used.append(path.name)
     if not tensors:
         count = f"{len(skipped)} {'entry' if len(skipped) == 1 else 'entries'} skipped"
@@ -118,6 +112,20 @@ def image_batch(
         raise InputError(f"{option} {directory} holds no readable image ({what}): "
                          "point it at a folder of JPEG/PNG photographs")
     return torch.stack(tensors), used, skipped
+
+
+def preprocessed_image(spec: ModelSpec, path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(one image through the variant's own preprocessing, (C, H, W) float32, None), or (None, why it is skipped)."""
+    from PIL import Image
+
+    pre = spec.preprocessing
+    resample = getattr(Image.Resampling, INTERPOLATIONS[pre.interpolation])
+    pixels, why = _read_image(Path(path), pre.resize, pre.crop, resample)
+    if why:
+        return None, why
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(3, 1, 1)
+    return ((pixels.transpose(2, 0, 1) - mean) / std).astype(np.float32), None
 
 
 def _read_image(path: Path, resize: int, crop: int, resample) -> tuple[np.ndarray | None, str | None]:

@@ -1,0 +1,167 @@
+"""Labelled images: an ImageFolder tree, or a flat folder with a CSV of labels, read in batches through a variant's
+own preprocessing.
+
+- ImageFolder (torchvision's, and ImageNet's synset folders): one subfolder per class; a class's index is the
+  position of its folder's name in sorted order; its images are every file below it, in sorted order.
+- A flat folder with `--labels FILE`: CSV rows `file,class`, the class an integer index; a header row is allowed.
+
+Images are decoded batch by batch (a 50 000-image set never sits in memory); an unreadable one is skipped and listed.
+`--limit N` takes the first N in round-robin order over the classes, so that a small limit still covers every class.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..core.errors import InputError, first_line
+from .samples import preprocessed_image
+from .spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabelledImages:
+    root: Path
+    layout: str  # "imagefolder" or "csv"
+    files: list[Path]
+    labels: np.ndarray  # int64, one per file
+    classes: list[str]  # names by index: folder names, or the indices as text for a CSV
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): found while listing or decoding
+    unlabelled: int = 0  # files of a flat folder that the CSV does not name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def describe(self) -> dict:
+        return {"root": str(self.root), "layout": self.layout, "images": len(self.files), "classes": len(self.classes),
+                "unlabelled": self.unlabelled}
+
+
+def labelled_images(directory: str | Path, *, labels: str | Path | None = None, limit: int | None = None,
+                    option: str = "--data") -> LabelledImages:
+    """The labelled images of `directory` (not yet decoded). InputError (exit 2) for a folder that is neither layout,
+    a CSV that names no file of it or holds a bad row, or a bad --limit."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"{option} {root} is not a directory: point it at an ImageFolder tree (one folder per class) "
+                         "or a flat folder with --labels FILE")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    data = _from_csv(root, Path(labels), option) if labels is not None else _from_folders(root, option)
+    if limit is not None and limit < len(data.files):
+        order = _round_robin(data.labels)[:limit]
+        data.files = [data.files[i] for i in order]
+        data.labels = data.labels[order]
+    return data
+
+
+def check_classes(data: LabelledImages, num_classes: int, option: str = "--data") -> None:
+    """InputError naming how many images carry a class the model's head does not have."""
+    outside = int((data.labels >= num_classes).sum())
+    if outside:
+        top = int(data.labels.max())
+        raise InputError(f"{outside} image(s) of {option} {data.root} are labelled with a class the model does not "
+                         f"have (up to {top}; its head has {num_classes} classes, 0..{num_classes - 1}): check the "
+                         "labels, or evaluate the model they belong to")
+
+
+def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """(inputs (n, C, H, W) float32, their labels, files consumed) for every `batch` files; unreadable files are
+    appended to data.skipped and left out of their batch (which may then be smaller, or, if all fail, not yielded)."""
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    for start in range(0, len(data.files), batch):
+        arrays, labels = [], []
+        for path, label in zip(data.files[start:start + batch], data.labels[start:start + batch]):
+            pixels, why = preprocessed_image(spec, path)
+            if why:
+                data.skipped.append((_shown(data.root, path), why))
+                continue
+            arrays.append(pixels)
+            labels.append(label)
+        consumed = len(data.files[start:start + batch])
+        if arrays:
+            yield np.stack(arrays), np.asarray(labels, dtype=np.int64), consumed
+
+
+def _from_folders(root: Path, option: str) -> LabelledImages:
+    classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise InputError(f"{option} {root} has no class folders: an ImageFolder tree holds one folder per class; for a "
+                         "flat folder of images, pass --labels FILE (CSV rows file,class)")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        for path in sorted(p for p in (root / name).rglob("*") if not p.is_dir() and not _hidden(p, root)):
+            files.append(path)
+            labels.append(index)
+    if not files:
+        raise InputError(f"{option} {root} has {len(classes)} class folder(s) but no file in any of them")
+    return LabelledImages(root, "imagefolder", files, np.asarray(labels, dtype=np.int64), classes)
+
+
+def _from_csv(root: Path, labels_file: Path, option: str) -> LabelledImages:
+    try:
+        text = labels_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"--labels {labels_file} cannot be read ({first_line(err, 80)}): pass a CSV of file,class "
+                         "rows") from None
+    files, labels, skipped = [], [], []
+    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < 2:
+            raise InputError(f"--labels {labels_file} line {number} is not 'file,class': {','.join(row)[:60]!r}")
+        name, cls = row[0].strip(), row[1].strip()
+        try:
+            label = int(cls)
+        except ValueError:
+            if number == 1 and not files:  # a header row
+                continue
+            raise InputError(f"--labels {labels_file} line {number}: the class '{cls[:40]}' is not an integer index "
+                             "(0 for the first class of the model's head)") from None
+        if label < 0:
+            raise InputError(f"--labels {labels_file} line {number}: the class {label} is negative")
+        path = (root / name)
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise InputError(f"--labels {labels_file} line {number}: '{name[:60]}' is not a file name inside {root}")
+        if not path.exists():
+            skipped.append((name, "named by --labels but not in the folder"))
+            continue
+        files.append(path)
+        labels.append(label)
+    if not files:
+        raise InputError(f"--labels {labels_file} names no file of {option} {root}" + (
+            f" ({len(skipped)} named, none found, e.g. {skipped[0][0]})" if skipped else " (it has no rows)"))
+    named = {p.resolve() for p in files} | {(root / n).resolve() for n, _ in skipped}
+    unlabelled = sum(1 for p in root.iterdir()
+                     if p.is_file() and p.resolve() not in named and not p.name.startswith("."))
+    classes = [str(i) for i in range(max(labels) + 1)]
+    return LabelledImages(root, "csv", files, np.asarray(labels, dtype=np.int64), classes, skipped, unlabelled)
+
+
+def _round_robin(labels: np.ndarray) -> np.ndarray:
+    """Indices in round-robin order over the classes (the first file of each class, then the second, …)."""
+    rank = np.zeros(len(labels), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, label in enumerate(labels.tolist()):
+        rank[i] = seen.get(label, 0)
+        seen[label] = rank[i] + 1
+    return np.lexsort((labels, rank))
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def _shown(root: Path, path: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
