@@ -186,3 +186,11 @@ def run_and_interrupt(args: list[str], cwd: Path | None, ready, delay_s: float =
         process.kill()
     said = [line for line in (''.join(steps) + rest).splitlines() if not line.startswith("step: ")]
     return subprocess.CompletedProcess(args, process.returncode, stdout, "\n".join(said))
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """googlenet with a 10-class head fitted on scikit-learn's digits, and its ImageFolder trees (tests/digits.py)."""
+    from digits import make_digits_model
+
+    return make_digits_model(tmp_path_factory.mktemp("digits"))

@@ -43,6 +43,9 @@ def export(
     calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
     calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS "
                                                                           "ONLY."),
+    int8_high_precision: str = typer.Option("fp16", "--int8-high-precision", help="Precision of the layers "
+                                            "between the Q/DQ pairs (pooling, concat, bias, ReLU): fp16 (fast), or "
+                                            "fp32 (the old form, for comparison). Graph IO stays float32."),
     out_dir: OutDir = None,
     force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --out."),
 ):
@@ -56,7 +59,7 @@ def export(
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
                                calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
-                               out_dir=out_dir, force=force, on_step=on_step)
+                               int8_high_precision=int8_high_precision, out_dir=out_dir, force=force, on_step=on_step)
     print_export_summary(manifest, where)
     print_export_warnings(manifest)
 

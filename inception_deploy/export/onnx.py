@@ -54,6 +54,7 @@ from .qdq_rules import check_qdq, qdq_summary
 from .quantize import (
     CALIB_METHODS,
     DEFAULT_CALIB_SAMPLES,
+    HIGH_PRECISIONS,
     SYNTHETIC_LABEL,
     calibration_inputs,
     quantize_int8,
@@ -107,6 +108,7 @@ def export_onnx(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     calib_method: str = "minmax",
     calib_synthetic: bool = False,
+    int8_high_precision: str = "fp16",
     out_dir: str | Path | None = None,
     force: bool = False,
     samples: int = DEFAULT_SAMPLES,
@@ -139,6 +141,9 @@ def export_onnx(
         raise InputError("--calib and --calib-synthetic calibrate the int8 model: add --int8")
     if int8 and calib_method not in CALIB_METHODS:
         raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{calib_method}'")
+    if int8_high_precision not in HIGH_PRECISIONS:
+        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not "
+                         f"'{int8_high_precision}'")
     calibration = calibration_inputs(spec, calib, calib_samples, synthetic=calib_synthetic) if int8 else None
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
@@ -173,6 +178,7 @@ def export_onnx(
             int8,
             calibration,
             calib_method,
+            int8_high_precision,
             out_dir,
             samples,
             seed,
@@ -209,7 +215,7 @@ def _check_targets(out_dir: Path, precisions: list[str]) -> None:
 
 
 def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8, calibration,
-                   calib_method, out_dir, samples, seed, timed, step, warnings):
+                   calib_method, high_precision, out_dir, samples, seed, timed, step, warnings):
     """Every requested artifact, made and verified in memory: {precision: (proto, parity, facts)}, the model, and
     the calibration cache to publish with them (None when there is nothing new to write)."""
     with timed("build", f"building {spec.name}" + ("" if weights else " (untrained: conditioning BatchNorm)")):
@@ -239,8 +245,9 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
             verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
     if int8:
         with timed("int8", f"quantizing to int8 ({calib_method} calibration)"):
-            proto8, facts, pending_cache = quantize_int8(proto, calibration, method=calib_method, cache_dir=out_dir,
-                                          progress=lambda done, total: step("calibrating on images", done, total))
+            proto8, facts, pending_cache = quantize_int8(
+                proto, calibration, method=calib_method, cache_dir=out_dir, high_precision=high_precision,
+                progress=lambda done, total: step("calibrating on images", done, total))
             for name, reason in calibration.skipped:
                 warnings.append(f"--calib: skipped {name}: {reason}")
             if facts["calibration"].get("cache_discarded"):

@@ -38,6 +38,7 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+HIGH_PRECISIONS = ("fp16", "fp32")  # the precision of everything around the Q/DQ pairs (graph IO stays float32)
 DEFAULT_CALIB_SAMPLES = 64
 SYNTHETIC_LABEL = "SYNTHETIC calibration (random tensors): smoke tests only, not for deployment"
 
@@ -175,7 +176,8 @@ def _shown(values: list[float]) -> str:
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
-                  progress: Callable[[int, int], None] | None = None) -> tuple[onnx.ModelProto, dict, tuple | None]:
+                  high_precision: str = "fp16", progress: Callable[[int, int], None] | None = None
+                  ) -> tuple[onnx.ModelProto, dict, tuple | None]:
     """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
     write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
     written here."""
