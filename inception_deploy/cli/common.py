@@ -29,7 +29,7 @@ err = Console(stderr=True)
 
 
 # The commands in the order of the flow, for --help.
-ORDER = ("models", "export", "parity", "trt", "bench", "triton", "serve", "loadtest")
+ORDER = ("models", "export", "parity", "accuracy", "trt", "bench", "triton", "serve", "loadtest")
 
 
 class OneLineErrors(TyperGroup):

@@ -40,7 +40,8 @@ def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if hits == 0 else low), (1.0 if hits == n else high)  # exactly, where rounding would miss the bound
 
 
 def mcnemar_exact(b: int, c: int) -> float:
@@ -49,7 +50,9 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     low = min(b, c)
-    # log of C(n, i) / 2^n, summed in log space: exact enough for any n, no big integers
+    if n <= 1000:  # exact, in integers
+        return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(low + 1)) / 2 ** n)
+    # log of C(n, i) / 2^n, summed in log space: no huge integers for a large n
     logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(low + 1)]
     top = max(logs)
     tail = math.exp(top) * sum(math.exp(v - top) for v in logs)
