@@ -37,6 +37,7 @@ class BenchPlan:
     # The rows measured, as "backend:precision": a suite that wants some pairs of backends x precisions, not all.
     # None: every pair. --backends and --precision narrow it.
     rows: list[str] | None = None
+    accept_over_budget: bool = False  # measure an int8 model written over its accuracy budget
 
     def check(self) -> "BenchPlan":
         if not self.variants:

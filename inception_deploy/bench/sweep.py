@@ -26,7 +26,7 @@ from ..core.compare import difference
 from ..core.compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
 from ..core.errors import BackendMissing, InceptionDeployError, first_line
 from ..core.interrupts import honoured_interrupt
-from ..core.manifest import IntegrityError, read_manifest, verify_beside
+from ..core.manifest import IntegrityError, check_budget, read_manifest, verify_beside
 from ..core.timing import CV_WARNING, SPREAD_WARNING, LatencyStats, combine_rounds, measure
 from ..core.tolerances import TOLERANCES
 from ..export.onnx import add_fp16, export_onnx
@@ -250,7 +250,8 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
     directory = plan.export_root / variant
     if backend.engine in COMPILERS:
         path = directory / COMPILERS[backend.engine].engine_file(precision)
-        return path, _source(path, verify_beside(path, made="built", fix="rebuild it with `inception-deploy trt`"))
+        fix = "rebuild it with `inception-deploy trt`"
+        return path, _source(path, _within_budget(plan, path, verify_beside(path, made="built", fix=fix)))
     path = directory / ONNX_FILES[precision]
     if (path.exists() or path.is_symlink()) and not path.is_file():  # a directory in its place: never export over it
         raise missing_artifact(path, f"re-export it with `inception-deploy export {variant}`")
@@ -260,7 +261,16 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
     elif not path.is_file() and precision in ("fp32", "fp16"):
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
-    return path, _source(path, verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`"))
+    return path, _source(path, _within_budget(plan, path, verify_beside(
+        path, fix=f"re-export it with `inception-deploy export {variant}`")))
+
+
+def _within_budget(plan: BenchPlan, path: Path, record: dict | None) -> dict | None:
+    """The record, once an int8 artifact over its accuracy budget is refused, or accepted with a warning."""
+    accepted = check_budget(read_manifest(path.parent), record, plan.accept_over_budget)
+    if accepted:
+        log.warning(accepted)
+    return record
 
 
 def _source(path: Path, record: dict | None) -> str:

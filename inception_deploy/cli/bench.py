@@ -15,7 +15,7 @@ from ..bench.record import BenchRecord
 from ..bench.report import precision_label
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from .common import StepReporter, app, command_line, csv_list, err, out, say
-from .options import JsonFile, ReportDir
+from .options import AcceptOverBudget, JsonFile, ReportDir
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def bench(
     export_root: Path = typer.Option(
         Path("export"), "--export-root", help="Where the artifacts are (missing fp32/fp16 ONNX are exported there)."
     ),
+    accept_over_budget: AcceptOverBudget = False,
     json_out: JsonFile = None,
     csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write the records as CSV."),
     report_dir: ReportDir = None,
@@ -93,6 +94,7 @@ def bench(
         tf32=tf32,
         check_parity=check_parity,
         export_root=export_root,
+        accept_over_budget=accept_over_budget,
     )
     live = LiveTable()
     logs = [str(p) for p in bench_run.log_paths(json_out, report_dir)]

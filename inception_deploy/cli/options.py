@@ -22,3 +22,6 @@ Precisions = Annotated[Optional[str], typer.Option(
 JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to PATH.")]
 ReportDir = Annotated[Optional[Path], typer.Option(
     "--report", help="Write the report into DIR: JSON for machines, Markdown and PNG plots for people.")]
+AcceptOverBudget = Annotated[bool, typer.Option(
+    "--accept-over-budget", help="Use an int8 model that export --eval wrote over its accuracy budget (refused "
+                                 "otherwise).")]

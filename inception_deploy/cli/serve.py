@@ -16,7 +16,7 @@ from ..export import default_out_dir
 from ..models.registry import get_spec
 from ..serving.server import running_server
 from .common import app, out
-from .options import ExportDir, Precision, Variant
+from .options import AcceptOverBudget, ExportDir, Precision, Variant
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def serve(
     export_dir: ExportDir = None,
     labels: Optional[Path] = typer.Option(None, "--labels", help="The class names, one a line (as many as the head "
                                                                  "has classes); default: ImageNet's for 1000 classes."),
+    accept_over_budget: AcceptOverBudget = False,
 ):
     """Start a real Triton Inference Server here (PyTriton) serving the verified ONNX, until Ctrl-C. For
     development, CPU hosts and tests; production Triton loads the repository `inception-deploy triton` writes."""
@@ -43,7 +44,8 @@ def serve(
     with interrupted_says("interrupted: the server stopped"):
         with running_server(directory, precision=precision, device=device, max_batch=max_batch,
                             max_queue_delay_us=max_queue_delay_us, http_port=http_port, grpc_port=grpc_port,
-                            metrics_port=metrics_port, address=address, labels=labels) as endpoints:
+                            metrics_port=metrics_port, address=address, labels=labels,
+                            accept_over_budget=accept_over_budget) as endpoints:
             out.print(
                 f"serving {endpoints.model} ({precision}, onnxruntime on {device}) with Triton's dynamic batcher "
                 f"(max batch {max_batch}): HTTP {endpoints.http}, gRPC {endpoints.grpc}, metrics "

@@ -15,7 +15,7 @@ from ..export import default_out_dir
 from ..models.registry import get_spec
 from ..serving.triton_repo import RUNTIMES, TritonOptions, write_repository
 from .common import app, csv_list, out, warn
-from .options import ExportDir, Precision, Variant
+from .options import AcceptOverBudget, ExportDir, Precision, Variant
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,15 @@ def triton(
                                                                  "has classes); default: ImageNet's for 1000 classes."),
     export_dir: ExportDir = None,
     repo: Path = typer.Option(Path("model_repository"), "--repo", help="The Triton model repository to write into."),
+    accept_over_budget: AcceptOverBudget = False,
 ):
     """Write a Triton model repository (config.pbtxt + the verified artifact + its manifest) for production Triton."""
     spec = get_spec(variant)
     options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances, kind=kind,
                             preferred_batch=tuple(csv_list(preferred_batch, int, "--preferred-batch") or ()),
                             max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name,
-                            labels=None if labels is None else str(labels)).check()
+                            labels=None if labels is None else str(labels),
+                            accept_over_budget=accept_over_budget).check()
     directory = export_dir or default_out_dir(spec.name)
     manifest = read_manifest(directory)
     if manifest is not None and manifest["variant"] != spec.name:

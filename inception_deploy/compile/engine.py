@@ -40,7 +40,15 @@ from ..core.compilers import (
 from ..core.deps import lazy_import
 from ..core.errors import CheckFailed, InceptionDeployError, InputError, first_line
 from ..core.interrupts import deferred_interrupt, writes_complete_first
-from ..core.manifest import MANIFEST_NAME, artifact_record, listed_with, read_manifest, stage_manifest, verified_record
+from ..core.manifest import (
+    MANIFEST_NAME,
+    artifact_record,
+    check_budget,
+    listed_with,
+    read_manifest,
+    stage_manifest,
+    verified_record,
+)
 from ..export.onnx import stage_fp16, verified_fp16
 from ..export.qdq_rules import check_qdq
 from ..models.registry import get_spec
@@ -66,6 +74,7 @@ class BuildOptions:
     builder_opt_level: int | None = None
     dla_core: int | None = None
     version_compatible: bool = False
+    accept_over_budget: bool = False  # build from an int8 ONNX written over its accuracy budget
 
     def check(self) -> Compiler:
         """Refuse bad or contradictory options (InputError, exit 2); return the compiler they resolve to."""
@@ -136,7 +145,8 @@ def build_engine(
     check_targets([engine_path, runtime_cache, export_dir / MANIFEST_NAME, *([onnx_path] if make_fp16 else [])])
     if make_fp16:
         step(f"{onnx_path.name} is missing: making it from model.onnx and verifying it in ONNX Runtime")
-    pending_fp16, source_sha = _source_onnx(onnx_path, manifest, options.precision, make_fp16)
+    pending_fp16, source_sha = _source_onnx(onnx_path, manifest, options.precision, make_fp16,
+                                             options.accept_over_budget)
     spec = get_spec(manifest["variant"])
 
     logger = _make_logger(trt)  # kept for the layer list and the build's errors
@@ -223,14 +233,19 @@ def build_engine(
     return manifest
 
 
-def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: bool) -> tuple[tuple | None, str | None]:
+def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: bool,
+                 accept_over_budget: bool = False) -> tuple[tuple | None, str | None]:
     """The ONNX the engine is built from, checked: (None, its sha256) for the listed file, or, for an fp16 ONNX to
     make, ((model, facts), None): made in memory and verified, written with the engine or not at all."""
     if make_fp16:
         return verified_fp16(onnx_path.parent, manifest), None
     if not onnx_path.is_file():
         raise missing_artifact(onnx_path, f"run `{export_command(manifest['variant'], precision)}`")
-    sha256 = verified_record(onnx_path, manifest, required=True)["sha256"]
+    record = verified_record(onnx_path, manifest, required=True)
+    sha256 = record["sha256"]
+    accepted = check_budget(manifest, record, accept_over_budget)
+    if accepted:
+        log.warning(accepted)
     if precision == "int8":
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
                   f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")

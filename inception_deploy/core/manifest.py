@@ -184,3 +184,37 @@ def stage_manifest(staging, out_dir: Path, manifest: dict) -> None:
     staging.path(Path(out_dir) / MANIFEST_NAME).write_text(manifest_text(manifest))
 
 
+
+
+ACCEPT_OVER_BUDGET = "--accept-over-budget"
+
+
+def over_budget(manifest: dict | None, record: dict | None) -> str | None:
+    """Why the artifact of `record` must not ship unasked: it is, or was built from, an int8 ONNX written over its
+    accuracy budget (export --eval). None otherwise."""
+    entries = {a.get("path"): a for a in (manifest or {}).get("artifacts", []) if isinstance(a, dict)}
+    seen: set = set()
+    while isinstance(record, dict) and record.get("path") not in seen:
+        seen.add(record.get("path"))
+        accuracy = record.get("accuracy")
+        if isinstance(accuracy, dict) and accuracy.get("within_budget") is False:
+            return (f"{record['path']} is over its accuracy budget: {_points(accuracy.get('drop_points'))} points of "
+                    f"top-1 lost against fp32 on its --eval images, {_points(accuracy.get('allowed_drop_points'))} "
+                    "allowed")
+        source = record.get("source")
+        record = entries.get(source.get("path")) if isinstance(source, dict) else None
+    return None
+
+
+def check_budget(manifest: dict | None, record: dict | None, accepted: bool) -> str | None:
+    """InputError (exit 2) for an over-budget artifact unless `accepted` (--accept-over-budget); the line to warn
+    with when accepted."""
+    problem = over_budget(manifest, record)
+    if problem and not accepted:
+        raise InputError(f"{problem}: pass {ACCEPT_OVER_BUDGET} to use it anyway, or re-export int8 within budget "
+                         "(more representative --calib images, a higher --fallback-limit), or use fp16")
+    return f"{problem}: used because {ACCEPT_OVER_BUDGET} was passed" if problem else None
+
+
+def _points(value) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "?"

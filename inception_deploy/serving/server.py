@@ -28,7 +28,7 @@ from ..core.artifacts import ONNX_FILES, export_command
 from ..core.deps import require
 from ..core.errors import BackendMissing, InceptionDeployError, InputError
 from ..core.logs import quiet_library
-from ..core.manifest import read_manifest, verify_beside
+from ..core.manifest import check_budget, read_manifest, verify_beside
 from ..runners import BACKENDS, open_runner
 from .triton_repo import class_labels, describe_generated_model
 
@@ -60,6 +60,7 @@ def running_server(
     address: str = "127.0.0.1",
     name: str | None = None,
     labels: str | Path | None = None,
+    accept_over_budget: bool = False,
 ) -> Iterator[Endpoints]:
     """Serve the export's ONNX of `precision` until the block ends; yield its endpoints once it is ready."""
     export_dir = Path(export_dir)
@@ -75,7 +76,9 @@ def running_server(
     artifact = export_dir / ONNX_FILES[precision]
     if not artifact.is_file():
         raise InputError(f"no {artifact}: make it with `{export_command(manifest['variant'], precision)}`")
-    verify_beside(artifact)
+    accepted = check_budget(manifest, verify_beside(artifact), accept_over_budget)
+    if accepted:
+        logging.getLogger(__name__).warning(accepted)  # `log` names tritonserver's log file below
     class_names = class_labels(manifest, labels)  # a --labels file that does not fit is refused before the start
     if class_names.warning:
         logging.getLogger(__name__).warning(class_names.warning)

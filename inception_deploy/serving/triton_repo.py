@@ -32,7 +32,7 @@ from ..core.artifacts import (
 from ..core.deps import require
 from ..core.errors import InputError
 from ..core.interrupts import writes_complete_first
-from ..core.manifest import MANIFEST_NAME, read_manifest, verified_record
+from ..core.manifest import MANIFEST_NAME, check_budget, read_manifest, verified_record
 from ..models.registry import get_spec
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class TritonOptions:
     name: str | None = None  # the model's name in the repository; default: the variant
     warmup: bool = True
     labels: str | None = None  # a file of class names, one a line; default: ImageNet's for a 1000-class head
+    accept_over_budget: bool = False  # serve an int8 model written over its accuracy budget
 
     def check(self) -> "TritonOptions":
         if self.precision not in PRECISIONS:
@@ -238,6 +239,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
         raise InputError(f"no {artifact}: make it with {hint}")
     record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it", required=True)
     warnings = _check_consistency(manifest, record, options)
+    accepted = check_budget(manifest, record, options.accept_over_budget)
+    warnings += [accepted] if accepted else []
     labels = class_labels(manifest, options.labels)
     warnings += [labels.warning] if labels.warning else []
     check_output_dir(repo_dir, "--repo")
