@@ -18,6 +18,31 @@ pytestmark = pytest.mark.slow
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
 
+def _float_tensors(model: onnx.ModelProto) -> dict[str, str]:
+    """name -> float type of every float tensor of the graph (initializers, IO and, after shape inference, the
+    intermediate tensors)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    kind = onnx.TensorProto
+    floats = {kind.FLOAT: "float32", kind.FLOAT16: "float16", kind.DOUBLE: "float64", kind.BFLOAT16: "bfloat16"}
+    found = {v.name: floats.get(v.type.tensor_type.elem_type)
+             for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    found.update({i.name: floats.get(i.data_type) for i in inferred.graph.initializer})
+    return {name: kind for name, kind in found.items() if kind}
+
+
+def _in_fp16_but_its_io(model: onnx.ModelProto) -> None:
+    """The int8 model in fp16 (--int8-high-precision fp16): every float tensor but the graph's input and output
+    (float32, with their Casts) is float16, and the DequantizeLinear scales with them."""
+    io = {model.graph.input[0].name, model.graph.output[0].name}
+    kinds = _float_tensors(model)
+    assert {kinds[name] for name in io} == {"float32"}, kinds
+    others = {name: kind for name, kind in kinds.items() if name not in io}
+    assert len(others) > 100 and set(others.values()) == {"float16"}, {n: k for n, k in others.items() if
+                                                                        k != "float16"}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset == 21, opset  # fp16 Q/DQ scales need opset 19 or later
+
+
 def _every_conv_is_qdq(model: onnx.ModelProto) -> bool:
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -37,6 +62,8 @@ def test_int8_qdq_export_agrees_with_fp32(name, exported, calib_dir):
     assert _every_conv_is_qdq(model) and qdq_violations(model) == []
     assert record["qdq"]["conv"] == sum(n.op_type == "Conv" for n in model.graph.node) and record["qdq"]["gemm"] == 1
     assert (out / record["calibration"]["cache"]).is_file()
+    assert record["high_precision"] == "fp16" and record["opset"] == 21  # the default
+    _in_fp16_but_its_io(model)
 
     # parity on the real photographs, through the variant's preprocessing, judged by agreement
     report = idp.check_parity(name, export_dir=out, precisions="int8", images=calib_dir, samples=0)
@@ -58,6 +85,42 @@ def test_residual_adds_keep_qdq_on_the_skip_input_only(exported):
                    for n in model.graph.node if n.op_type == "QuantizeLinear")  # no Q/DQ on conv outputs
     record = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
     assert record["qdq"]["residual_add_skip_inputs"] == 40 and record["parity"]["cosine"] >= 0.98
+    _in_fp16_but_its_io(model)
+
+
+def test_the_fp16_form_agrees_with_the_fp32_form_in_onnxruntime(export_copy, calib_dir):
+    """--int8-high-precision fp32 keeps quantize_static's float32 graph at the export's opset; the fp16 form (the
+    default, from the same calibration) runs in ONNX Runtime (CPU) unoptimized, whose passes compute it wrong, and
+    agrees with it."""
+    from inception_deploy.core.compare import difference
+    from inception_deploy.export.quantize import DEFAULT_CALIB_SAMPLES, calibration_inputs, quantize_int8
+    from inception_deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    out = export_copy("googlenet")
+    calibration = calibration_inputs(idp.get_spec("googlenet"), calib_dir, DEFAULT_CALIB_SAMPLES, synthetic=False)
+    fp32_form, facts, _ = quantize_int8(onnx.load(str(out / "model.onnx")), calibration, method="minmax",
+                                        cache_dir=out, high_precision="fp32")
+    assert facts["calibration"]["cache_reused"]  # the export's calibration: the two forms differ only in precision
+    assert facts["high_precision"] == "fp32" and facts["opset"] == 18 and qdq_violations(fp32_form) == []
+    kinds = _float_tensors(fp32_form)
+    assert set(kinds.values()) == {"float32"}, kinds
+
+    fp16_form = onnx.load(str(out / "model.int8.onnx"))
+    fp32_types = {n.op_type for n in fp32_form.graph.node}
+    assert {n.op_type for n in fp16_form.graph.node} == fp32_types | {"Cast"}  # the same graph, and the IO Casts
+    x = calibration.batch
+    with OnnxRuntimeRunner(fp32_form) as runner:
+        expected = runner.run({"input": x})["logits"]
+        assert "graph_optimization" not in runner.settings()
+    with OnnxRuntimeRunner(out / "model.int8.onnx") as runner:
+        actual = runner.run({"input": x})["logits"]
+        assert runner.settings()["graph_optimization"].startswith("disabled"), runner.settings()
+    diff = difference(expected, actual)
+    assert diff.cosine_centred >= 0.999, diff.to_dict()
+    with OnnxRuntimeRunner(out / "model.onnx") as runner:  # and each is as close to the fp32 model as the other
+        reference = runner.run({"input": x})["logits"]
+    errors = [1 - difference(reference, logits).cosine_centred for logits in (expected, actual)]
+    assert errors[1] <= 1.25 * errors[0] + 1e-4, errors
 
 
 def test_calibration_cache_is_reused_and_synthetic_is_labelled(tmp_path, calib_dir, library_checkpoints):

@@ -67,10 +67,12 @@ def test_fp16_and_int8_engines_build_on_the_cpu(name, export_copy):
         source = onnx.load(str(out / f"model.{precision}.onnx"), load_external_data=False)
         layers = engine["layers"]["conv_matmul"]
         assert sum(layers.values()) == sum(n.op_type in ("Conv", "Gemm") for n in source.graph.node), layers
-        if precision == "int8":  # every convolution and the classifier run int8 x int8
-            assert set(layers) == {"int8 x int8 -> fp32"}, layers
+        if precision == "int8":  # every convolution and the classifier run int8 x int8, their epilogues in fp16
+            assert set(layers) == {"int8 x int8 -> fp16"}, layers
         else:  # the classifier's fp32 output is its fused output cast
             assert set(layers) <= {"fp16 x fp16 -> fp16", "fp16 x fp16 -> fp32"}, layers
+        # and nothing else computes in fp32 but the layers that read the graph input and write its output
+        assert engine["layers"]["fp32_layers"] == 0, engine["layers"]
         # stream markers ('signal', 'wait') are no layers: only Myelin's shape call has no input
         assert engine["layers"]["by_input_precision"].get("none", 0) <= 1, engine["layers"]
     assert json.loads((out / "manifest.json").read_text())["artifacts"][-1] == engine
@@ -113,17 +115,35 @@ def test_the_layer_list_counts_fused_gemms_and_not_stream_markers():
     assert summary["conv_matmul"] == {"fp16 x fp16 -> fp16": 2, "fp16 x fp16 -> fp32": 1}, summary
     assert summary["total"] == 4 and summary["stream_markers"] == 2
     assert summary["by_input_precision"] == {"fp16": 3, "fp32": 1}, summary
+    assert summary["fp32_layers"] == 0 and summary["fp32_layer_names"] == [], summary
 
 
-def test_trt_command_on_a_machine_without_a_gpu(export_copy):
-    """The README's `trt VARIANT --int8`: auto picks TensorRT-RTX here, and the summary shows what it built."""
+def test_trt_command_on_a_machine_without_a_gpu(export_copy, library_checkpoints, calib_dir):
+    """The README's `trt VARIANT --int8`: auto picks TensorRT-RTX here, and the summary shows what it built: the
+    int8 convolutions with their epilogues in fp16, nothing in fp32 but the graph IO; with the int8 model kept in
+    fp32 around its Q/DQ pairs (export --int8-high-precision fp32), the epilogues in fp32."""
     out = export_copy("googlenet")
     result = runner.invoke(app, ["trt", "v1", "--int8", "--target", "sm86,8.9", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "model.int8.rtx.engine: tensorrt-rtx" in result.stdout and "for sm86, sm89" in result.stdout
-    assert "conv/matmul: 58 int8 x int8 -> fp32" in result.stdout
+    assert "conv/matmul: 58 int8 x int8 -> fp16" in result.stdout, result.stdout
+    assert "fp32 layers besides conv/matmul and graph IO: 0\n" in result.stdout, result.stdout
     engine = json.loads((out / "manifest.json").read_text())["artifacts"][-1]
     assert engine["targets"] == ["sm86", "sm89"] and engine["kind"] == "tensorrt-rtx-engine"
+
+    weights, _, _ = library_checkpoints("googlenet")
+    result = runner.invoke(app, ["export", "v1", "--weights", str(weights), "--int8", "--calib", str(calib_dir),
+                                 "--int8-high-precision", "fp32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = next(a for a in json.loads((out / "manifest.json").read_text())["artifacts"] if a["precision"] == "int8")
+    assert record["high_precision"] == "fp32" and record["opset"] == 18 and record["calibration"]["cache_reused"]
+    result = runner.invoke(app, ["trt", "v1", "--int8", "--target", "sm86", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "conv/matmul: 58 int8 x int8 -> fp32" in result.stdout, result.stdout
+    layers = json.loads((out / "manifest.json").read_text())["artifacts"][-1]["layers"]
+    assert layers["fp32_layers"] > 0 and len(layers["fp32_layer_names"]) == 5, layers
+    assert all(name.startswith("__myl_MulAdd") for name in layers["fp32_layer_names"]), layers  # the epilogues
+    assert f"fp32 layers besides conv/matmul and graph IO: {layers['fp32_layers']}, e.g. __myl_MulAdd" in result.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [

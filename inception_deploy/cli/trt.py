@@ -15,6 +15,7 @@ from ..core.errors import InputError
 from ..core.manifest import read_manifest
 from ..models.registry import get_spec
 from .common import StepReporter, app, err, out, say
+from .options import AcceptOverBudget
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def trt(
     out_dir: Optional[Path] = typer.Option(
         None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."
     ),
+    accept_over_budget: AcceptOverBudget = False,
 ):
     """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine, in its manifest."""
     chosen = [name for name, flag in (("fp16", fp16), ("int8", int8), ("fp32", fp32)) if flag]
@@ -83,6 +85,7 @@ def trt(
         builder_opt_level=builder_opt_level,
         dla_core=dla_core,
         version_compatible=version_compatible,
+        accept_over_budget=accept_over_budget,
     )
     export_dir = checked_export_dir(variant, out_dir, options)
     with StepReporter(err) as on_step:
@@ -126,3 +129,7 @@ def print_engine_summary(engine: dict, export_dir: Path) -> None:
         inputs = ", ".join(f"{precision} {n}" for precision, n in layers["by_input_precision"].items())
         out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}",
                   highlight=False, soft_wrap=True)
+        if "fp32_layers" in layers:
+            example = f", e.g. {layers['fp32_layer_names'][0]}" if layers.get("fp32_layer_names") else ""
+            out.print(f"  fp32 layers besides conv/matmul and graph IO: {layers['fp32_layers']}{example}",
+                      highlight=False, soft_wrap=True)

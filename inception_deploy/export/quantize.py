@@ -28,10 +28,12 @@ from typing import Callable
 import numpy as np
 
 from ..core.deps import lazy_import, require
-from ..core.errors import InputError, first_line
+from ..core.errors import CheckFailed, InputError, first_line
 from ..core.logs import quiet_library
+from ..models.labelled import labelled_batches, labelled_images
 from ..models.samples import image_batch, random_batch
 from ..models.spec import ModelSpec
+from .fp16 import convert_to_fp16
 
 onnx = lazy_import("onnx")
 
@@ -65,8 +67,26 @@ def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: i
         return Calibration(random_batch(spec, samples, seed=seed).numpy(), SYNTHETIC_LABEL, [], [], True)
     if calib_dir is None:
         raise InputError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
+    if _class_folders(Path(calib_dir)):
+        return _from_tree(spec, Path(calib_dir), samples)
     batch, files, skipped = image_batch(spec, calib_dir, option="--calib")
     return Calibration(batch[:samples].numpy(), str(calib_dir), files[:samples], skipped, False)
+
+
+def _class_folders(directory: Path) -> bool:
+    return directory.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in directory.iterdir())
+
+
+def _from_tree(spec: ModelSpec, directory: Path, samples: int) -> Calibration:
+    """Calibration images from an ImageFolder tree (a labelled set's layout): the first `samples` in round-robin
+    order over its folders, so that every class is represented; the labels are not used."""
+    data = labelled_images(directory, limit=samples, option="--calib")
+    arrays = [x for x, _, _ in labelled_batches(spec, data, 32)]
+    if not arrays:
+        raise InputError(f"--calib {directory} holds no readable image ({len(data.skipped)} skipped, e.g. "
+                         f"{data.skipped[0][0]}: {data.skipped[0][1]})")
+    shown = [str(p.relative_to(directory)) for p in data.files]
+    return Calibration(np.concatenate(arrays), str(directory), shown, data.skipped, False)
 
 
 class _Reader:
@@ -176,13 +196,15 @@ def _shown(values: list[float]) -> str:
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
-                  high_precision: str = "fp16", progress: Callable[[int, int], None] | None = None
-                  ) -> tuple[onnx.ModelProto, dict, tuple | None]:
+                  high_precision: str = "fp16", progress: Callable[[int, int], None] | None = None,
+                  exclude: list[str] | tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict, tuple | None]:
     """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
     write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
     written here."""
     if method not in CALIB_METHODS:
         raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
+    if high_precision not in HIGH_PRECISIONS:
+        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not '{high_precision}'")
     require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -200,7 +222,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
         raise InputError(f"the calibration cache {cache} is {what}: move it away and run again")
     problem = _cache_problem(cache, model, method) if cache.exists() else None
     reused = cache.is_file() and problem is None
-    nodes = quantization_nodes(model)
+    nodes = [name for name in quantization_nodes(model) if name not in set(exclude)]  # exclude: left in high precision
     reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
     # The quantizer logs advice at WARNING, through the root logger: silence it, and only it, for the call.
     with quiet_library("onnxruntime.quantization"):
@@ -229,11 +251,16 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                 quantize(_Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None)))
             quantized = _skip_input_only(onnx.load(str(output)))
             pending = None if reused else (cache, working_cache.read_bytes())
+    quantized = in_high_precision(quantized, high_precision)
     facts = {"calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
                              "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
                              "quantized_nodes": len(nodes)}}
+    if exclude:
+        facts["calibration"]["excluded_nodes"] = len(exclude)
     if problem:
         facts["calibration"]["cache_discarded"] = problem
+    facts["high_precision"] = high_precision
+    facts["opset"] = _opset(quantized)
     return quantized, facts, pending
 
 
@@ -301,3 +328,41 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
             node.name = f"{node.op_type}_{index}"
         seen.add(node.name)
     return model
+
+
+# The opset of an int8 model in fp16 (--int8-high-precision fp16): fp16 scales on QuantizeLinear/DequantizeLinear
+# need opset 19; 21 is the current definition of both, which TensorRT-RTX 1.7's parser and onnxruntime 1.30 take.
+HIGH_PRECISION_OPSET = 21
+
+
+def in_high_precision(model: onnx.ModelProto, high_precision: str) -> onnx.ModelProto:
+    """The Q/DQ model with everything outside its int8 tensors in `high_precision`, graph IO float32 either way.
+
+    fp32: as quantize_static writes it. fp16 (ModelOpt's default): the model taken to opset 21 by onnx's version
+    converter, then through the fp16 converter (export.fp16): float initializers (biases, Q/DQ scales) and float
+    tensors become float16, Casts at the graph's input and output. TensorRT then runs the epilogues of the int8
+    convolutions (scale, bias, activation, re-quantization), pooling and concatenation of float tensors in fp16.
+    """
+    if high_precision == "fp32":
+        return model
+    return convert_to_fp16(_at_opset(model, HIGH_PRECISION_OPSET), keep_io_types=True)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """`model` at `opset` or later, converted by onnx's version converter and checked (CheckFailed if either fails)."""
+    current = _opset(model)
+    if current >= opset:
+        return model
+    try:
+        converted = onnx.version_converter.convert_version(model, opset)
+        onnx.checker.check_model(converted, full_check=True)
+    except Exception as err:  # noqa: BLE001 - the converter raises RuntimeError, the checker ValidationError
+        raise CheckFailed(f"onnx's version converter cannot take the int8 model from opset {current} to {opset}, "
+                          f"which fp16 Q/DQ scales need ({first_line(err, 120)}): export with "
+                          "--int8-high-precision fp32") from None
+    log.info("int8 model converted from opset %d to %d for its fp16 Q/DQ scales", current, opset)
+    return converted
