@@ -15,8 +15,10 @@ Q/DQ pair on the convolution side is taken out afterwards (_skip_input_only). qd
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 import shutil
@@ -232,6 +234,11 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
             working_cache = Path(tmp) / cache.name
 
             def quantize(reader) -> None:
+                # entropy and percentile calibration print their progress on stdout: keep it out of ours
+                with contextlib.redirect_stdout(io.StringIO()):
+                    _quantize_static(reader)
+
+            def _quantize_static(reader) -> None:
                 quantize_static(
                     model, output, reader,
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
@@ -364,5 +371,5 @@ def _at_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         raise CheckFailed(f"onnx's version converter cannot take the int8 model from opset {current} to {opset}, "
                           f"which fp16 Q/DQ scales need ({first_line(err, 120)}): export with "
                           "--int8-high-precision fp32") from None
-    log.info("int8 model converted from opset %d to %d for its fp16 Q/DQ scales", current, opset)
+    log.debug("int8 model converted from opset %d to %d for its fp16 Q/DQ scales", current, opset)
     return converted

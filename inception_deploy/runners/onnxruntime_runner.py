@@ -167,7 +167,7 @@ class OnnxRuntimeRunner(Runner):
         if self.device == "cpu":
             self.unoptimized = True
             options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            log.info("%s holds DequantizeLinear with float16 scales: onnxruntime's graph optimizations are disabled "
+            log.debug("%s holds DequantizeLinear with float16 scales: onnxruntime's graph optimizations are disabled "
                      "on the CPU (its QDQ passes compute such a model wrong)", self.source)
         else:
             self.disabled_optimizers = list(FP16_QDQ_DISABLED_OPTIMIZERS)
