@@ -40,12 +40,27 @@ def export(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (fed through the "
                                                                "variant's preprocessing)."),
     calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
-    calib_method: str = typer.Option("minmax", "--calib-method", help="minmax, entropy or percentile."),
+    calib_method: Optional[str] = typer.Option(None, "--calib-method", help="minmax, entropy, percentile, or auto "
+                                               "(the best of them on --eval images). Default: auto with --eval, else "
+                                               "minmax."),
     calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS "
                                                                           "ONLY."),
     int8_high_precision: str = typer.Option("fp16", "--int8-high-precision", help="Precision of the layers "
                                             "between the Q/DQ pairs (pooling, concat, bias, ReLU): fp16 (fast), or "
                                             "fp32 (the old form, for comparison). Graph IO stays float32."),
+    eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images (an ImageFolder tree, or a flat "
+                                                                 "folder with --eval-labels) that hold the int8 model "
+                                                                 "to an accuracy budget: see --max-drop."),
+    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="CSV of file,class for a flat --eval "
+                                                                           "folder."),
+    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N eval images (round-robin "
+                                                                        "over the classes)."),
+    max_drop: Optional[str] = typer.Option(None, "--max-drop", help="With --eval: the top-1 int8 may lose against "
+                                                                    "fp32, in points (1.0, the default), or relative "
+                                                                    "to fp32's top-1 ('1%')."),
+    fallback_limit: Optional[int] = typer.Option(None, "--fallback-limit", help="With --eval: at most N nodes leave "
+                                                                                "int8 to meet the budget (default a "
+                                                                                "quarter of them; 0: measure only)."),
     out_dir: OutDir = None,
     force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --out."),
 ):
@@ -59,9 +74,29 @@ def export(
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
                                calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
-                               int8_high_precision=int8_high_precision, out_dir=out_dir, force=force, on_step=on_step)
+                               int8_high_precision=int8_high_precision, eval_dir=eval_dir, eval_labels=eval_labels,
+                               eval_limit=eval_limit, max_drop=max_drop, fallback_limit=fallback_limit, out_dir=out_dir,
+                               force=force, on_step=on_step)
     print_export_summary(manifest, where)
     print_export_warnings(manifest)
+    over = over_budget_line(manifest)
+    if over:
+        err.print(f"[bold red]OVER BUDGET:[/] {escape(over)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def over_budget_line(manifest: dict) -> str | None:
+    """One line for an int8 model written over its accuracy budget, or None."""
+    for a in manifest["artifacts"]:
+        acc = a.get("accuracy")
+        if acc and not acc.get("within_budget", True):
+            excluded = len(acc.get("fallback", {}).get("excluded_nodes", []))
+            return (f"{a['path']} loses {acc['drop_points']:.2f} points of top-1 against fp32 on the --eval images, "
+                    f"more than the {acc['allowed_drop_points']:.2f} allowed, with {excluded} node(s) left out of "
+                    "int8: it was kept as the best effort, and trt, bench, triton and serve refuse it without "
+                    "--accept-over-budget. Calibrate on more representative images, raise --fallback-limit, or ship "
+                    "fp16")
+    return None
 
 
 def print_export_summary(manifest: dict, where: Path) -> None:
@@ -94,12 +129,40 @@ def _artifact_lines(a: dict) -> list[str]:
                f"{cosine:.6f}")
     lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
              f"{verdict} vs {p['reference']} in ORT CPU: {figures} ({p['samples']} samples)"]
+    if "accuracy" in a:
+        lines += _accuracy_lines(a["accuracy"], a.get("high_precision", "fp32"))
+    elif p.get("proxy"):
+        lines.append(f"[yellow]{escape(p['proxy'])}[/]")
     if "calibration" in a:
         c = a["calibration"]
         lines.append(f"calibration: {c['method']} on {c['samples']} "
                      + ("[bold yellow]SYNTHETIC inputs — smoke test only[/]" if c["synthetic"] else "images from "
                                                                                                     f"{c['source']}")
                      + f"; cache {'reused' if c['cache_reused'] else 'written'}: {c['cache']}")
+    return lines
+
+
+def _accuracy_lines(acc: dict, high: str) -> list[str]:
+    """The int8 model's measured accuracy: fp32 and int8 top-1 with their intervals, the drop, the calibration
+    methods tried, the fall-back."""
+    def top1(f: dict) -> str:
+        low, high = f["top1_interval"]
+        return f"{f['top1']:.2%} [{low:.1%}, {high:.1%}]"
+
+    ref = acc["reference"]
+    verdict = "[green]within budget[/]" if acc["within_budget"] else "[bold red]OVER BUDGET[/]"
+    lines = [f"top-1 on {acc['eval']['images']} --eval images (ORT CPU, 95 % Wilson): fp32 {top1(ref)}, int8 "
+             f"{top1(acc)}; drop {acc['drop_points']:+.2f} points (allowed {acc['allowed_drop_points']:.2f}): "
+             f"{verdict}; flips {acc['right_to_wrong']} right→wrong, {acc['wrong_to_right']} wrong→right, McNemar "
+             f"p={acc['mcnemar_p']:.3g}"]
+    if len(acc["methods"]) > 1:
+        tried = ", ".join(f"{name} {f['top1']:.2%}" for name, f in acc["methods"].items())
+        lines.append(f"calibration methods: {tried}; kept {acc['chosen_method']}")
+    fallback = acc.get("fallback")
+    if fallback:
+        steps = "; ".join(f"{s['excluded']} out: {s['top1']:.2%}" for s in fallback["steps"])
+        modules = ", ".join(e["module"] for e in fallback["excluded_nodes"]) or "none"
+        lines.append(f"fall-back (top-1 with N nodes out of int8): {steps}; left in {high}: {escape(modules)}")
     return lines
 
 
@@ -110,7 +173,7 @@ def print_export_warnings(manifest: dict) -> None:
     for warning in manifest.get("warnings", []):
         warn(warning)
     for a in (a for a in manifest["artifacts"] if a["path"] not in kept):
-        if not a["parity"]["passed"]:
+        if not a["parity"]["passed"] and "accuracy" not in a:  # measured accuracy is the verdict, not agreement
             p, calibration = a["parity"], a.get("calibration", {})
             fix = (f"the calibration cache {calibration['cache']} was reused: delete it to recalibrate, or"
                    if calibration.get("cache_reused") else "calibrate on more, and more representative, images "

@@ -12,6 +12,7 @@ import logging
 import platform
 import re
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -42,13 +43,16 @@ from ..core.manifest import (
     stage_manifest,
     verified_record,
 )
+from ..core.stats import MaxDrop, parse_max_drop
 from ..core.tolerances import TOLERANCES
 from ..core.version import __version__
 from ..models.build import DEFAULT_INIT_SEED, check_num_classes, count_parameters
+from ..models.labelled import LabelledImages, labelled_images
 from ..models.load import deployable_model
 from ..models.registry import get_spec
 from ..models.samples import UNTRAINED_CONDITIONING, random_batch
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
+from .budget import AUTO, budgeted_int8, load_eval_set
 from .fp16 import convert_to_fp16
 from .qdq_rules import check_qdq, qdq_summary
 from .quantize import (
@@ -56,6 +60,7 @@ from .quantize import (
     DEFAULT_CALIB_SAMPLES,
     HIGH_PRECISIONS,
     SYNTHETIC_LABEL,
+    Calibration,
     calibration_inputs,
     quantize_int8,
     stage_cache,
@@ -72,6 +77,8 @@ MIN_OPSET = 17
 DEFAULT_SAMPLES = 4
 EXPORT_BATCH = 2  # traced example batch; the parity batch differs, which proves the batch is dynamic
 INT8_EVAL_SAMPLES = 32
+PROXY_NOTE = ("agreement with fp32 is a proxy: no accuracy was measured; pass --eval DIR (labelled images) to measure "
+              "what int8 costs in top-1")
 
 StepCallback = Callable[..., None]  # (label) or (label, done, total)
 
@@ -106,9 +113,14 @@ def export_onnx(
     int8: bool = False,
     calib: str | Path | None = None,
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    calib_method: str = "minmax",
+    calib_method: str | None = None,
     calib_synthetic: bool = False,
     int8_high_precision: str = "fp16",
+    eval_dir: str | Path | None = None,
+    eval_labels: str | Path | None = None,
+    eval_limit: int | None = None,
+    max_drop: str | float | MaxDrop | None = None,
+    fallback_limit: int | None = None,
     out_dir: str | Path | None = None,
     force: bool = False,
     samples: int = DEFAULT_SAMPLES,
@@ -120,6 +132,9 @@ def export_onnx(
     Every artifact is run in ONNX Runtime (CPU) and compared before it is written: model.onnx against
     the PyTorch model, model.fp16.onnx and model.int8.onnx against model.onnx. fp32 and fp16 are refused
     when out of tolerance; int8 is kept with its agreement figures, and a warning when they are poor.
+    With `eval_dir` (labelled images), int8 is held to an accuracy budget (`max_drop`, default 1 point of top-1):
+    calibration methods compared, sensitive nodes left in high precision until it is met (export/budget.py); an
+    int8 over budget is still written, marked so in its manifest entry ("accuracy"."within_budget" false).
     A re-export keeps the derived artifacts (fp16, int8, engines) whose source is unchanged and removes the
     others; the manifest lists them under "kept" and "removed". Exporting over another variant's export
     needs `force`. Returns the manifest (with "warnings", when there are any).
@@ -139,12 +154,10 @@ def export_onnx(
         raise InputError("--fp16-io applies to the fp16 model: add --fp16")
     if (calib is not None or calib_synthetic) and not int8:
         raise InputError("--calib and --calib-synthetic calibrate the int8 model: add --int8")
-    if int8 and calib_method not in CALIB_METHODS:
-        raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{calib_method}'")
-    if int8_high_precision not in HIGH_PRECISIONS:
-        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not "
-                         f"'{int8_high_precision}'")
-    calibration = calibration_inputs(spec, calib, calib_samples, synthetic=calib_synthetic) if int8 else None
+    if (eval_dir is not None or max_drop is not None) and not int8:
+        raise InputError("--eval and --max-drop hold the int8 model to an accuracy budget: add --int8")
+    plan = _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, int8_high_precision, eval_dir,
+                      eval_labels, eval_limit, max_drop, fallback_limit) if int8 else None
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
@@ -166,25 +179,9 @@ def export_onnx(
         seconds[name] = round(time.perf_counter() - start, 3)
 
     with honoured_interrupt():
-        verified, model, pending_cache = _make_verified(
-            spec,
-            weights,
-            num_classes,
-            opset,
-            fixed_batch,
-            simplify,
-            fp16,
-            fp16_io,
-            int8,
-            calibration,
-            calib_method,
-            int8_high_precision,
-            out_dir,
-            samples,
-            seed,
-            timed,
-            step,
-            warnings,
+        verified, model, pending_caches = _make_verified(
+            spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, plan, out_dir, samples, seed,
+            timed, step, warnings,
         )
     step(f"writing {out_dir}")
     start = time.perf_counter()
@@ -194,8 +191,8 @@ def export_onnx(
         with staged(out_dir) as staging:
             head = _manifest_head(spec, model, weights, opset, fixed_batch, simplify)
             manifest, stale = _stage_artifacts(out_dir, staging, head, verified, previous)
-            if pending_cache is not None:
-                stale += stage_cache(staging, *pending_cache)
+            for cache in pending_caches:
+                stale += stage_cache(staging, *cache)
             seconds["write"] = round(time.perf_counter() - start, 3)
             manifest["export"]["seconds"] = seconds
             if warnings:
@@ -214,12 +211,57 @@ def _check_targets(out_dir: Path, precisions: list[str]) -> None:
     check_targets([out_dir / name for name in names] + caches)
 
 
-def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, int8, calibration,
-                   calib_method, high_precision, out_dir, samples, seed, timed, step, warnings):
+@dataclass(frozen=True)
+class Int8Plan:
+    """How the int8 model is made: its calibration, and, with an eval set, the accuracy budget it is held to."""
+
+    calibration: Calibration
+    method: str  # a calibration method, or "auto" (with an eval set): the best of them on it
+    high_precision: str
+    evaldata: LabelledImages | None = None  # listed, not yet decoded: its classes are checked against the head first
+    max_drop: MaxDrop | None = None
+    fallback_limit: int | None = None
+
+
+def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_precision, eval_dir, eval_labels,
+               eval_limit, max_drop, fallback_limit) -> Int8Plan:
+    """Every int8 argument checked, the calibration and eval images read: before minutes of work."""
+    method = calib_method or (AUTO if eval_dir is not None else "minmax")
+    if method not in (*CALIB_METHODS, AUTO):
+        raise InputError(f"--calib-method must be one of {', '.join((*CALIB_METHODS, AUTO))}, not '{method}'")
+    if method == AUTO and eval_dir is None:
+        raise InputError("--calib-method auto keeps the method with the best top-1 on labelled images: add --eval DIR "
+                         "(or choose minmax, entropy or percentile)")
+    if high_precision not in HIGH_PRECISIONS:
+        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not '{high_precision}'")
+    if eval_dir is None and (eval_labels is not None or eval_limit is not None or fallback_limit is not None):
+        raise InputError("--eval-labels, --eval-limit and --fallback-limit apply to the eval images: add --eval DIR")
+    if fallback_limit is not None and fallback_limit < 0:
+        raise InputError(f"--fallback-limit must be 0 (measure only) or more, got {fallback_limit}")
+    budget = parse_max_drop(max_drop) if eval_dir is not None or max_drop is not None else None
+    if budget is not None and eval_dir is None:
+        raise InputError("--max-drop is measured on labelled images: add --eval DIR")
+    calibration = calibration_inputs(spec, calib, calib_samples, synthetic=calib_synthetic)
+    evaldata = None
+    if eval_dir is not None:
+        if calibration.synthetic:
+            raise InputError("--eval measures an int8 model calibrated on images: replace --calib-synthetic with "
+                             "--calib DIR")
+        evaldata = labelled_images(eval_dir, labels=eval_labels, limit=eval_limit, option="--eval")
+    return Int8Plan(calibration, method, high_precision, evaldata, budget, fallback_limit)
+
+
+def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, plan: Int8Plan | None,
+                   out_dir, samples, seed, timed, step, warnings):
     """Every requested artifact, made and verified in memory: {precision: (proto, parity, facts)}, the model, and
-    the calibration cache to publish with them (None when there is nothing new to write)."""
+    the calibration caches to publish with them."""
     with timed("build", f"building {spec.name}" + ("" if weights else " (untrained: conditioning BatchNorm)")):
         model = deployable_model(spec.name, num_classes=num_classes, weights=weights)
+    evalset = None
+    if plan is not None and plan.evaldata is not None:  # its labels checked against the head before the export
+        classes = int(model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0])
+        with timed("eval_images", "reading the --eval images"):
+            evalset = load_eval_set(spec, plan.evaldata, classes)
     example = random_batch(spec, fixed_batch or EXPORT_BATCH, seed=seed + 2)
     check_input = random_batch(spec, fixed_batch or samples, seed=seed).numpy()
     with timed("torch_export", "exporting with torch.onnx (torch.export)"):
@@ -243,11 +285,20 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
             parity16, _ = _verify(proto16, check_input, fp32_out, "fp16", variant=spec.name,
                                   reference="onnxruntime-cpu-fp32", seed=seed)
             verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
-    if int8:
-        with timed("int8", f"quantizing to int8 ({calib_method} calibration)"):
-            proto8, facts, pending_cache = quantize_int8(
-                proto, calibration, method=calib_method, cache_dir=out_dir, high_precision=high_precision,
-                progress=lambda done, total: step("calibrating on images", done, total))
+    caches = []
+    if plan is not None:
+        calibration = plan.calibration
+        with timed("int8", f"quantizing to int8 ({plan.method} calibration)"):
+            if evalset is not None:
+                proto8, facts, caches = budgeted_int8(
+                    proto, calibration, evalset, method=plan.method, max_drop=plan.max_drop, cache_dir=out_dir,
+                    high_precision=plan.high_precision, fallback_limit=plan.fallback_limit, step=step)
+                warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
+            else:
+                proto8, facts, cache = quantize_int8(
+                    proto, calibration, method=plan.method, cache_dir=out_dir, high_precision=plan.high_precision,
+                    progress=lambda done, total: step("calibrating on images", done, total))
+                caches = [cache] if cache is not None else []
             for name, reason in calibration.skipped:
                 warnings.append(f"--calib: skipped {name}: {reason}")
             if facts["calibration"].get("cache_discarded"):
@@ -262,8 +313,10 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
             parity8, _ = _verify(proto8, probe, fp32_probe, "int8", variant=spec.name, reference="onnxruntime-cpu-fp32",
                                  seed=seed, refuse=False)
             parity8["inputs"] = "calibration images" if not calibration.synthetic else SYNTHETIC_LABEL
+            if evalset is None:
+                parity8["proxy"] = PROXY_NOTE
             verified["int8"] = (proto8, parity8, facts)
-    return verified, model, (pending_cache if int8 else None)
+    return verified, model, caches
 
 
 def _check_outputs(expected: np.ndarray, variant: str, warnings: list[str]) -> None:
