@@ -112,6 +112,8 @@ def test_over_budget_is_kept_marked_and_exits_1(over_budget):
     assert [s["excluded"] for s in fallback["steps"]] == [0, 1, 2]
     assert fallback["steps"][2]["modules"][:1] == fallback["steps"][1]["modules"]
     ranked = [entry["module"] for entry in fallback["ranking"]]
+    # every node's noise was found: its input activation's and its weights' SQNR, by name in qdq_loss_debug's results
+    assert all(e["activation_sqnr_db"] is not None and e["weight_sqnr_db"] is not None for e in fallback["ranking"])
     assert all(MODULE.match(m) for m in ranked), ranked
     assert fallback["steps"][2]["modules"] == ranked[:2]
     assert all(0 <= s["top1"] <= 1 and len(s["top1_interval"]) == 2 for s in fallback["steps"])
@@ -192,6 +194,7 @@ def test_without_eval_agreement_is_called_a_proxy(digits, tmp_path):
     (["--int8", "--calib-synthetic", "--max-drop", "150%"], "--max-drop must be a number"),
     (["--int8", "--calib-synthetic", "--fallback-limit", "3"], "apply to the eval images"),
     (["--int8", "--calib-method", "best", "--calib-synthetic"], "--calib-method must be one of"),
+    (["--int8", "--calib", ".", "--eval", "."], "an untrained model (no --weights) has none to lose"),
 ])
 def test_budget_arguments_are_checked_first(args, fragment, tmp_path):
     result = runner.invoke(app, ["export", "googlenet", *args, "--out", str(tmp_path / "o")])
@@ -226,8 +229,10 @@ def test_statistics_against_hand_computed_values():
     with pytest.raises(InputError):
         parse_max_drop("-1")
     logits = np.array([[3.0, 2.0, 1.0], [1.0, 1.0, 0.0]])
-    assert topk_hits(logits, np.array([1, 0]), 1).tolist() == [False, True]
+    assert topk_hits(logits, np.array([1, 0]), 1).tolist() == [False, False]  # row 1: a tie does not make a hit
+    assert topk_hits(logits, np.array([1, 0]), 2).tolist() == [True, True]
     assert topk_hits(logits, np.array([1, 2]), 2).tolist() == [True, False]
+    assert not topk_hits(np.array([[np.nan, np.nan, np.nan]]), np.array([0]), 1).any()
 
 
 def test_agreement_counts_a_near_tie_flip_but_not_a_real_one():

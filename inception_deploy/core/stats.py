@@ -23,14 +23,14 @@ Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
 
 
 def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Per sample: is the label among the k highest logits? Ties count for the label only when it is strictly
-    inside the top k (argpartition's choice among equal values does not decide a hit)."""
+    """Per sample: is the label among the k highest logits? A tie counts against the label (no sort order decides a
+    hit), and a row holding NaN or Inf is never a hit."""
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     k = min(k, logits.shape[1])
     own = logits[np.arange(len(labels)), labels]
-    higher = (logits > own[:, None]).sum(axis=1)
-    return higher < k
+    at_least = (logits >= own[:, None]).sum(axis=1)  # the label itself, and every logit tied with or above it
+    return np.isfinite(logits).all(axis=1) & (at_least <= k)
 
 
 def wilson(hits: int, n: int, z: float = Z95) -> tuple[float, float]:

@@ -52,7 +52,7 @@ from ..models.load import deployable_model
 from ..models.registry import get_spec
 from ..models.samples import UNTRAINED_CONDITIONING, random_batch
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
-from .budget import AUTO, budgeted_int8, load_eval_set
+from .budget import AUTO, budgeted_int8, load_eval_set, shared_images
 from .fp16 import convert_to_fp16
 from .qdq_rules import check_qdq, qdq_summary
 from .quantize import (
@@ -157,7 +157,7 @@ def export_onnx(
     if (eval_dir is not None or max_drop is not None) and not int8:
         raise InputError("--eval and --max-drop hold the int8 model to an accuracy budget: add --int8")
     plan = _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, int8_high_precision, eval_dir,
-                      eval_labels, eval_limit, max_drop, fallback_limit) if int8 else None
+                      eval_labels, eval_limit, max_drop, fallback_limit, weights) if int8 else None
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
@@ -224,7 +224,7 @@ class Int8Plan:
 
 
 def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_precision, eval_dir, eval_labels,
-               eval_limit, max_drop, fallback_limit) -> Int8Plan:
+               eval_limit, max_drop, fallback_limit, weights) -> Int8Plan:
     """Every int8 argument checked, the calibration and eval images read: before minutes of work."""
     method = calib_method or (AUTO if eval_dir is not None else "minmax")
     if method not in (*CALIB_METHODS, AUTO):
@@ -238,6 +238,9 @@ def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_p
         raise InputError("--eval-labels, --eval-limit and --fallback-limit apply to the eval images: add --eval DIR")
     if fallback_limit is not None and fallback_limit < 0:
         raise InputError(f"--fallback-limit must be 0 (measure only) or more, got {fallback_limit}")
+    if eval_dir is not None and weights is None:
+        raise InputError("--eval measures top-1, and an untrained model (no --weights) has none to lose: pass the "
+                         "checkpoint you will deploy with --weights")
     budget = parse_max_drop(max_drop) if eval_dir is not None or max_drop is not None else None
     if budget is not None and eval_dir is None:
         raise InputError("--max-drop is measured on labelled images: add --eval DIR")
@@ -247,7 +250,8 @@ def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_p
         if calibration.synthetic:
             raise InputError("--eval measures an int8 model calibrated on images: replace --calib-synthetic with "
                              "--calib DIR")
-        evaldata = labelled_images(eval_dir, labels=eval_labels, limit=eval_limit, option="--eval")
+        evaldata = labelled_images(eval_dir, labels=eval_labels, limit=eval_limit, option="--eval",
+                                   labels_option="--eval-labels", limit_option="--eval-limit")
     return Int8Plan(calibration, method, high_precision, evaldata, budget, fallback_limit)
 
 
@@ -294,6 +298,10 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
                     proto, calibration, evalset, method=plan.method, max_drop=plan.max_drop, cache_dir=out_dir,
                     high_precision=plan.high_precision, fallback_limit=plan.fallback_limit, step=step)
                 warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
+                overlap = shared_images(calibration, evalset)
+                if overlap:
+                    warnings.append(f"{overlap} --eval image(s) are also --calib images: int8's measured top-1 is "
+                                    "optimistic; evaluate on images it was not calibrated on")
             else:
                 proto8, facts, cache = quantize_int8(
                     proto, calibration, method=plan.method, cache_dir=out_dir, high_precision=plan.high_precision,

@@ -76,7 +76,12 @@ def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: i
 
 
 def _class_folders(directory: Path) -> bool:
-    return directory.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in directory.iterdir())
+    """An ImageFolder tree: class folders and no image file of its own (a flat folder with a stray subfolder is
+    read flat, as before)."""
+    if not directory.is_dir():
+        return False
+    entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
+    return any(p.is_dir() for p in entries) and not any(p.is_file() for p in entries)
 
 
 def _from_tree(spec: ModelSpec, directory: Path, samples: int) -> Calibration:

@@ -20,10 +20,12 @@ from typing import Iterator
 import numpy as np
 
 from ..core.errors import InputError, first_line
+from ..core.manifest import MAX_CLASSES
 from .samples import preprocessed_image
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -45,16 +47,18 @@ class LabelledImages:
 
 
 def labelled_images(directory: str | Path, *, labels: str | Path | None = None, limit: int | None = None,
-                    option: str = "--data") -> LabelledImages:
+                    option: str = "--data", labels_option: str = "--labels",
+                    limit_option: str = "--limit") -> LabelledImages:
     """The labelled images of `directory` (not yet decoded). InputError (exit 2) for a folder that is neither layout,
     a CSV that names no file of it or holds a bad row, or a bad --limit."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError(f"{option} {root} is not a directory: point it at an ImageFolder tree (one folder per class) "
-                         "or a flat folder with --labels FILE")
+                         f"or a flat folder with {labels_option} FILE")
     if limit is not None and limit < 1:
-        raise InputError(f"--limit must be at least 1, got {limit}")
-    data = _from_csv(root, Path(labels), option) if labels is not None else _from_folders(root, option)
+        raise InputError(f"{limit_option} must be at least 1, got {limit}")
+    data = (_from_csv(root, Path(labels), option, labels_option) if labels is not None
+            else _from_folders(root, option, labels_option))
     if limit is not None and limit < len(data.files):
         order = _round_robin(data.labels)[:limit]
         data.files = [data.files[i] for i in order]
@@ -91,11 +95,11 @@ def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Itera
             yield np.stack(arrays), np.asarray(labels, dtype=np.int64), consumed
 
 
-def _from_folders(root: Path, option: str) -> LabelledImages:
+def _from_folders(root: Path, option: str, labels_option: str) -> LabelledImages:
     classes = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise InputError(f"{option} {root} has no class folders: an ImageFolder tree holds one folder per class; for a "
-                         "flat folder of images, pass --labels FILE (CSV rows file,class)")
+                         f"flat folder of images, pass {labels_option} FILE (CSV rows file,class)")
     files, labels = [], []
     for index, name in enumerate(classes):
         for path in sorted(p for p in (root / name).rglob("*") if not p.is_dir() and not _hidden(p, root)):
@@ -106,38 +110,41 @@ def _from_folders(root: Path, option: str) -> LabelledImages:
     return LabelledImages(root, "imagefolder", files, np.asarray(labels, dtype=np.int64), classes)
 
 
-def _from_csv(root: Path, labels_file: Path, option: str) -> LabelledImages:
+def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) -> LabelledImages:
     try:
         text = labels_file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"--labels {labels_file} cannot be read ({first_line(err, 80)}): pass a CSV of file,class "
-                         "rows") from None
+        raise InputError(f"{labels_option} {labels_file} cannot be read ({first_line(err, 80)}): pass a CSV of "
+                         "file,class rows") from None
     files, labels, skipped = [], [], []
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < 2:
-            raise InputError(f"--labels {labels_file} line {number} is not 'file,class': {','.join(row)[:60]!r}")
+            raise InputError(f"{labels_option} {labels_file} line {number} is not 'file,class': "
+                             f"{','.join(row)[:60]!r}")
         name, cls = row[0].strip(), row[1].strip()
         try:
             label = int(cls)
         except ValueError:
             if number == 1 and not files:  # a header row
                 continue
-            raise InputError(f"--labels {labels_file} line {number}: the class '{cls[:40]}' is not an integer index "
-                             "(0 for the first class of the model's head)") from None
-        if label < 0:
-            raise InputError(f"--labels {labels_file} line {number}: the class {label} is negative")
+            raise InputError(f"{labels_option} {labels_file} line {number}: the class '{cls[:40]}' is not an "
+                             "integer index (0 for the first class of the model's head)") from None
+        if not 0 <= label < MAX_CLASSES:
+            raise InputError(f"{labels_option} {labels_file} line {number}: the class {label} is not an index of a "
+                             f"head (0 to {MAX_CLASSES - 1})")
         path = (root / name)
         if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise InputError(f"--labels {labels_file} line {number}: '{name[:60]}' is not a file name inside {root}")
+            raise InputError(f"{labels_option} {labels_file} line {number}: '{name[:60]}' is not a file name inside "
+                             f"{root}")
         if not path.exists():
-            skipped.append((name, "named by --labels but not in the folder"))
+            skipped.append((name, f"named by {labels_option} but not in the folder"))
             continue
         files.append(path)
         labels.append(label)
     if not files:
-        raise InputError(f"--labels {labels_file} names no file of {option} {root}" + (
+        raise InputError(f"{labels_option} {labels_file} names no file of {option} {root}" + (
             f" ({len(skipped)} named, none found, e.g. {skipped[0][0]})" if skipped else " (it has no rows)"))
     named = {p.resolve() for p in files} | {(root / n).resolve() for n, _ in skipped}
     unlabelled = sum(1 for p in root.iterdir()
