@@ -343,7 +343,7 @@ call() {
     say "call $k on $(hostname), $PYTHON $("$PYTHON" -c 'import platform; print(platform.python_version())'), ${LIMIT} s"
     still_warm "$k"
     case $k in
-        1) facts; stage 1; install_tool; seed_log; exports; bench "${SELECT_A[@]}" --backends "$TORCH_BACKENDS" ;;
+        1) stage 1; install_tool; facts; seed_log; exports; bench "${SELECT_A[@]}" --backends "$TORCH_BACKENDS" ;;
         2) stage 2; exports; bench "${SELECT_B[@]}" --backends "$TORCH_BACKENDS" ;;
         3) stage 3; tests "${TORCH_TESTS[@]}" ;;
         4) stage 4; exports
