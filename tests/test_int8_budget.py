@@ -18,6 +18,7 @@ from inception_deploy.cli import app
 from inception_deploy.core.compare import difference
 from inception_deploy.core.errors import InputError
 from inception_deploy.core.stats import mcnemar_exact, parse_max_drop, topk_hits, wilson
+from inception_deploy.export.qdq_rules import qdq_violations
 from inception_deploy.export.quantize import calibration_inputs, quantize_int8
 from inception_deploy.models.load import create_model
 from inception_deploy.models.registry import get_spec
@@ -153,6 +154,7 @@ def test_every_fallback_step_builds_with_tensorrt_rtx(over_budget, digits, tmp_p
         excluded = [by_module[m] for m in step["modules"]]
         model, facts, _ = quantize_int8(fp32, calibration, method="minmax", cache_dir=tmp_path, exclude=excluded)
         assert facts["calibration"]["quantized_nodes"] == len(fp32_quantizable(fp32)) - len(excluded)
+        assert qdq_violations(model) == []  # the nodes left out are whole float nodes, not half-quantized ones
         convs = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
         producers = {o: n for n in model.graph.node for o in n.output}
         for name in excluded:  # its weight is a plain float initializer: not quantized

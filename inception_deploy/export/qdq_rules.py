@@ -78,17 +78,18 @@ def _qdq_node_problems(node: onnx.NodeProto, initializers: dict, producers: dict
 
 
 def _compute_node_problems(node: onnx.NodeProto, initializers: dict, producers: dict, consumers: dict) -> list[str]:
-    """A Conv or Gemm: Q/DQ on its activation and (per channel) its weight, a float bias, an unquantized output."""
+    """A Conv or Gemm: Q/DQ on its activation and (per channel) its weight, a float bias, an unquantized output. A node
+    whose weight has no Q/DQ is left in high precision on purpose (export --eval's fall-back): TensorRT runs it in the
+    precision of its tensors, dequantizing an activation it shares with quantized nodes (qdq_summary counts them)."""
     problems = []
     activation, weight = (producers.get(name) for name in node.input[:2])
+    if weight is None or weight.op_type != "DequantizeLinear":
+        return problems
     if activation is None or activation.op_type != "DequantizeLinear":
         problems.append("its activation input has no Q/DQ")
-    if weight is None or weight.op_type != "DequantizeLinear":
-        problems.append("its weight has no Q/DQ")
-    else:
-        problem = _per_channel_problem(node, weight, initializers)
-        if problem:
-            problems.append(problem)
+    problem = _per_channel_problem(node, weight, initializers)
+    if problem:
+        problems.append(problem)
     if len(node.input) > 2 and node.input[2]:
         bias = producers.get(node.input[2])
         if bias is not None and bias.op_type == "DequantizeLinear":
@@ -119,7 +120,15 @@ def qdq_summary(model: onnx.ModelProto) -> dict:
         "conv": sum(1 for n in nodes if n.op_type == "Conv" and dq_inputs(n) >= 2),
         "gemm": sum(1 for n in nodes if n.op_type == "Gemm" and dq_inputs(n) >= 2),
         "residual_add_skip_inputs": sum(1 for n in nodes if n.op_type == "Add" and dq_inputs(n) == 1),
+        # left in high precision (no Q/DQ on the weight): export --eval's fall-back
+        "high_precision_conv_gemm": sum(1 for n in nodes if n.op_type in ("Conv", "Gemm")
+                                        and not _weight_quantized(n, producers)),
     }
+
+
+def _weight_quantized(node, producers: dict) -> bool:
+    weight = producers.get(node.input[1]) if len(node.input) > 1 else None
+    return weight is not None and weight.op_type == "DequantizeLinear"
 
 
 def _quantized_dtype(name: str, initializers: dict, producers: dict) -> int | None:
