@@ -15,6 +15,7 @@ from digits import folder_batch
 from typer.testing import CliRunner
 
 from inception_deploy.cli import app
+from inception_deploy.core import manifest as manifests
 from inception_deploy.core.compare import difference
 from inception_deploy.core.errors import InputError
 from inception_deploy.core.stats import mcnemar_exact, parse_max_drop, topk_hits, wilson
@@ -140,6 +141,13 @@ def test_over_budget_int8_is_refused_downstream(over_budget, tmp_path):
     assert result.exit_code == 0, result.output
     assert "used because --accept-over-budget was passed" in result.stderr
     assert (out / "model.int8.rtx.engine").is_file()
+    # the engine is over budget too: the refusal follows its source back to the int8 ONNX
+    manifest = json.loads((out / "manifest.json").read_text())
+    engine = next(a for a in manifest["artifacts"] if a["path"] == "model.int8.rtx.engine")
+    assert engine["source"]["path"] == "model.int8.onnx" and "accuracy" not in engine
+    assert manifests.over_budget(manifest, engine).startswith("model.int8.onnx is over its accuracy budget")
+    with pytest.raises(InputError, match="--accept-over-budget"):
+        manifests.check_budget(manifest, engine, accepted=False)
 
 
 def test_every_fallback_step_builds_with_tensorrt_rtx(over_budget, digits, tmp_path):
