@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
 from rich import box
 from rich.table import Table
 
+from ..core.artifacts import json_text
 from ..core.tolerances import ElementwiseTolerance
 from .check import ParityReport, ParityRow
 from .localize import first_divergence
@@ -125,15 +125,5 @@ def markdown(report: ParityReport) -> str:
 
 
 def to_json(report: ParityReport) -> str:
-    return json.dumps(_finite(report.to_dict()), indent=2, allow_nan=False) + "\n"
+    return json_text(report.to_dict())
 
-
-def _finite(value):
-    """JSON has no inf/nan: they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
