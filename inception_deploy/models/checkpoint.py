@@ -96,18 +96,21 @@ def _is_safetensors(path: Path) -> bool:
 
 def _is_plain_pickle(path: Path) -> bool:
     """A file pickle.dump wrote: a zip is torch.save's, and torch.save's legacy format opens with a pickled magic
-    number; anything else that reads as one whole pickle is a plain one. Read opcode by opcode, never unpickled."""
+    number; anything else that reads as exactly one whole pickle holding a value is a plain one. Read opcode by
+    opcode, never unpickled. (Random bytes that open with '.', STOP, read as an empty pickle: not one.)"""
     with open(path, "rb") as f:
         if f.read(4) == b"PK\x03\x04":
             return False
         f.seek(0)
+        values = 0
         try:
-            for _, arg, _ in pickletools.genops(f):  # stops at the pickle's STOP; raises on bytes that are not one
+            for opcode, arg, _ in pickletools.genops(f):  # stops at the pickle's STOP; raises on bytes that are not one
                 if arg == TORCH_LEGACY_MAGIC:
                     return False
+                values += opcode.name not in ("PROTO", "FRAME", "STOP")
         except Exception:  # genops raises ValueError, and others on garbage: not a pickle, torch.load says why
             return False
-    return True
+        return values > 0 and f.read(1) == b""  # pickle.dump writes one pickle and nothing after it
 
 
 def _load_safetensors(path: Path) -> dict:
