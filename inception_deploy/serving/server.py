@@ -131,9 +131,8 @@ def running_server(
         except KeyboardInterrupt:
             keep_log = False
             raise
-        finally:
-            if not keep_log:
-                shutil.rmtree(log.parent, ignore_errors=True)
+        finally:  # a failure keeps the log alone, not the model store written for the server
+            shutil.rmtree(log.parent if not keep_log else workspace, ignore_errors=True)
 
 
 @contextlib.contextmanager
