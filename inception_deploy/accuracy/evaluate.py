@@ -14,17 +14,17 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..core.artifacts import ENGINE_KINDS, PRECISIONS, export_command, missing_artifact, sha256_of
 from ..core.compilers import COMPILERS, require_runtime
-from ..core.errors import CheckFailed, InputError
+from ..core.errors import InputError
 from ..core.manifest import read_manifest, verified_record
 from ..core.stats import Z95, MaxDrop, mcnemar_exact, parse_max_drop, topk_hits, wilson
 from ..export.onnx import default_out_dir
-from ..models.labelled import LabelledImages, check_classes, labelled_batches, labelled_images
+from ..models.labelled import DecodedBatches, check_classes, labelled_images
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..runners import Backend, Runner, open_runner, parse_backends
@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 
 REFERENCE = "torch-cpu-fp32"
 DEFAULT_BATCH = 32
-# Decoded batches are kept in memory (decoding is slower than the model on a CPU) up to this many images; a larger
-# set is decoded again for every row, so that 50 000 images never sit in memory.
-KEEP_DECODED = 2000
 THROUGHPUT = ("images per second of the backend's run calls only (image decoding and preprocessing excluded), over "
               "the full batches after the first (the first is the warm-up; a smaller last batch is a new shape)")
 UNITS = {
@@ -238,7 +235,7 @@ def evaluate_accuracy(
                                    precision=precision))
 
     report = AccuracyReport(spec.name, bool(model.untrained), {}, batch, allowed, warnings=report_warnings)
-    source = _Batches(spec, images, batch)
+    source = DecodedBatches(spec, images, batch)
     reference = AccuracyRow("torch", "cpu", "model", "fp32", reference=True)
     with open_runner(parse_backends("torch")[0], model=model) as runner:
         ref_hits = _evaluate(runner, source, reference, step, f"{REFERENCE} reference (torch on the CPU)")
@@ -268,48 +265,7 @@ def evaluate_accuracy(
     return report
 
 
-class _Batches:
-    """The decoded batches of the labelled images: kept from the first pass when the set is small, else decoded
-    again on every pass (which must then yield the very same images, or the paired figures would mean nothing)."""
-
-    def __init__(self, spec, images: LabelledImages, batch: int):
-        self.spec, self.images, self.batch = spec, images, batch
-        self.keep = len(images) <= KEEP_DECODED
-        self.kept: list[tuple[np.ndarray, np.ndarray, int]] | None = None
-        self.labels: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-        if self.kept is not None:
-            yield from self.kept
-            return
-        first = self.labels is None
-        skipped = len(self.images.skipped)
-        kept, labels = [], []
-        for x, y, consumed in labelled_batches(self.spec, self.images, self.batch):
-            labels.append(y)
-            if self.keep:
-                kept.append((x, y, consumed))
-            yield x, y, consumed
-        if not labels:
-            raise InputError(f"no image of --data {self.images.root} could be read ({len(self.images.skipped)} "
-                             f"unreadable, e.g. {self.images.skipped[0][0]}: {self.images.skipped[0][1]}): point "
-                             "--data at a folder of images" if self.images.skipped else
-                             f"--data {self.images.root} holds no image")
-        every = np.concatenate(labels)
-        if first:
-            self.labels = every
-            self.kept = kept if self.keep else None
-        else:
-            del self.images.skipped[skipped:]  # listed on the first pass already
-            if not np.array_equal(every, self.labels):
-                raise CheckFailed(f"the images of --data {self.images.root} changed while they were evaluated (other "
-                                  "files readable than on the first pass): run again on a folder nothing writes to")
-
-
-def _evaluate(runner: Runner, source: _Batches, row: AccuracyRow, step: Step, label: str) -> np.ndarray:
+def _evaluate(runner: Runner, source: DecodedBatches, row: AccuracyRow, step: Step, label: str) -> np.ndarray:
     """Every image through `runner`: fills the row's counts and run time; returns its per-image top-1 hits.
 
     Throughput counts the full batches after the first: the first call allocates and tunes, and a smaller batch (the

@@ -22,17 +22,15 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..core.deps import lazy_import, require
-from ..core.errors import InputError
 from ..core.logs import quiet_library
 from ..core.stats import MaxDrop, mcnemar_exact, topk_hits, wilson
-from ..models.labelled import LabelledImages, check_classes, labelled_batches
+from ..models.labelled import DecodedBatches, LabelledImages, check_classes
 from ..models.spec import ModelSpec
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
 from .quantize import CALIB_METHODS, Calibration, quantization_nodes, quantize_int8
@@ -48,46 +46,20 @@ SENSITIVITY_SAMPLES = 8  # calibration images the sensitivity is measured on
 RANKING_SHOWN = 20  # the most sensitive nodes listed in the manifest
 
 
-KEEP_DECODED = 2000  # eval images kept decoded between measurements; a larger set is decoded again for each
-
-
-@dataclass
-class EvalSet:
-    spec: ModelSpec
-    data: LabelledImages
-    kept: list[tuple[np.ndarray, np.ndarray]] | None  # decoded once, when the set is small enough
-    images: int  # readable images
-
-    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if self.kept is not None:
-            yield from self.kept
-            return
-        skipped = list(self.data.skipped)  # known from the first pass: not listed twice
-        for x, y, _ in labelled_batches(self.spec, self.data, EVAL_BATCH):
-            yield x, y
-        self.data.skipped = skipped
-
-    def describe(self) -> dict:
-        return {**self.data.describe(), "images": self.images, "skipped": len(self.data.skipped)}
-
-
-def load_eval_set(spec: ModelSpec, data: LabelledImages, num_classes: int) -> EvalSet:
-    """The eval images decoded once, through the variant's preprocessing, after their labels are checked against the
-    model's head (exit 2 naming how many are outside it)."""
+def load_eval_set(spec: ModelSpec, data: LabelledImages, num_classes: int) -> DecodedBatches:
+    """The eval images, each read once now (the unreadable are known; InputError if none is readable), after their
+    labels are checked against the model's head (exit 2 naming how many are outside it)."""
     check_classes(data, num_classes, option="--eval")
-    keep = len(data) <= KEEP_DECODED
-    kept, images = [], 0
-    for x, y, _ in labelled_batches(spec, data, EVAL_BATCH):  # every image read once: the unreadable are known
-        images += len(y)
-        if keep:
-            kept.append((x, y))
-    if not images:
-        raise InputError(f"--eval {data.root} holds no readable image ({len(data.skipped)} skipped, e.g. "
-                         f"{data.skipped[0][0]}: {data.skipped[0][1]})")
-    return EvalSet(spec, data, kept if keep else None, images)
+    evalset = DecodedBatches(spec, data, EVAL_BATCH)
+    log.debug("eval set: %d readable images", evalset.images)
+    return evalset
 
 
-def shared_images(calibration: Calibration, evalset: EvalSet) -> int:
+def describe_eval_set(evalset: DecodedBatches) -> dict:
+    return {**evalset.data.describe(), "images": evalset.images, "skipped": len(evalset.data.skipped)}
+
+
+def shared_images(calibration: Calibration, evalset: DecodedBatches) -> int:
     """How many eval images are also calibration images (the same file)."""
     if calibration.synthetic:
         return 0
@@ -96,11 +68,11 @@ def shared_images(calibration: Calibration, evalset: EvalSet) -> int:
     return sum(1 for path in evalset.data.files if path.resolve() in calib)
 
 
-def top1_hits(model, evalset: EvalSet, input_name: str, output_name: str) -> np.ndarray:
+def top1_hits(model, evalset: DecodedBatches, input_name: str, output_name: str) -> np.ndarray:
     """Per eval image: is the label the model's top-1? ONNX Runtime, CPU."""
     hits = []
     with OnnxRuntimeRunner(model) as runner:
-        for x, y in evalset.batches():
+        for x, y, _ in evalset:
             hits.append(topk_hits(runner.run({input_name: x})[output_name], y, 1))
     return np.concatenate(hits)
 
@@ -132,7 +104,7 @@ def module_name(model: onnx.ModelProto, node_name: str) -> str:
 class Budget:
     """One int8 export against its budget: the eval set, the reference's hits, what every step measured."""
 
-    def __init__(self, fp32: onnx.ModelProto, evalset: EvalSet, max_drop: MaxDrop, step: Callable[..., None]):
+    def __init__(self, fp32: onnx.ModelProto, evalset: DecodedBatches, max_drop: MaxDrop, step: Callable[..., None]):
         self.fp32, self.evalset, self.max_drop, self.step = fp32, evalset, max_drop, step
         self.io = (fp32.graph.input[0].name, fp32.graph.output[0].name)
         step("measuring fp32 top-1 on the --eval images (ONNX Runtime, CPU)")
@@ -147,7 +119,7 @@ class Budget:
         return figures, hits
 
 
-def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: EvalSet, *, method: str,
+def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: DecodedBatches, *, method: str,
                   max_drop: MaxDrop, cache_dir: Path, high_precision: str, fallback_limit: int | None = None,
                   step: Callable[..., None] = lambda *_: None) -> tuple[onnx.ModelProto, dict, list[tuple]]:
     """The int8 model that meets `max_drop` on `evalset`, or the best effort, marked over budget; its manifest facts
@@ -168,7 +140,7 @@ def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: Eval
     proto8, facts, figures = candidates[chosen]
     accuracy = {
         "measured_by": "top-1 on the --eval images, ONNX Runtime CPU",
-        "eval": evalset.describe(),
+        "eval": describe_eval_set(evalset),
         "reference": {"artifact": "model.onnx (fp32)", **accuracy_figures(budget.reference)},
         "max_drop": max_drop.to_dict(),
         "allowed_drop_points": round(budget.allowed, 4),

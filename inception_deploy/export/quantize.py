@@ -32,7 +32,7 @@ import numpy as np
 from ..core.deps import lazy_import, require
 from ..core.errors import CheckFailed, InputError, first_line
 from ..core.logs import quiet_library
-from ..models.labelled import labelled_batches, labelled_images
+from ..models.labelled import labelled_batches, labelled_images, no_readable_image
 from ..models.samples import image_batch, random_batch
 from ..models.spec import ModelSpec
 from .fp16 import convert_to_fp16
@@ -90,8 +90,7 @@ def _from_tree(spec: ModelSpec, directory: Path, samples: int) -> Calibration:
     data = labelled_images(directory, limit=samples, option="--calib")
     arrays = [x for x, _, _ in labelled_batches(spec, data, 32)]
     if not arrays:
-        raise InputError(f"--calib {directory} holds no readable image ({len(data.skipped)} skipped, e.g. "
-                         f"{data.skipped[0][0]}: {data.skipped[0][1]})")
+        raise no_readable_image(data)
     shown = [str(p.relative_to(directory)) for p in data.files]
     return Calibration(np.concatenate(arrays), str(directory), shown, data.skipped, False)
 

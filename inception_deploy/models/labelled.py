@@ -6,6 +6,8 @@ own preprocessing.
 - A flat folder with `--labels FILE`: CSV rows `file,class`, the class an integer index; a header row is allowed.
 
 Images are decoded batch by batch (a 50 000-image set never sits in memory); an unreadable one is skipped and listed.
+`DecodedBatches` passes over a set more than once (one pass per backend, or per candidate model): a set of at most
+KEEP_DECODED images is decoded once and kept, a larger one is decoded again on every pass.
 `--limit N` takes the first N in round-robin order over the classes, so that a small limit still covers every class.
 """
 
@@ -19,13 +21,14 @@ from typing import Iterator
 
 import numpy as np
 
-from ..core.errors import InputError, first_line
+from ..core.errors import CheckFailed, InputError, first_line
 from ..core.manifest import MAX_CLASSES
 from .samples import preprocessed_image
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
+KEEP_DECODED = 2000  # images kept decoded between passes (2000 x 3x299x299 float32 is about 2 GiB)
 
 
 @dataclass
@@ -37,6 +40,7 @@ class LabelledImages:
     classes: list[str]  # names by index: folder names, or the indices as text for a CSV
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): found while listing or decoding
     unlabelled: int = 0  # files of a flat folder that the CSV does not name
+    option: str = "--data"  # the option that named the folder, for messages
 
     def __len__(self) -> int:
         return len(self.files)
@@ -59,6 +63,7 @@ def labelled_images(directory: str | Path, *, labels: str | Path | None = None, 
         raise InputError(f"{limit_option} must be at least 1, got {limit}")
     data = (_from_csv(root, Path(labels), option, labels_option) if labels is not None
             else _from_folders(root, option, labels_option))
+    data.option = option
     if limit is not None and limit < len(data.files):
         order = _round_robin(data.labels)[:limit]
         data.files = [data.files[i] for i in order]
@@ -93,6 +98,64 @@ def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Itera
         consumed = len(data.files[start:start + batch])
         if arrays:
             yield np.stack(arrays), np.asarray(labels, dtype=np.int64), consumed
+
+
+def no_readable_image(data: LabelledImages) -> InputError:
+    """The error for a set of which not one image could be decoded (every file was listed: each one is skipped)."""
+    count = f"{len(data.skipped)} {'entry' if len(data.skipped) == 1 else 'entries'} skipped"
+    what = f"{count}, e.g. {data.skipped[0][0]}: {data.skipped[0][1]}" if data.skipped else "it is empty"
+    return InputError(f"{data.option} {data.root} holds no readable image ({what}): point {data.option} at a folder "
+                      "of JPEG/PNG images")
+
+
+class DecodedBatches:
+    """The labelled images in decoded batches, (inputs, labels, files consumed), over as many passes as needed.
+
+    The first pass decodes every file and lists the unreadable ones (once); a set of at most KEEP_DECODED images is
+    kept from it, a larger one is decoded again on each later pass, which must then read the very same images (else
+    CheckFailed: figures paired across passes would mean nothing). `images` counts the readable ones; InputError if
+    there are none."""
+
+    def __init__(self, spec: ModelSpec, data: LabelledImages, batch: int):
+        self.spec, self.data, self.batch = spec, data, batch
+        self.keep = len(data) <= KEEP_DECODED
+        self._kept: list[tuple[np.ndarray, np.ndarray, int]] | None = None
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def images(self) -> int:
+        """The readable images (after the first pass)."""
+        if self._labels is None:
+            for _ in self:
+                pass
+        return len(self._labels)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        if self._kept is not None:
+            yield from self._kept
+            return
+        first = self._labels is None
+        skipped = len(self.data.skipped)
+        kept, labels = [], []
+        for x, y, consumed in labelled_batches(self.spec, self.data, self.batch):
+            labels.append(y)
+            if self.keep:
+                kept.append((x, y, consumed))
+            yield x, y, consumed
+        if not labels:
+            raise no_readable_image(self.data)
+        every = np.concatenate(labels)
+        if first:
+            self._labels = every
+            self._kept = kept if self.keep else None
+            return
+        del self.data.skipped[skipped:]  # listed on the first pass already
+        if not np.array_equal(every, self._labels):
+            raise CheckFailed(f"the images of {self.data.option} {self.data.root} changed between passes (other files "
+                              "readable than on the first): run again on a folder nothing writes to")
 
 
 def _from_folders(root: Path, option: str, labels_option: str) -> LabelledImages:

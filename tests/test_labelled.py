@@ -1,0 +1,85 @@
+"""Labelled images over several passes (one per backend, or per candidate int8 model): decoded once and kept when the
+set is small, decoded again when it is large, with the unreadable files listed once and a set that changes between
+passes refused."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inception_deploy.core.errors import CheckFailed, InputError
+from inception_deploy.models import labelled
+from inception_deploy.models.labelled import DecodedBatches, labelled_images
+from inception_deploy.models.registry import get_spec
+
+SPEC = get_spec("googlenet")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """Two classes of three small images each, and one file that is no image."""
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for k in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / cls / f"{k}.png")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """How many times an image file was decoded."""
+    calls = []
+    real = labelled.preprocessed_image
+
+    def counted(spec, path):
+        calls.append(path)
+        return real(spec, path)
+
+    monkeypatch.setattr(labelled, "preprocessed_image", counted)
+    return calls
+
+
+def _passes(source, n=2):
+    return [[(x.copy(), y.copy(), consumed) for x, y, consumed in source] for _ in range(n)]
+
+
+@pytest.mark.parametrize("keep_decoded, decoded", [(2000, 7), (1, 14)])
+def test_every_pass_yields_the_same_batches(tree, decodes, monkeypatch, keep_decoded, decoded):
+    monkeypatch.setattr(labelled, "KEEP_DECODED", keep_decoded)
+    data = labelled_images(tree)
+    source = DecodedBatches(SPEC, data, batch=4)
+    first, second = _passes(source)
+    assert source.images == 6
+    assert [y.tolist() for _, y, _ in first] == [[0, 0, 0, 1], [1, 1]]  # the text file left out of its batch
+    assert [consumed for _, _, consumed in first] == [4, 3]
+    for (x1, y1, _), (x2, y2, _) in zip(first, second, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    assert len(decodes) == decoded  # kept: 7 files read once; not kept: read on both passes
+    assert data.skipped == [("dog/notes.txt", data.skipped[0][1])]  # listed once, whatever the passes
+
+
+def test_images_counts_the_readable_ones_with_one_pass(tree, decodes):
+    source = DecodedBatches(SPEC, labelled_images(tree), batch=32)
+    assert source.images == 6 and len(source) == 7
+    assert len(decodes) == 7
+    list(source)
+    assert len(decodes) == 7
+
+
+def test_a_set_that_changes_between_passes_is_refused(tree, monkeypatch):
+    monkeypatch.setattr(labelled, "KEEP_DECODED", 1)
+    source = DecodedBatches(SPEC, labelled_images(tree), batch=4)
+    list(source)
+    (tree / "cat" / "1.png").write_bytes(b"truncated")
+    with pytest.raises(CheckFailed, match="changed between passes"):
+        list(source)
+
+
+def test_no_readable_image_names_the_option_and_an_example(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.jpg").write_bytes(b"\xff\xd8 not really")
+    source = DecodedBatches(SPEC, labelled_images(tmp_path, option="--eval"), batch=4)
+    with pytest.raises(InputError, match=r"--eval .* holds no readable image \(1 entry skipped, e\.g\. a/x\.jpg: "):
+        source.images
