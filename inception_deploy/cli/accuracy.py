@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -13,10 +12,10 @@ from rich.markup import escape
 from ..accuracy import evaluate_accuracy
 from ..accuracy.evaluate import DEFAULT_BATCH
 from ..accuracy.report import markdown, rich_table, skip_lines, to_json, verdict_line
-from ..core.artifacts import check_output_dir, check_output_file, check_targets, made_dirs, write_text_atomic
+from ..core.artifacts import check_output_dir, check_targets, made_dirs, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
-from .common import INTERRUPTED_MESSAGE, StepReporter, app, command_line, err, out, warn
-from .options import ExportDir, Precisions, Variant
+from .common import INTERRUPTED_MESSAGE, StepReporter, app, check_json_out, command_line, err, out, warn, write_json_out
+from .options import ExportDir, JsonOrStdout, Precisions, Variant
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,7 @@ def accuracy(
                                                                    "torch-cuda, …"),
     precision: Precisions = None,
     export_dir: ExportDir = None,
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH, or '-' for stdout."),
+    json_out: JsonOrStdout = None,
     report_dir: Optional[Path] = typer.Option(None, "--report", help="Write accuracy.json and accuracy.md into DIR."),
     max_drop: str = typer.Option("1.0", "--max-drop", help="Allowed top-1 drop against fp32 PyTorch: "
                                                            "absolute points (1.0), or a percentage of its top-1 (1%: "
@@ -51,8 +50,7 @@ def accuracy(
                                                                           "says."),
 ):
     """Top-1/top-5 of every artifact on labelled images vs fp32 PyTorch on the CPU; exit 1 past --max-drop."""
-    if json_out and json_out != "-":
-        check_output_file(Path(json_out), "--json")  # before the work, not after it
+    check_json_out(json_out)
     if report_dir is not None:
         check_output_dir(report_dir, "--report")
         check_targets([report_dir / name for name in REPORT_FILES], "--report")
@@ -64,10 +62,7 @@ def accuracy(
     to_stdout = json_out == "-"
     show(report, to_stdout=to_stdout)
     text = to_json(report)
-    if to_stdout:
-        sys.stdout.write(text)
-    elif json_out:
-        write_text_atomic(Path(json_out), text)
+    write_json_out(json_out, text)
     if report_dir is not None:
         with made_dirs(report_dir):
             write_text_atomic(report_dir / "accuracy.json", text)

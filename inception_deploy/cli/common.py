@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 import warnings
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from typer.core import TyperGroup
 
 from ..core import logs
+from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.errors import InceptionDeployError, InputError
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,20 @@ def csv_list(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
                 f"{option} '{item}' is not {kind}: expected a comma-separated list, got '{text}'"
             ) from None
     return [cast(item) for item in items]
+
+
+def check_json_out(json_out: Optional[str]) -> None:
+    """--json PATH is checked before the work, not after it ('-' is stdout)."""
+    if json_out and json_out != "-":
+        check_output_file(Path(json_out), "--json")
+
+
+def write_json_out(json_out: Optional[str], text: str) -> None:
+    """The JSON report to stdout ('-'), or atomically to PATH."""
+    if json_out == "-":
+        sys.stdout.write(text)
+    elif json_out:
+        write_text_atomic(Path(json_out), text)
 
 
 def warn(message: str) -> None:

@@ -20,6 +20,8 @@ Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8:
 Precisions = Annotated[Optional[str], typer.Option(
     "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present.")]
 JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to PATH.")]
+JsonOrStdout = Annotated[Optional[str], typer.Option(
+    "--json", help="Write the JSON report to PATH, or '-' for stdout.")]
 ReportDir = Annotated[Optional[Path], typer.Option(
     "--report", help="Write the report into DIR: JSON for machines, Markdown and PNG plots for people.")]
 AcceptOverBudget = Annotated[bool, typer.Option(

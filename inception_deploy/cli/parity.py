@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,8 +13,8 @@ from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..parity import check_parity
 from ..parity.report import localization_lines, markdown, rich_table, to_json, verdict_line
-from .common import INTERRUPTED_MESSAGE, StepReporter, app, err, out, say
-from .options import ExportDir, Precisions
+from .common import INTERRUPTED_MESSAGE, StepReporter, app, check_json_out, err, out, say, write_json_out
+from .options import ExportDir, JsonOrStdout, Precisions
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +45,11 @@ def parity(
     rtol: Optional[float] = typer.Option(None, "--rtol", help="See --atol."),
     localize_failures: bool = typer.Option(False, "--localize", help="For a failing ONNX, name the first block whose "
                                                                      "output leaves tolerance."),
-    json_out: Optional[str] = typer.Option(None, "--json", help="Write the JSON report to PATH, or '-' for stdout."),
+    json_out: JsonOrStdout = None,
     report_md: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report to PATH.md."),
 ):
     """Check that every backend computes what the PyTorch model computes. Exit 1 if any row fails."""
-    if json_out and json_out != "-":
-        check_output_file(Path(json_out), "--json")  # before the work, not after it
+    check_json_out(json_out)
     if report_md:
         check_output_file(report_md, "--report")
     with StepReporter(err) as on_step, interrupted_says(INTERRUPTED_MESSAGE), honoured_interrupt():
@@ -61,10 +59,7 @@ def parity(
             atol=atol, rtol=rtol, localize_failures=localize_failures, on_step=on_step,
         )
     show(report, to_stdout=json_out == "-")
-    if json_out == "-":
-        sys.stdout.write(to_json(report))
-    elif json_out:
-        write_text_atomic(Path(json_out), to_json(report))
+    write_json_out(json_out, to_json(report))
     if report_md:
         write_text_atomic(report_md, markdown(report))
     verdict = verdict_line(report, atol=atol, rtol=rtol)  # FAIL names what would pass, where the user set atol/rtol
