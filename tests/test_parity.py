@@ -112,6 +112,11 @@ def test_bad_inputs(tmp_path, exported, photographs):
     one_line(["v3", "--dir", str(tmp_path / "nowhere")], 2, "no export of inception_v3", "inception-deploy export")
     one_line(["v3", "--onnx", str(v3_dir / "model.onnx"), "--precision", "int8"], 2, "no int8 artifact", "--int8")
     one_line(["v3", "--dir", str(v3_dir), "--precision", "fp64"], 2, "unknown precision 'fp64'")
+    # nothing to compare: never a FAIL that checked nothing
+    one_line(["v3", "--dir", str(v3_dir), "--backends", "torch", "--precision", "fp32"], 2,
+             "nothing to compare with the reference (torch-cpu-fp32)", "the reference itself", "--backends onnxruntime")
+    one_line(["v3", "--dir", str(v3_dir), "--backends", "torch", "--precision", "int8"], 2,
+             "nothing to compare", "torch: torch runs no int8")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown "

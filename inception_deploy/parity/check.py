@@ -125,6 +125,9 @@ def check_parity(
             raise InputError(f"no {'/'.join(missing)} artifact for {spec.name}: run "
                              f"`{export_command(spec.aliases[0], missing[0])}` or name one with --onnx")
         artifacts = [a for a in artifacts if a.precision in wanted]
+    plan = [(backend, target, precision) for backend in chosen_backends
+            for target, precision in _targets(backend, artifacts, wanted, reference)]
+    _check_something_runs(plan, reference)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
 
     step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
@@ -147,15 +150,25 @@ def check_parity(
 
     report = ParityReport(spec.name, REFERENCES[reference], model.untrained, inputs_info)
     _check_reference(expected["logits"], x, report)
-    for backend in chosen_backends:
-        for target, precision in _targets(backend, artifacts, wanted, reference):
-            if isinstance(target, str):  # a reason to skip
-                report.rows.append(ParityRow(backend.name, backend.device, "—", precision, "logits", None, None,
-                                             None, skipped=target))
-                continue
-            report.rows += _rows(backend, target, precision, model, x, expected["logits"], atol, rtol,
-                                 localize_failures, step)
+    for backend, target, precision in plan:
+        if isinstance(target, str):  # a reason to skip
+            report.rows.append(ParityRow(backend.name, backend.device, "—", precision, "logits", None, None,
+                                         None, skipped=target))
+            continue
+        report.rows += _rows(backend, target, precision, model, x, expected["logits"], atol, rtol,
+                             localize_failures, step)
     return report
+
+
+def _check_something_runs(plan: list, reference: str) -> None:
+    """InputError before any work when no backend has anything to compare with the reference: every target skipped,
+    or the only one asked for is the reference itself."""
+    if any(not isinstance(target, str) for _, target, _ in plan):
+        return
+    reasons = "; ".join(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))
+    raise InputError(f"nothing to compare with the reference ({REFERENCES[reference]}): " + (
+        reasons if reasons else "the backends and precisions asked for are the reference itself; add a backend "
+                                "(--backends onnxruntime) or a precision (--precision fp16)"))
 
 
 def _check_arguments(backends: list[Backend], reference: str, atol, rtol, samples, images) -> float | None:
