@@ -148,6 +148,14 @@ def test_over_budget_int8_is_refused_downstream(over_budget, tmp_path):
     assert manifests.over_budget(manifest, engine).startswith("model.int8.onnx is over its accuracy budget")
     with pytest.raises(InputError, match="--accept-over-budget"):
         manifests.check_budget(manifest, engine, accepted=False)
+    # a bench row measured from it says so, in the record a machine reads
+    result = runner.invoke(app, ["bench", "googlenet", "--backends", "onnxruntime", "--precision", "int8", "--batch",
+                                 "1", "--export-root", str(out.parent), "--duration-s", "0.2", "--warmup-s", "0.1",
+                                 "--rounds", "1", "--accept-over-budget", "--json", str(tmp_path / "bench.json")])
+    assert result.exit_code == 0, result.output
+    [record] = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert record["status"] == "ok" and record["source"].startswith("model.int8.onnx sha256:")
+    assert any("over its accuracy budget, measured with --accept-over-budget" in w for w in record["warnings"])
 
 
 def test_every_fallback_step_builds_with_tensorrt_rtx(over_budget, digits, tmp_path):

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PARITY_SAMPLES = 8
 PARITY_SEED = 1  # not the timing input's seed: parity sees other data than the timed batch
+OVER_BUDGET_MARK = "int8 over its accuracy budget, measured with --accept-over-budget"
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Row:
     candidates: list[_Candidate]
     skipped: str | None = None
     source: str | None = None  # BenchRecord.source
+    over_budget: bool = False  # an int8 artifact over its accuracy budget, measured because it was accepted
 
 
 def run_bench(plan: BenchPlan, *, on_step: Callable[..., None] | None = None,
@@ -186,13 +188,13 @@ def _plan_row(plan: BenchPlan, spec, backend: Backend, precision: str, step) -> 
         return _Row(backend, precision, None, [], skipped=reason)
     artifact = None
     try:
-        source = None  # a model row's: its weights, known once every artifact is planned (run_bench)
+        source, over = None, False  # a model row's source: its weights, known once every artifact is planned
         if backend.runs != "model":
-            artifact, source = _artifact(plan, spec.name, backend, precision, step)
+            artifact, source, over = _artifact(plan, spec.name, backend, precision, step)
         candidates = runner_class(backend).candidates(backend.device, precision)
     except BackendMissing as err:
         return _Row(backend, precision, None, [], skipped=str(err))
-    return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates], source=source)
+    return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates], source=source, over_budget=over)
 
 
 def _skipped(variant: str, row: _Row, batch: int) -> BenchRecord:
@@ -245,13 +247,14 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
     return None
 
 
-def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> tuple[Path, str]:
-    """The verified artifact a row runs, and its source (name and sha256); its runner verifies it again on loading."""
+def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> tuple[Path, str, bool]:
+    """The verified artifact a row runs, its source (name and sha256), and whether it is over its accuracy budget
+    (accepted); its runner verifies it again on loading."""
     directory = plan.export_root / variant
     if backend.engine in COMPILERS:
         path = directory / COMPILERS[backend.engine].engine_file(precision)
         fix = "rebuild it with `inception-deploy trt`"
-        return path, _source(path, _within_budget(plan, path, verify_beside(path, made="built", fix=fix)))
+        return path, *_source(plan, path, verify_beside(path, made="built", fix=fix))
     path = directory / ONNX_FILES[precision]
     if (path.exists() or path.is_symlink()) and not path.is_file():  # a directory in its place: never export over it
         raise missing_artifact(path, f"re-export it with `inception-deploy export {variant}`")
@@ -261,20 +264,16 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
     elif not path.is_file() and precision in ("fp32", "fp16"):
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
-    return path, _source(path, _within_budget(plan, path, verify_beside(
-        path, fix=f"re-export it with `inception-deploy export {variant}`")))
+    return path, *_source(plan, path, verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`"))
 
 
-def _within_budget(plan: BenchPlan, path: Path, record: dict | None) -> dict | None:
-    """The record, once an int8 artifact over its accuracy budget is refused, or accepted with a warning."""
+def _source(plan: BenchPlan, path: Path, record: dict | None) -> tuple[str, bool]:
+    """What a row measures (the file and its sha256), and whether it is over its accuracy budget: refused (exit 2),
+    or accepted with --accept-over-budget, with a warning here and on its rows."""
     accepted = check_budget(read_manifest(path.parent), record, plan.accept_over_budget)
     if accepted:
         log.warning(accepted)
-    return record
-
-
-def _source(path: Path, record: dict | None) -> str:
-    return f"{path.name} sha256:{(record or {}).get('sha256') or sha256_of(path)}"
+    return f"{path.name} sha256:{(record or {}).get('sha256') or sha256_of(path)}", bool(accepted)
 
 
 def _weights_source(plan: BenchPlan, variant: str) -> str:
@@ -382,6 +381,8 @@ def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batc
         warnings.append(f"unstable: latency CV {stats['cv']:.1%} > {CV_WARNING:.0%}")
     if stats["rounds"] > 1 and stats["throughput_spread"] > SPREAD_WARNING:
         warnings.append(f"noisy host: throughput moved {stats['throughput_spread']:.0%} between rounds")
+    if row.over_budget:
+        warnings.append(OVER_BUDGET_MARK)
     failed = [c for c in candidates if c.failure]
     if failed:
         warnings.append(f"{len(failed)} other setting(s) failed: {failed[0].failure}")
