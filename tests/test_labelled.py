@@ -68,13 +68,22 @@ def test_images_counts_the_readable_ones_with_one_pass(tree, decodes):
     assert len(decodes) == 7
 
 
-def test_a_set_that_changes_between_passes_is_refused(tree, monkeypatch):
+@pytest.mark.parametrize("change", ["one unreadable", "one swapped", "none readable"])
+def test_a_set_that_changes_between_passes_is_refused(tree, monkeypatch, change):
     monkeypatch.setattr(labelled, "KEEP_DECODED", 1)
-    source = DecodedBatches(SPEC, labelled_images(tree), batch=4)
+    data = labelled_images(tree)
+    source = DecodedBatches(SPEC, data, batch=4)
     list(source)
-    (tree / "cat" / "1.png").write_bytes(b"truncated")
+    png = (tree / "cat" / "0.png").read_bytes()
+    if change == "one swapped":  # the same labels, read from other files: still another set
+        (tree / "dog" / "notes.txt").write_bytes(png)
+        (tree / "dog" / "0.png").write_bytes(b"truncated")
+    else:
+        for path in [tree / "cat" / "1.png"] if change == "one unreadable" else sorted(tree.rglob("*.png")):
+            path.write_bytes(b"truncated")
     with pytest.raises(CheckFailed, match="changed between passes"):
         list(source)
+    assert [name for name, _ in data.skipped] == ["dog/notes.txt"]  # the first pass's list, not this one's
 
 
 def test_no_readable_image_names_the_option_and_an_example(tmp_path):

@@ -51,7 +51,8 @@ def load_eval_set(spec: ModelSpec, data: LabelledImages, num_classes: int) -> De
     labels are checked against the model's head (exit 2 naming how many are outside it)."""
     check_classes(data, num_classes, option="--eval")
     evalset = DecodedBatches(spec, data, EVAL_BATCH)
-    log.debug("eval set: %d readable images", evalset.images)
+    readable = evalset.images  # the first pass, now: every image read once, the unreadable listed
+    log.debug("eval set: %d readable images", readable)
     return evalset
 
 

@@ -103,9 +103,8 @@ def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Itera
 def no_readable_image(data: LabelledImages) -> InputError:
     """The error for a set of which not one image could be decoded (every file was listed: each one is skipped)."""
     count = f"{len(data.skipped)} {'entry' if len(data.skipped) == 1 else 'entries'} skipped"
-    what = f"{count}, e.g. {data.skipped[0][0]}: {data.skipped[0][1]}" if data.skipped else "it is empty"
-    return InputError(f"{data.option} {data.root} holds no readable image ({what}): point {data.option} at a folder "
-                      "of JPEG/PNG images")
+    what = f"{count}, e.g. {data.skipped[0][0]}: {data.skipped[0][1]}" if data.skipped else "none listed"
+    return InputError(f"{data.option} {data.root} holds no readable image ({what}): its files must be JPEG/PNG images")
 
 
 class DecodedBatches:
@@ -120,40 +119,41 @@ class DecodedBatches:
         self.spec, self.data, self.batch = spec, data, batch
         self.keep = len(data) <= KEEP_DECODED
         self._kept: list[tuple[np.ndarray, np.ndarray, int]] | None = None
-        self._labels: np.ndarray | None = None
+        self._images: int | None = None  # readable images, known after the first pass
+        self._unreadable: list[str] | None = None  # the files the first pass could not read
 
     def __len__(self) -> int:
         return len(self.data)
 
     @property
     def images(self) -> int:
-        """The readable images (after the first pass)."""
-        if self._labels is None:
+        """The readable images (the first pass runs now if it has not yet)."""
+        if self._images is None:
             for _ in self:
                 pass
-        return len(self._labels)
+        return self._images
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         if self._kept is not None:
             yield from self._kept
             return
-        first = self._labels is None
-        skipped = len(self.data.skipped)
-        kept, labels = [], []
+        first = self._images is None
+        listed = len(self.data.skipped)  # entries before this pass: found while listing, or by the first pass
+        kept, images = [], 0
         for x, y, consumed in labelled_batches(self.spec, self.data, self.batch):
-            labels.append(y)
+            images += len(y)
             if self.keep:
                 kept.append((x, y, consumed))
             yield x, y, consumed
-        if not labels:
-            raise no_readable_image(self.data)
-        every = np.concatenate(labels)
+        unreadable = [name for name, _ in self.data.skipped[listed:]]
         if first:
-            self._labels = every
+            if not images:
+                raise no_readable_image(self.data)
+            self._images, self._unreadable = images, unreadable
             self._kept = kept if self.keep else None
             return
-        del self.data.skipped[skipped:]  # listed on the first pass already
-        if not np.array_equal(every, self._labels):
+        del self.data.skipped[listed:]  # listed on the first pass already
+        if unreadable != self._unreadable:
             raise CheckFailed(f"the images of {self.data.option} {self.data.root} changed between passes (other files "
                               "readable than on the first): run again on a folder nothing writes to")
 
