@@ -115,6 +115,8 @@ def test_bad_inputs(tmp_path, exported, photographs):
     # nothing to compare: never a FAIL that checked nothing
     one_line(["v3", "--dir", str(v3_dir), "--backends", "torch", "--precision", "fp32"], 2,
              "nothing to compare with the reference (torch-cpu-fp32)", "the reference itself", "--backends onnxruntime")
+    one_line(["v3", "--dir", str(v3_dir), "--reference", "onnxruntime", "--precision", "fp32"], 2,
+             "nothing to compare with the reference (onnxruntime-cpu-fp32)", "the reference itself", "--backends torch")
     one_line(["v3", "--dir", str(v3_dir), "--backends", "torch", "--precision", "int8"], 2,
              "nothing to compare", "torch: torch runs no int8")
 

@@ -127,7 +127,7 @@ def check_parity(
         artifacts = [a for a in artifacts if a.precision in wanted]
     plan = [(backend, target, precision) for backend in chosen_backends
             for target, precision in _targets(backend, artifacts, wanted, reference)]
-    _check_something_runs(plan, reference)
+    _check_something_runs(plan, chosen_backends, wanted, reference)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
 
     step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
@@ -160,15 +160,18 @@ def check_parity(
     return report
 
 
-def _check_something_runs(plan: list, reference: str) -> None:
+def _check_something_runs(plan: list, backends: list[Backend], wanted: list[str] | None, reference: str) -> None:
     """InputError before any work when no backend has anything to compare with the reference: every target skipped,
     or the only one asked for is the reference itself."""
     if any(not isinstance(target, str) for _, target, _ in plan):
         return
-    reasons = "; ".join(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))
-    raise InputError(f"nothing to compare with the reference ({REFERENCES[reference]}): " + (
-        reasons if reasons else "the backends and precisions asked for are the reference itself; add a backend "
-                                "(--backends onnxruntime) or a precision (--precision fp16)"))
+    reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))
+    runs = "model" if reference == "torch" else "onnx"
+    if (wanted is None or "fp32" in wanted) and any(b.device == "cpu" and b.runs == runs for b in backends):
+        other = "onnxruntime" if reference == "torch" else "torch"
+        reasons.append(f"fp32 on the CPU is the reference itself: add a backend (--backends {other}) or a precision "
+                       "(--precision fp16)")
+    raise InputError(f"nothing to compare with the reference ({REFERENCES[reference]}): {'; '.join(reasons)}")
 
 
 def _check_arguments(backends: list[Backend], reference: str, atol, rtol, samples, images) -> float | None:
