@@ -119,7 +119,10 @@ class _Sweep:
             runs = ", ".join(dict.fromkeys(r.resumed_from for r in kept.values()))
             self.step(f"{spec.name} · batch {batch}: {len(kept)} of {len(rows)} row(s) kept as run(s) {runs} "
                       "measured them (--resume)")
+            by_key = {(r.backend.name, r.precision): r for r in rows}
             for key in sorted(kept, key=order.__getitem__):
+                if by_key[key].over_budget and OVER_BUDGET_MARK not in kept[key].warnings:
+                    kept[key].warnings.append(OVER_BUDGET_MARK)  # measured before rows said so
                 self.add(kept[key])
         todo = [r for r in rows if (r.backend.name, r.precision) not in kept]
         live = [r for r in todo if not r.skipped]

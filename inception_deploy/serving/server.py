@@ -131,8 +131,8 @@ def running_server(
         except KeyboardInterrupt:
             keep_log = False
             raise
-        finally:  # a failure keeps the log alone, not the model store written for the server
-            shutil.rmtree(log.parent if not keep_log else workspace, ignore_errors=True)
+        finally:  # a failure keeps the log alone (if tritonserver wrote one), not the model store made for it
+            shutil.rmtree(log.parent if not keep_log or not log.exists() else workspace, ignore_errors=True)
 
 
 @contextlib.contextmanager
