@@ -8,7 +8,7 @@ from PIL import Image
 
 from inception_deploy.core.errors import CheckFailed, InputError
 from inception_deploy.models import labelled
-from inception_deploy.models.labelled import DecodedBatches, labelled_images
+from inception_deploy.models.labelled import DecodedBatches, class_warnings, labelled_images
 from inception_deploy.models.registry import get_spec
 
 SPEC = get_spec("googlenet")
@@ -92,3 +92,23 @@ def test_no_readable_image_names_the_option_and_an_example(tmp_path):
     source = DecodedBatches(SPEC, labelled_images(tmp_path, option="--eval"), batch=4)
     with pytest.raises(InputError, match=r"--eval .* holds no readable image \(1 entry skipped, e\.g\. a/x\.jpg: "):
         source.images
+
+
+def test_class_order_that_may_surprise_is_said(tmp_path):
+    for name in ("0", "1", "10", "2"):  # sorted as text, as torchvision's ImageFolder does: 0, 1, 10, 2
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.png").write_bytes(b"")
+    data = labelled_images(tmp_path, option="--eval", labels_option="--eval-labels")
+    assert data.labels.tolist() == [0, 1, 2, 3]
+    few, numbered = class_warnings(data, 1000)
+    assert "has 4 class folder(s) for a head of 1000 classes" in few and "--eval-labels FILE" in few
+    assert "folder '10' is class 2, not 10" in numbered
+    assert class_warnings(data, 4) == [numbered]
+    renamed = tmp_path / "renamed"
+    for name in ("cat", "dog"):
+        (renamed / name).mkdir(parents=True)
+        (renamed / name / "a.png").write_bytes(b"")
+    assert class_warnings(labelled_images(renamed), 2) == []
+    labels = tmp_path / "labels.csv"
+    labels.write_text("10/a.png,10\n2/a.png,2\n")
+    assert class_warnings(labelled_images(tmp_path, labels=labels), 1000) == []  # a CSV says what it means

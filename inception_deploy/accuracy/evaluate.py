@@ -24,7 +24,7 @@ from ..core.errors import InputError
 from ..core.manifest import read_manifest, verified_record
 from ..core.stats import Z95, MaxDrop, mcnemar_exact, parse_max_drop, topk_hits, wilson
 from ..export.onnx import default_out_dir
-from ..models.labelled import DecodedBatches, check_classes, labelled_images
+from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..runners import Backend, Runner, open_runner, parse_backends
@@ -219,6 +219,7 @@ def evaluate_accuracy(
     head = int(model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0])
     _check_head(manifest, directory, head)
     check_classes(images, head)
+    report_warnings += class_warnings(images, head)
 
     runners = []  # each built now (cheap, nothing loaded): a missing backend or device says so before any work
     for backend, target, precision in targets:

@@ -47,7 +47,7 @@ from ..core.stats import MaxDrop, parse_max_drop
 from ..core.tolerances import TOLERANCES
 from ..core.version import __version__
 from ..models.build import DEFAULT_INIT_SEED, check_num_classes, count_parameters
-from ..models.labelled import LabelledImages, labelled_images
+from ..models.labelled import LabelledImages, class_warnings, labelled_images
 from ..models.load import deployable_model
 from ..models.registry import get_spec
 from ..models.samples import UNTRAINED_CONDITIONING, random_batch
@@ -266,6 +266,7 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
         classes = int(model.state_dict()[f"{spec.layout.classifier}.weight"].shape[0])
         with timed("eval_images", "reading the --eval images"):
             evalset = load_eval_set(spec, plan.evaldata, classes)
+        warnings += class_warnings(plan.evaldata, classes)
     example = random_batch(spec, fixed_batch or EXPORT_BATCH, seed=seed + 2)
     check_input = random_batch(spec, fixed_batch or samples, seed=seed).numpy()
     with timed("torch_export", "exporting with torch.onnx (torch.export)"):

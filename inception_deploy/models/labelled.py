@@ -40,7 +40,8 @@ class LabelledImages:
     classes: list[str]  # names by index: folder names, or the indices as text for a CSV
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why): found while listing or decoding
     unlabelled: int = 0  # files of a flat folder that the CSV does not name
-    option: str = "--data"  # the option that named the folder, for messages
+    option: str = "--data"  # the options that named the folder and its labels, for messages
+    labels_option: str = "--labels"
 
     def __len__(self) -> int:
         return len(self.files)
@@ -63,7 +64,7 @@ def labelled_images(directory: str | Path, *, labels: str | Path | None = None, 
         raise InputError(f"{limit_option} must be at least 1, got {limit}")
     data = (_from_csv(root, Path(labels), option, labels_option) if labels is not None
             else _from_folders(root, option, labels_option))
-    data.option = option
+    data.option, data.labels_option = option, labels_option
     if limit is not None and limit < len(data.files):
         order = _round_robin(data.labels)[:limit]
         data.files = [data.files[i] for i in order]
@@ -79,6 +80,29 @@ def check_classes(data: LabelledImages, num_classes: int, option: str = "--data"
         raise InputError(f"{outside} image(s) of {option} {data.root} are labelled with a class the model does not "
                          f"have (up to {top}; its head has {num_classes} classes, 0..{num_classes - 1}): check the "
                          "labels, or evaluate the model they belong to")
+
+
+def class_warnings(data: LabelledImages, num_classes: int) -> list[str]:
+    """What an ImageFolder tree's class order may hide: fewer class folders than the head has classes (a subset of
+    ImageNet's synsets is not indexed as ImageNet), or numbered folders, which sort as text ('10' before '2')."""
+    if data.layout != "imagefolder":
+        return []
+    warnings = []
+    n = len(data.classes)
+    if n < num_classes:
+        warnings.append(f"{data.option} {data.root} has {n} class folder(s) for a head of {num_classes} classes: each "
+                        f"folder's class is its position among them (0..{n - 1}), as torchvision's ImageFolder reads "
+                        "it; if they are some of the model's classes, give their indices with "
+                        f"{data.labels_option} FILE (CSV rows 'folder/file,class')")
+    moved = [(position, name) for position, name in enumerate(data.classes)
+             if name.isdecimal() and int(name) != position]
+    if moved and all(name.isdecimal() for name in data.classes):
+        position, name = moved[0]
+        warnings.append(f"the class folders of {data.option} {data.root} are numbers, taken in sorted text order as "
+                        f"torchvision's ImageFolder does: folder '{name}' is class {position}, not {int(name)}; if the "
+                        f"numbers are class indices, give them with {data.labels_option} FILE (CSV rows "
+                        "'folder/file,class')")
+    return warnings
 
 
 def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
