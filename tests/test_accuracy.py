@@ -299,3 +299,26 @@ def test_a_tampered_artifact_is_refused_before_it_runs(export, subset, tmp_path)
     result = runner.invoke(app, ["accuracy", "googlenet", "--data", str(tree), "--dir", str(copy), "--precision",
                                  "fp16"])
     _one_line_error(result, 2, "model.fp16.onnx changed since it was exported")
+
+
+def test_a_reference_no_better_than_its_most_common_label_is_said(wrong_export, subset):
+    """The shifted head as the reference itself (its manifest's checkpoint): nearly every top-1 is wrong."""
+    tree, _, _ = subset
+    result, report = _accuracy("--data", tree, "--dir", wrong_export, "--limit", "20", "--max-drop", "100")
+    assert result.exit_code == 0, result.output
+    assert report["rows"][0]["top1"] <= 0.1
+    assert any(w.startswith("the reference's top-1") and "most common label" in w for w in report["warnings"])
+
+
+def test_requests_that_compare_nothing_or_make_no_sense_exit_2_before_any_work(export, subset):
+    tree, _, _ = subset
+    for args, fragments in (
+        (["--backends", "torch", "--precision", "fp32"], ["nothing to compare with the reference (torch-cpu-fp32)",
+                                                          "the reference itself"]),
+        (["--backends", "torch", "--precision", "int8"], ["nothing to compare", "torch runs no int8"]),
+        (["--num-classes", "0"], ["--num-classes must be at least 1, got 0"]),
+        (["--json", ""], ["--json needs a PATH"]),
+        (["--max-drop", "5%%"], ["--max-drop must be", "0% to 100%", "got '5%%'"]),
+    ):
+        result = runner.invoke(app, ["accuracy", "googlenet", "--data", str(tree), "--dir", str(export), *args])
+        _one_line_error(result, 2, *fragments)  # the one line: no progress, no image evaluated

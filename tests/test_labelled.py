@@ -8,7 +8,7 @@ from PIL import Image
 
 from inception_deploy.core.errors import CheckFailed, InputError
 from inception_deploy.models import labelled
-from inception_deploy.models.labelled import DecodedBatches, class_warnings, labelled_images
+from inception_deploy.models.labelled import DecodedBatches, class_warnings, labelled_images, no_better_than_chance
 from inception_deploy.models.registry import get_spec
 
 SPEC = get_spec("googlenet")
@@ -112,3 +112,55 @@ def test_class_order_that_may_surprise_is_said(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("10/a.png,10\n2/a.png,2\n")
     assert class_warnings(labelled_images(tmp_path, labels=labels), 1000) == []  # a CSV says what it means
+
+
+def _flat(tmp_path, names=("a.png", "b.png")):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in names:
+        Image.new("RGB", (8, 8)).save(flat / name)
+    return flat
+
+
+def test_a_labels_file_that_is_no_regular_file_is_refused_unread(tmp_path):
+    flat = _flat(tmp_path)
+    for path, why in (("/dev/zero", "is not a regular file"), (str(flat), "is a folder"),
+                      (str(tmp_path / "none.csv"), "does not exist")):
+        with pytest.raises(InputError, match=f"--labels {path} {why}: pass a CSV file"):
+            labelled_images(flat, labels=path)
+
+
+def test_a_file_named_twice_counts_once_and_two_classes_for_one_file_are_refused(tmp_path):
+    flat = _flat(tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("a.png,0\nb.png,1\na.png,0\n")
+    data = labelled_images(flat, labels=labels)
+    assert [p.name for p in data.files] == ["a.png", "b.png"] and data.labels.tolist() == [0, 1]
+    assert data.skipped == [("a.png", "named again by --labels (line 3; line 1 counts)")]
+    labels.write_text("a.png,0\nb.png,1\n./a.png,2\n")
+    with pytest.raises(InputError, match=r"line 3 gives '\./a\.png' the class 2, line 1 the class 0: one class per"):
+        labelled_images(flat, labels=labels)
+
+
+def test_only_a_first_row_that_names_no_file_is_a_header(tmp_path):
+    flat = _flat(tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,class\na.png,0\nb.png,1\n")
+    assert len(labelled_images(flat, labels=labels)) == 2
+    labels.write_text("a.png,1.0\nb.png,1\n")
+    with pytest.raises(InputError, match=r"line 1: the class '1\.0' is not an integer index"):
+        labelled_images(flat, labels=labels)
+
+
+def test_a_file_at_the_top_of_a_tree_is_listed_as_having_no_label(tree):
+    Image.new("RGB", (8, 8)).save(tree / "stray.png")
+    data = labelled_images(tree)
+    assert len(data) == 7 and data.skipped == [("stray.png", data.skipped[0][1])]
+    assert "in no class folder" in data.skipped[0][1]
+
+
+def test_a_top1_no_better_than_the_most_common_label_is_named(tree):
+    data = labelled_images(tree)  # 3 cat, 4 dog files (the text file is labelled too): dog is 4/7
+    assert no_better_than_chance(4 / 7, data).startswith("top-1 57.1 % is no better than always answering the most "
+                                                          "common label")
+    assert no_better_than_chance(5 / 7, data) is None

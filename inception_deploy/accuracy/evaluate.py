@@ -24,7 +24,7 @@ from ..core.errors import InputError
 from ..core.manifest import read_manifest, verified_record
 from ..core.stats import Z95, MaxDrop, mcnemar_exact, parse_max_drop, topk_hits, wilson
 from ..export.onnx import default_out_dir
-from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images
+from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images, no_better_than_chance
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..runners import Backend, Runner, open_runner, parse_backends
@@ -211,6 +211,7 @@ def evaluate_accuracy(
     directory = Path(export_dir) if export_dir is not None else default_out_dir(spec.name)
     manifest = _manifest(directory, spec.name)
     targets = list(_targets(chosen, _artifacts(manifest, directory), wanted, spec.aliases[0]))
+    _check_something_runs(targets, chosen, wanted)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
     report_warnings = _weights_warnings(manifest, weights)
 
@@ -243,7 +244,12 @@ def evaluate_accuracy(
     report.rows.append(reference)
     report.skipped_images = list(images.skipped)
     report.data = {**images.describe(), "evaluated": reference.images, "skipped": len(images.skipped),
-                   "kept_decoded": source.keep}
+                   "kept_decoded": source.keep, "head_classes": head}
+    chance = None if model.untrained else no_better_than_chance(reference.top1, images)
+    if chance:
+        report.warnings.append(f"the reference's {chance}; a drop against it means nothing")
+    if head <= 5:
+        report.warnings.append(f"the head has {head} classes: top-5 is 100 % by construction")
 
     for (backend, target, precision), runner in zip(targets, runners):
         label = "model" if target is None else ("—" if isinstance(target, str) else target.path.name)
@@ -365,6 +371,18 @@ def _targets(backends: list[Backend], artifacts: list[Artifact], wanted: list[st
             yield backend, f"no {what}{' of ' + '/'.join(wanted) if wanted else ''} to run: {fix}", "—"
         for artifact in mine:
             yield backend, artifact, artifact.precision
+
+
+def _check_something_runs(targets: list, backends: list[Backend], wanted: list[str] | None) -> None:
+    """InputError before any image is read when no row would be compared with the reference."""
+    if any(not isinstance(target, str) for _, target, _ in targets):
+        return
+    reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in targets))
+    if (wanted is None or "fp32" in wanted) and any(b.runs == "model" and b.device == "cpu" and not b.compile
+                                                    for b in backends):
+        reasons.append("torch fp32 on the CPU is the reference itself: add a backend (--backends onnxruntime) or a "
+                       "precision (--precision fp16)")
+    raise InputError(f"nothing to compare with the reference ({REFERENCE}): {'; '.join(reasons)}")
 
 
 def _check_head(manifest: dict, directory: Path, head: int) -> None:

@@ -79,7 +79,7 @@ def show(report, *, to_stdout: bool) -> None:
     human = err if to_stdout else out  # keep stdout pure JSON when it carries the JSON
     if report.untrained:
         warn(f"{report.variant} is UNTRAINED (no weights in the manifest: the seeded init): its accuracy is chance "
-             f"(about 1/{report.data.get('classes') or 'classes'}) and meaningless; pass --weights, or export a "
+             f"(about 1/{report.data.get('head_classes') or 'classes'}) and meaningless; pass --weights, or export a "
              "trained checkpoint")
     human.print(rich_table(report))
     for line in skip_lines(report):

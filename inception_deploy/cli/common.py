@@ -170,6 +170,8 @@ def csv_list(text: Optional[str], cast=str, option: str = "") -> Optional[list]:
 
 def check_json_out(json_out: Optional[str]) -> None:
     """--json PATH is checked before the work, not after it ('-' is stdout)."""
+    if json_out is not None and not json_out.strip():
+        raise InputError("--json needs a PATH to write, or '-' for stdout")
     if json_out and json_out != "-":
         check_output_file(Path(json_out), "--json")
 

@@ -90,10 +90,10 @@ def parse_max_drop(text: str | float | MaxDrop | None, option: str = "--max-drop
     raw = str(text).strip()
     relative = raw.endswith("%")
     try:
-        value = float(raw.rstrip("%").strip())
+        value = float(raw.removesuffix("%").strip())
     except ValueError:
         value = float("nan")
     if not math.isfinite(value) or value < 0 or (relative and value > 100):
-        raise InputError(f"{option} must be a number of top-1 points (e.g. 1.0) or a percentage of fp32's top-1 "
-                         f"(e.g. 1%), at least 0, got '{text}'")
+        raise InputError(f"{option} must be a number of top-1 points (e.g. 1.0, at least 0) or a percentage of fp32's "
+                         f"top-1 (e.g. 1%, 0% to 100%), got '{text}'")
     return MaxDrop(value, relative)

@@ -30,7 +30,7 @@ import numpy as np
 from ..core.deps import lazy_import, require
 from ..core.logs import quiet_library
 from ..core.stats import MaxDrop, mcnemar_exact, topk_hits, wilson
-from ..models.labelled import DecodedBatches, LabelledImages, check_classes
+from ..models.labelled import DecodedBatches, LabelledImages, check_classes, no_better_than_chance
 from ..models.spec import ModelSpec
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
 from .quantize import CALIB_METHODS, Calibration, quantization_nodes, quantize_int8
@@ -110,6 +110,8 @@ class Budget:
         self.io = (fp32.graph.input[0].name, fp32.graph.output[0].name)
         step("measuring fp32 top-1 on the --eval images (ONNX Runtime, CPU)")
         self.reference = top1_hits(fp32, evalset, *self.io)
+        chance = no_better_than_chance(float(self.reference.mean()), evalset.data)
+        self.warnings = [f"the fp32 model's {chance}; an int8 budget against it means little"] if chance else []
         self.allowed = max_drop.allowed_points(float(self.reference.mean()))
 
     def measure(self, model: onnx.ModelProto) -> tuple[dict, np.ndarray]:
@@ -158,6 +160,8 @@ def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: Deco
     accuracy.update({k: figures[k] for k in ("top1", "top1_interval", "drop_points", "right_to_wrong",
                                               "wrong_to_right", "mcnemar_p", "images")})
     accuracy["within_budget"] = figures["within_budget"]
+    if budget.warnings:
+        accuracy["warnings"] = budget.warnings
     facts["accuracy"] = accuracy
     return proto8, facts, caches
 

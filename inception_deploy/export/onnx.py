@@ -299,6 +299,7 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
                     proto, calibration, evalset, method=plan.method, max_drop=plan.max_drop, cache_dir=out_dir,
                     high_precision=plan.high_precision, fallback_limit=plan.fallback_limit, step=step)
                 warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
+                warnings += facts["accuracy"].get("warnings", [])
                 overlap = shared_images(calibration, evalset)
                 if overlap:
                     warnings.append(f"{overlap} --eval image(s) are also --calib images: int8's measured top-1 is "

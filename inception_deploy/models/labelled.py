@@ -29,6 +29,7 @@ from .spec import ModelSpec
 log = logging.getLogger(__name__)
 
 KEEP_DECODED = 2000  # images kept decoded between passes (2000 x 3x299x299 float32 is about 2 GiB)
+MAX_LABELS_BYTES = 256 * 2**20  # the largest CSV of labels read (ImageNet's 1.28 M training files take about 60 MB)
 
 
 @dataclass
@@ -103,6 +104,17 @@ def class_warnings(data: LabelledImages, num_classes: int) -> list[str]:
                         f"numbers are class indices, give them with {data.labels_option} FILE (CSV rows "
                         "'folder/file,class')")
     return warnings
+
+
+def no_better_than_chance(top1: float, data: LabelledImages) -> str | None:
+    """Why a top-1 on these images says nothing of the model: it is no better than always answering their most
+    common label (what a model that ignores its input can reach). None otherwise."""
+    share = float(np.bincount(data.labels).max() / len(data.labels)) if len(data.labels) else 0.0
+    if top1 > share + 1e-9:
+        return None
+    return (f"top-1 {100 * top1:.1f} % is no better than always answering the most common label of {data.option} "
+            f"{data.root} ({100 * share:.1f} % of its images): the labels may not match the model's classes (their "
+            f"order, or a subset: see {data.labels_option}), or the weights are not the trained ones")
 
 
 def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
@@ -194,16 +206,15 @@ def _from_folders(root: Path, option: str, labels_option: str) -> LabelledImages
             labels.append(index)
     if not files:
         raise InputError(f"{option} {root} has {len(classes)} class folder(s) but no file in any of them")
-    return LabelledImages(root, "imagefolder", files, np.asarray(labels, dtype=np.int64), classes)
+    stray = [(entry.name, "at the top of the ImageFolder tree, in no class folder: it has no label")
+             for entry in sorted(root.iterdir()) if not entry.is_dir() and not entry.name.startswith(".")]
+    return LabelledImages(root, "imagefolder", files, np.asarray(labels, dtype=np.int64), classes, stray)
 
 
 def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) -> LabelledImages:
-    try:
-        text = labels_file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{labels_option} {labels_file} cannot be read ({first_line(err, 80)}): pass a CSV of "
-                         "file,class rows") from None
+    text = _labels_text(labels_file, labels_option)
     files, labels, skipped = [], [], []
+    seen: dict[Path, tuple[int, int]] = {}  # file -> (its class, the line that named it first)
     for number, row in enumerate(csv.reader(text.splitlines()), start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -214,7 +225,7 @@ def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) ->
         try:
             label = int(cls)
         except ValueError:
-            if number == 1 and not files:  # a header row
+            if number == 1 and not files and not (root / name).is_file():  # a header row names no file
                 continue
             raise InputError(f"{labels_option} {labels_file} line {number}: the class '{cls[:40]}' is not an "
                              "integer index (0 for the first class of the model's head)") from None
@@ -228,6 +239,15 @@ def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) ->
         if not path.exists():
             skipped.append((name, f"named by {labels_option} but not in the folder"))
             continue
+        key = path.resolve()
+        if key in seen:
+            first_label, first_number = seen[key]
+            if first_label != label:
+                raise InputError(f"{labels_option} {labels_file} line {number} gives '{name[:60]}' the class {label}, "
+                                 f"line {first_number} the class {first_label}: one class per file")
+            skipped.append((name, f"named again by {labels_option} (line {number}; line {first_number} counts)"))
+            continue
+        seen[key] = (label, number)
         files.append(path)
         labels.append(label)
     if not files:
@@ -238,6 +258,23 @@ def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) ->
                      if p.is_file() and p.resolve() not in named and not p.name.startswith("."))
     classes = [str(i) for i in range(max(labels) + 1)]
     return LabelledImages(root, "csv", files, np.asarray(labels, dtype=np.int64), classes, skipped, unlabelled)
+
+
+def _labels_text(labels_file: Path, labels_option: str) -> str:
+    """The CSV's text: a regular file (not a device, a pipe or a folder) of reasonable size, in UTF-8."""
+    if not labels_file.is_file():
+        what = ("does not exist" if not labels_file.exists() else "is a folder" if labels_file.is_dir()
+                else "is not a regular file")
+        raise InputError(f"{labels_option} {labels_file} {what}: pass a CSV file of file,class rows")
+    if labels_file.stat().st_size > MAX_LABELS_BYTES:
+        raise InputError(f"{labels_option} {labels_file} is {labels_file.stat().st_size / 2**20:.0f} MiB, more than "
+                         f"a CSV of labels holds (up to {MAX_LABELS_BYTES // 2**20} MiB): pass a CSV of file,class "
+                         "rows")
+    try:
+        return labels_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{labels_option} {labels_file} cannot be read ({first_line(err, 80)}): pass a CSV of "
+                         "file,class rows") from None
 
 
 def _round_robin(labels: np.ndarray) -> np.ndarray:

@@ -125,6 +125,7 @@ def deployable_model(name: str, *, weights: str | Path | None = None, num_classe
 
 def reference_weights(manifest: dict | None, weights, num_classes):
     """The checkpoint (and head size) an export was made from, unless given: what parity and bench rebuild."""
+    check_num_classes(num_classes)
     if weights is not None or manifest is None:
         return weights, num_classes
     num_classes = num_classes or manifest.get("num_classes")
