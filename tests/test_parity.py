@@ -248,3 +248,11 @@ def test_a_failing_atol_or_rtol_names_the_other_that_would_pass(exported):
     assert code == 1 and "with --atol 1e-09, --rtol " in line, line
     rtol = re.search(r"--rtol (\S+) would pass", line).group(1)
     assert _parity_cli(out, "--atol", "1e-9", "--rtol", rtol) == (0, "PASS")
+
+
+def test_compiled_torch_fp32_on_the_cpu_is_a_row_not_the_reference():
+    from inception_deploy.parity.check import _targets
+    from inception_deploy.runners import BACKENDS
+
+    assert list(_targets(BACKENDS["torch"], [], ["fp32", "fp16"], "torch")) == [(None, "fp16")]
+    assert list(_targets(BACKENDS["torch-compile"], [], ["fp32", "fp16"], "torch")) == [(None, "fp32"), (None, "fp16")]

@@ -166,8 +166,8 @@ def _check_something_runs(plan: list, backends: list[Backend], wanted: list[str]
     if any(not isinstance(target, str) for _, target, _ in plan):
         return
     reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))
-    runs = "model" if reference == "torch" else "onnx"
-    if (wanted is None or "fp32" in wanted) and any(b.device == "cpu" and b.runs == runs for b in backends):
+    itself = (lambda b: b.runs == "model" and not b.compile) if reference == "torch" else (lambda b: b.runs == "onnx")
+    if (wanted is None or "fp32" in wanted) and any(b.device == "cpu" and itself(b) for b in backends):
         other = "onnxruntime" if reference == "torch" else "torch"
         reasons.append(f"fp32 on the CPU is the reference itself: add a backend (--backends {other}) or a precision "
                        "(--precision fp16)")
@@ -325,8 +325,8 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
         for precision in wanted or ["fp32", "fp16"]:
             if precision == "int8":
                 yield "torch runs no int8: int8 is checked through its Q/DQ ONNX", precision
-            elif precision == "fp32" and backend.device == "cpu" and reference == "torch":
-                continue  # the reference itself
+            elif precision == "fp32" and backend.device == "cpu" and not backend.compile and reference == "torch":
+                continue  # the reference itself (torch-compile's fp32 is a row: compiled code is not the reference)
             else:
                 yield None, precision
         return
