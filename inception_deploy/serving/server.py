@@ -34,6 +34,10 @@ from ..runners import BACKENDS, open_runner
 from .triton_repo import class_labels, describe_generated_model
 
 log = logging.getLogger(__name__)
+# When tritonserver dies, PyTriton stops itself from a watcher thread, and its workspace cleanup then races serve's
+# own removal of that folder (seen in CI: "Could not clean workspace …", after the call had returned). The folder is
+# removed either way: the warning is noise after a one-line error, whenever it comes.
+warnings.filterwarnings("ignore", message="Could not clean workspace", module=r"pytriton\.")
 
 
 @dataclass(frozen=True)
@@ -113,8 +117,7 @@ def running_server(
         keep_log = True  # a failure's message points at the log: it stays; a clean stop or Ctrl-C removes it
         try:
             # not PyTriton's own warnings ("exited with failure. Please wait."): _start_watched and stopped() say why
-            with quiet_library("pytriton"), _no_cleanup_warning(), _libpython_first(), \
-                    Triton(config=config, **local_store) as triton:
+            with quiet_library("pytriton"), _libpython_first(), Triton(config=config, **local_store) as triton:
                 triton.bind(
                     model_name=model, infer_func=infer,
                     inputs=[Tensor(name=input_name, dtype=np.float32, shape=tuple(manifest["input"]["shape"][1:]))],
@@ -135,16 +138,6 @@ def running_server(
             raise
         finally:  # a failure keeps the log alone (if tritonserver wrote one), not the model store made for it
             shutil.rmtree(log.parent if not keep_log or not log.exists() else workspace, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _no_cleanup_warning() -> Iterator[None]:
-    """PyTriton's own workspace cleanup can race its proxy removing a socket ('Could not clean workspace …',
-    seen once in CI on a server that failed to start): serve removes that folder itself afterwards, so the warning
-    is noise after a one-line error."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Could not clean workspace")
-        yield
 
 
 @contextlib.contextmanager
