@@ -124,8 +124,9 @@ def calib_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory, library_checkpoints, calib_dir):
-    """name -> (export dir, manifest): each variant exported once, fp32, fp16 and int8 (calibrated on calib_dir),
-    from its library checkpoint. Shared: tests that add to an export work on a copy (export_copy)."""
+    """name -> (export dir, manifest): each variant exported once, fp32, fp16 and int8 in both forms (TensorRT's and
+    ONNX Runtime's CPU form, calibrated on calib_dir), from its library checkpoint. Shared: tests that add to an export
+    work on a copy (export_copy)."""
     from inception_deploy import export_onnx
 
     root = tmp_path_factory.mktemp("export")
@@ -135,7 +136,8 @@ def exported(tmp_path_factory, library_checkpoints, calib_dir):
         if name not in made:
             weights, _, _ = library_checkpoints(name)
             out = root / name
-            made[name] = (out, export_onnx(name, weights=weights, fp16=True, int8=True, calib=calib_dir, out_dir=out))
+            made[name] = (out, export_onnx(name, weights=weights, fp16=True, int8=True, int8_form="tensorrt,cpu",
+                                           calib=calib_dir, out_dir=out))
         return made[name]
 
     return get

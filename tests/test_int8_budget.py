@@ -20,7 +20,7 @@ from inception_deploy.core.compare import difference
 from inception_deploy.core.errors import InputError
 from inception_deploy.core.stats import mcnemar_exact, parse_max_drop, topk_hits, wilson
 from inception_deploy.export.qdq_rules import qdq_violations
-from inception_deploy.export.quantize import calibration_inputs, quantize_int8
+from inception_deploy.export.quantize import Int8Recipe, calibration_inputs, quantize_int8
 from inception_deploy.models.load import create_model
 from inception_deploy.models.registry import get_spec
 
@@ -34,30 +34,34 @@ def _export(*args):
     return result, result.stdout + result.stderr
 
 
-def _int8(directory):
+FORMS = {"int8": "model.int8", "int8-cpu": "model.int8-cpu"}  # precision: its file's stem
+
+
+def _int8(directory, precision="int8"):
     manifest = json.loads((directory / "manifest.json").read_text())
-    return next(a for a in manifest["artifacts"] if a["path"] == "model.int8.onnx")
+    return next(a for a in manifest["artifacts"] if a["path"] == f"{FORMS[precision]}.onnx")
 
 
 @pytest.fixture(scope="module")
 def budgeted(digits, tmp_path_factory):
-    """The digits model exported with int8 held to the default budget, calibration method auto."""
+    """The digits model exported with int8, in both forms, held to the default budget, calibration method auto."""
     out = tmp_path_factory.mktemp("budget") / "googlenet"
-    result, text = _export("--weights", digits.checkpoint, "--int8", "--calib", digits.calib, "--eval", digits.eval,
-                           "--eval-limit", EVAL_LIMIT, "--out", out)
+    result, text = _export("--weights", digits.checkpoint, "--int8", "--int8-form", "tensorrt,cpu", "--calib",
+                           digits.calib, "--eval", digits.eval, "--eval-limit", EVAL_LIMIT, "--out", out)
     return out, result, text
 
 
-def test_auto_calibration_keeps_the_best_method_and_measures_top1(budgeted, digits):
+@pytest.mark.parametrize("precision", FORMS)
+def test_auto_calibration_keeps_the_best_method_and_measures_top1(budgeted, digits, precision):
     out, result, text = budgeted
-    accuracy = _int8(out)["accuracy"]
-    assert result.exit_code == (0 if accuracy["within_budget"] else 1), text
+    accuracy = _int8(out, precision)["accuracy"]
+    assert result.exit_code == (0 if all(_int8(out, p)["accuracy"]["within_budget"] for p in FORMS) else 1), text
     assert set(accuracy["methods"]) == {"minmax", "entropy", "percentile"}
     best = max(f["top1"] for f in accuracy["methods"].values())
     assert accuracy["methods"][accuracy["chosen_method"]]["top1"] == best
-    assert _int8(out)["calibration"]["method"] == accuracy["chosen_method"]
-    for method in ("minmax", "entropy", "percentile"):  # each method's cache, for the next run
-        assert len(list(out.glob(f"model.int8.calib-{method}-*.json"))) == 1
+    assert _int8(out, precision)["calibration"]["method"] == accuracy["chosen_method"]
+    for method in ("minmax", "entropy", "percentile"):  # each method's cache, for the next run, one a form
+        assert len(list(out.glob(f"{FORMS[precision]}.calib-{method}-*.json"))) == 1
     # fp32's top-1, computed here independently: the checkpoint in torch on the same first EVAL_LIMIT images
     # (round-robin over the classes, as --eval-limit takes them)
     model = create_model("googlenet", weights=digits.checkpoint)
@@ -76,6 +80,7 @@ def test_auto_calibration_keeps_the_best_method_and_measures_top1(budgeted, digi
     assert low <= accuracy["top1"] <= high and high - low > 0.05  # 100 images: an interval of several points
     assert accuracy["mcnemar_p"] == pytest.approx(mcnemar_exact(accuracy["right_to_wrong"], accuracy["wrong_to_right"]))
     assert "--eval images (ORT CPU, 95 % Wilson)" in text and "calibration methods: minmax" in text
+    assert f"fp32 {reference['top1']:.2%}" in " ".join(text.split()) and f", {precision} " in " ".join(text.split())
 
 
 def _ranks(labels):
@@ -97,17 +102,19 @@ def over_budget(digits, tmp_path_factory):
 
     Image.new("RGB", (64, 64), (128, 128, 128)).save(grey / "grey.png")
     out = root / "export" / "googlenet"
-    result, text = _export("--weights", digits.checkpoint, "--int8", "--calib", grey, "--calib-method", "minmax",
-                           "--eval", digits.eval, "--eval-limit", 40, "--max-drop", "0.5", "--fallback-limit", 2,
-                           "--out", out)
+    result, text = _export("--weights", digits.checkpoint, "--int8", "--int8-form", "tensorrt,cpu", "--calib", grey,
+                           "--calib-method", "minmax", "--eval", digits.eval, "--eval-limit", 40, "--max-drop", "0.5",
+                           "--fallback-limit", 2, "--out", out)
     return out, result, text
 
 
-def test_over_budget_is_kept_marked_and_exits_1(over_budget):
+@pytest.mark.parametrize("precision", FORMS)
+def test_over_budget_is_kept_marked_and_exits_1(over_budget, precision):
     out, result, text = over_budget
     assert result.exit_code == 1, text
     assert "OVER BUDGET" in result.stderr and "--accept-over-budget" in result.stderr
-    accuracy = _int8(out)["accuracy"]
+    assert f"OVER BUDGET: {FORMS[precision]}.onnx loses" in " ".join(result.stderr.split())
+    accuracy = _int8(out, precision)["accuracy"]
     assert accuracy["within_budget"] is False and accuracy["drop_points"] > 0.5
     fallback = accuracy["fallback"]
     # the fall-back ran, in order: 1 node out, then 2 (the limit), each step measured, named by block and module
@@ -119,16 +126,18 @@ def test_over_budget_is_kept_marked_and_exits_1(over_budget):
     assert all(MODULE.match(m) for m in ranked), ranked
     assert fallback["steps"][2]["modules"] == ranked[:2]
     assert all(0 <= s["top1"] <= 1 and len(s["top1_interval"]) == 2 for s in fallback["steps"])
-    assert (out / "model.int8.onnx").is_file()
+    assert (out / f"{FORMS[precision]}.onnx").is_file()
 
 
 def test_over_budget_int8_is_refused_downstream(over_budget, tmp_path):
     out, _, _ = over_budget
     for args in (["trt", "--int8", "--out", str(out)],
-                 ["triton", "googlenet", "--precision", "int8", "--dir", str(out), "--kind", "cpu", "--repo",
-                  str(tmp_path / "repo")],
-                 ["serve", "googlenet", "--precision", "int8", "--dir", str(out)],
+                 *(["triton", "googlenet", "--precision", precision, "--dir", str(out), "--kind", "cpu", "--repo",
+                    str(tmp_path / "repo")] for precision in FORMS),
+                 *(["serve", "googlenet", "--precision", precision, "--dir", str(out)] for precision in FORMS),
                  ["bench", "googlenet", "--backends", "onnxruntime", "--precision", "int8", "--batch", "1",
+                  "--export-root", str(out.parent), "--duration-s", "0.2", "--warmup-s", "0.1", "--rounds", "1"],
+                 ["bench", "googlenet", "--backends", "onnxruntime", "--precision", "int8-cpu", "--batch", "1",
                   "--export-root", str(out.parent), "--duration-s", "0.2", "--warmup-s", "0.1", "--rounds", "1"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2, (args, result.output)
@@ -168,7 +177,7 @@ def test_every_fallback_step_builds_with_tensorrt_rtx(over_budget, digits, tmp_p
     by_module = {entry["module"]: entry["node"] for entry in fallback["ranking"]}
     for step in fallback["steps"][1:]:
         excluded = [by_module[m] for m in step["modules"]]
-        model, facts, _ = quantize_int8(fp32, calibration, method="minmax", cache_dir=tmp_path, exclude=excluded)
+        model, facts, _ = quantize_int8(fp32, calibration, Int8Recipe.of(), cache_dir=tmp_path, exclude=excluded)
         assert facts["calibration"]["quantized_nodes"] == len(fp32_quantizable(fp32)) - len(excluded)
         assert qdq_violations(model) == []  # the nodes left out are whole float nodes, not half-quantized ones
         convs = {n.name: n for n in model.graph.node if n.op_type in ("Conv", "Gemm")}
@@ -213,6 +222,15 @@ def test_without_eval_agreement_is_called_a_proxy(digits, tmp_path):
     (["--int8", "--calib-synthetic", "--fallback-limit", "3"], "apply to the eval images"),
     (["--int8", "--calib-method", "best", "--calib-synthetic"], "--calib-method must be one of"),
     (["--int8", "--calib", ".", "--eval", "."], "an untrained model (no --weights) has none to lose"),
+    # the int8 forms' own options
+    (["--int8-form", "cpu"], "add --int8"),
+    (["--int8-reduce-range"], "add --int8"),
+    (["--int8", "--calib-synthetic", "--int8-form", "gpu"], "--int8-form must be tensorrt, cpu or both"),
+    (["--int8", "--calib-synthetic", "--int8-form", "cpu", "--int8-high-precision", "fp16"],
+     "--int8-high-precision applies to the tensorrt form: add --int8-form tensorrt"),
+    (["--int8", "--calib-synthetic", "--int8-reduce-range"], "--int8-reduce-range applies to the cpu form"),
+    (["--int8", "--calib-synthetic", "--int8-high-precision", "fp8"], "fp8 does not apply to the tensorrt form"),
+    (["--int8", "--calib-synthetic", "--opset", "21"], "ONNX Runtime cannot load TensorRT's int8 form at opset 21"),
 ])
 def test_budget_arguments_are_checked_first(args, fragment, tmp_path):
     result = runner.invoke(app, ["export", "googlenet", *args, "--out", str(tmp_path / "o")])

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.artifacts import QUANTIZED
 from ..core.interrupts import interrupted_says
 from ..export import default_out_dir, export_onnx
 from .common import StepReporter, app, err, out, say, warn
@@ -35,8 +36,11 @@ def export(
                                                     "against model.onnx."),
     fp16_io: bool = typer.Option(False, "--fp16-io", help="With --fp16: float16 graph inputs/outputs instead of "
                                                           "float32."),
-    int8: bool = typer.Option(False, "--int8", help="Also write model.int8.onnx with explicit Q/DQ, calibrated on "
-                                                    "--calib images."),
+    int8: bool = typer.Option(False, "--int8", help="Also write an INT8 ONNX with explicit Q/DQ, calibrated on --calib "
+                                                    "images, in the form --int8-form names."),
+    int8_form: Optional[str] = typer.Option(None, "--int8-form", help="tensorrt (model.int8.onnx, the default: for "
+                                            "TensorRT and TensorRT-RTX), cpu (model.int8-cpu.onnx: ONNX Runtime's "
+                                            "integer CPU kernels), or tensorrt,cpu for both."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (fed through the "
                                                                "variant's preprocessing)."),
     calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
@@ -45,9 +49,12 @@ def export(
                                                "minmax."),
     calib_synthetic: bool = typer.Option(False, "--calib-synthetic", help="Calibrate on random tensors: SMOKE TESTS "
                                                                           "ONLY."),
-    int8_high_precision: str = typer.Option("fp16", "--int8-high-precision", help="Precision of the layers "
-                                            "between the Q/DQ pairs (pooling, concat, bias, ReLU): fp16 (fast), or "
-                                            "fp32 (the old form, for comparison). Graph IO stays float32."),
+    int8_high_precision: Optional[str] = typer.Option(None, "--int8-high-precision", help="TensorRT form: the "
+                                                      "precision of the layers between the Q/DQ pairs (pooling, "
+                                                      "concat, bias, ReLU): fp16 (the default, fast), or fp32 (for "
+                                                      "comparison). Graph IO stays float32."),
+    int8_reduce_range: bool = typer.Option(False, "--int8-reduce-range", help="CPU form: 7-bit weights, for x86 CPUs "
+                                           "without VNNI (AVX2 only), whose 8-bit products can saturate."),
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images (an ImageFolder tree, or a flat "
                                                                  "folder with --eval-labels) that hold the int8 model "
                                                                  "to an accuracy budget: see --max-drop."),
@@ -74,30 +81,33 @@ def export(
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,
                                simplify=simplify, fp16=fp16, fp16_io=fp16_io, int8=int8, calib=calib,
                                calib_samples=calib_samples, calib_method=calib_method, calib_synthetic=calib_synthetic,
-                               int8_high_precision=int8_high_precision, eval_dir=eval_dir, eval_labels=eval_labels,
+                               int8_form=int8_form, int8_high_precision=int8_high_precision,
+                               int8_reduce_range=int8_reduce_range, eval_dir=eval_dir, eval_labels=eval_labels,
                                eval_limit=eval_limit, max_drop=max_drop, fallback_limit=fallback_limit, out_dir=out_dir,
                                force=force, on_step=on_step)
     print_export_summary(manifest, where)
     print_export_warnings(manifest)
-    over = over_budget_line(manifest)
+    over = over_budget_lines(manifest)
+    for line in over:
+        err.print(f"[bold red]OVER BUDGET:[/] {escape(line)}", highlight=False, soft_wrap=True)
     if over:
-        err.print(f"[bold red]OVER BUDGET:[/] {escape(over)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
-def over_budget_line(manifest: dict) -> str | None:
-    """One line for an int8 model written over its accuracy budget, or None."""
+def over_budget_lines(manifest: dict) -> list[str]:
+    """One line for each int8 model this export wrote over its accuracy budget."""
     kept = set(manifest.get("kept", []))  # an earlier export's int8, not this one's: said when it was made
+    lines = []
     for a in manifest["artifacts"]:
         acc = a.get("accuracy")
         if acc and not acc.get("within_budget", True) and a["path"] not in kept:
             excluded = len(acc.get("fallback", {}).get("excluded_nodes", []))
-            return (f"{a['path']} loses {acc['drop_points']:.2f} points of top-1 against fp32 on the --eval images, "
-                    f"more than the {acc['allowed_drop_points']:.2f} allowed, with {excluded} node(s) left out of "
-                    "int8: it was kept as the best effort, and trt, bench, triton and serve refuse it without "
-                    "--accept-over-budget. Calibrate on more representative images, raise --fallback-limit, or ship "
-                    "fp16")
-    return None
+            lines.append(f"{a['path']} loses {acc['drop_points']:.2f} points of top-1 against fp32 on the --eval "
+                         f"images, more than the {acc['allowed_drop_points']:.2f} allowed, with {excluded} node(s) "
+                         "left out of int8: it was kept as the best effort, and trt, bench, triton and serve refuse it "
+                         "without --accept-over-budget. Calibrate on more representative images, raise "
+                         "--fallback-limit, or ship fp16")
+    return lines
 
 
 def print_export_summary(manifest: dict, where: Path) -> None:
@@ -125,13 +135,13 @@ def _artifact_lines(a: dict) -> list[str]:
     verdict = "[green]PASS[/]" if p["passed"] else "[bold red]POOR[/]"
     cosine = p.get("cosine_centred", p["cosine"])  # manifests before 0.1 kept only the raw cosine
     figures = (f"top-1 {p['top1_agreement']:.0%}, top-5 {p['top5_overlap']:.0%}, centred cosine {cosine:.4f}"
-               if a["precision"] == "int8" else
+               if a["precision"] in QUANTIZED else
                f"max abs {p['max_abs']:.2e}, max rel {p['max_rel']:.2e}, {p['scaled']:.1e} of scale, centred cosine "
                f"{cosine:.6f}")
     lines = [f"{a['bytes'] / 2**20:.1f} MiB, sha256 {a['sha256'][:12]}…",
              f"{verdict} vs {p['reference']} in ORT CPU: {figures} ({p['samples']} samples)"]
     if "accuracy" in a:
-        lines += _accuracy_lines(a["accuracy"], a.get("high_precision", "fp32"))
+        lines += _accuracy_lines(a["accuracy"], a["precision"], a.get("high_precision", "fp32"))
     elif p.get("proxy"):
         lines.append(f"[yellow]{escape(p['proxy'])}[/]")
     if "calibration" in a:
@@ -140,10 +150,14 @@ def _artifact_lines(a: dict) -> list[str]:
                      + ("[bold yellow]SYNTHETIC inputs — smoke test only[/]" if c["synthetic"] else "images from "
                                                                                                     f"{c['source']}")
                      + f"; cache {'reused' if c['cache_reused'] else 'written'}: {c['cache']}")
+    if "cpu_kernels" in a:
+        k = a["cpu_kernels"]
+        kernels = ", ".join(f"{op} {n}" for op, n in k["kernels"].items()) or "none"
+        lines.append(f"ONNX Runtime CPU: {k['integer']} of {k['of']} Conv/Gemm in integer kernels ({kernels})")
     return lines
 
 
-def _accuracy_lines(acc: dict, high: str) -> list[str]:
+def _accuracy_lines(acc: dict, precision: str, high: str) -> list[str]:
     """The int8 model's measured accuracy: fp32 and int8 top-1 with their intervals, the drop, the calibration
     methods tried, the fall-back."""
     def top1(f: dict) -> str:
@@ -152,7 +166,7 @@ def _accuracy_lines(acc: dict, high: str) -> list[str]:
 
     ref = acc["reference"]
     verdict = "[green]within budget[/]" if acc["within_budget"] else "[bold red]OVER BUDGET[/]"
-    lines = [f"top-1 on {acc['eval']['images']} --eval images (ORT CPU, 95 % Wilson): fp32 {top1(ref)}, int8 "
+    lines = [f"top-1 on {acc['eval']['images']} --eval images (ORT CPU, 95 % Wilson): fp32 {top1(ref)}, {precision} "
              f"{top1(acc)}; drop {acc['drop_points']:+.2f} points (allowed {acc['allowed_drop_points']:.2f}): "
              f"{verdict}; flips {acc['right_to_wrong']} right→wrong, {acc['wrong_to_right']} wrong→right, McNemar "
              f"p={acc['mcnemar_p']:.3g}"]

@@ -20,9 +20,12 @@ from .interrupts import deferred_interrupt
 log = logging.getLogger(__name__)
 
 # The file each precision's ONNX lands in, inside an export directory.
-PRECISIONS = ("fp32", "fp16", "int8")  # the one list: every artifact, engine, runner and report uses these names
-ONNX_FILES = dict(zip(PRECISIONS, ("model.onnx", "model.fp16.onnx", "model.int8.onnx")))
-EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib DIR"}  # what makes each ONNX
+# int8 is TensorRT's Q/DQ form, int8-cpu ONNX Runtime's CPU form (export/forms.py).
+PRECISIONS = ("fp32", "fp16", "int8", "int8-cpu")  # the one list: every artifact, engine, runner and report uses these
+ONNX_FILES = dict(zip(PRECISIONS, ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx")))
+EXPORT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib DIR",  # what makes each ONNX
+                "int8-cpu": " --int8 --int8-form cpu --calib DIR"}
+QUANTIZED = ("int8", "int8-cpu")  # Q/DQ ONNX: torch runs neither; judged by agreement, or by accuracy on labelled data
 # Engines: model.<precision>.engine (TensorRT), model.<precision>.rtx.engine (TensorRT-RTX); and their kind.
 ENGINE_SUFFIXES = {"tensorrt": "engine", "tensorrt-rtx": "rtx.engine"}
 ENGINE_KINDS = {"tensorrt": "tensorrt-engine", "tensorrt-rtx": "tensorrt-rtx-engine"}

@@ -71,6 +71,7 @@ TOLERANCES = {
     "fp16": Tolerance(max_scaled=5e-2, min_cosine=0.999),
     "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.98, min_top1=0.8, near_ties=True),
 }
+TOLERANCES["int8-cpu"] = TOLERANCES["int8"]  # both int8 forms, one rule
 
 # Feature maps (parity --localize: each block output but the model's own) by their error and centred cosine, never
 # top-1: a feature map's argmax names no class, and flips among near-tied activations at any rounding. Error
@@ -83,3 +84,4 @@ FEATURE_MAP_TOLERANCES = {
     "fp16": Tolerance(max_scaled=0.1, min_cosine=0.999),
     "int8": Tolerance(max_scaled=float("inf"), min_cosine=0.9),
 }
+FEATURE_MAP_TOLERANCES["int8-cpu"] = FEATURE_MAP_TOLERANCES["int8"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,7 +34,7 @@ from ..core.stats import MaxDrop, mcnemar_exact, topk_hits, wilson
 from ..models.labelled import DecodedBatches, LabelledImages, check_classes, no_better_than_chance
 from ..models.spec import ModelSpec
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
-from .quantize import CALIB_METHODS, Calibration, quantization_nodes, quantize_int8
+from .quantize import CALIB_METHODS, Calibration, Int8Recipe, quantization_nodes, quantize_int8
 
 onnx = lazy_import("onnx")
 
@@ -122,21 +123,24 @@ class Budget:
         return figures, hits
 
 
-def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: DecodedBatches, *, method: str,
-                  max_drop: MaxDrop, cache_dir: Path, high_precision: str, fallback_limit: int | None = None,
-                  step: Callable[..., None] = lambda *_: None) -> tuple[onnx.ModelProto, dict, list[tuple]]:
-    """The int8 model that meets `max_drop` on `evalset`, or the best effort, marked over budget; its manifest facts
-    (with "accuracy"); the calibration caches to write."""
-    methods = list(CALIB_METHODS) if method == AUTO else [method]
-    budget = Budget(fp32, evalset, max_drop, step)
+def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: DecodedBatches, recipe: Int8Recipe, *,
+                  auto: bool, max_drop: MaxDrop, cache_dir: Path, fallback_limit: int | None = None,
+                  step: Callable[..., None] = lambda *_: None,
+                  budget: "Budget | None" = None) -> tuple[onnx.ModelProto, dict, list[tuple]]:
+    """The int8 model in `recipe`'s form that meets `max_drop` on `evalset`, or the best effort, marked over budget;
+    its manifest facts (with "accuracy"); the calibration caches to write. auto: every calibration method is tried,
+    else the recipe's. `budget`: the fp32 reference already measured on the eval set (for another form), else
+    measured here."""
+    what = recipe.form.precision
+    methods = list(CALIB_METHODS) if auto else [recipe.method]
+    budget = budget or Budget(fp32, evalset, max_drop, step)
     candidates, caches = {}, []
     for name in methods:
-        step(f"quantizing to int8 ({name} calibration)")
-        proto8, facts, cache = quantize_int8(fp32, calibration, method=name, cache_dir=cache_dir,
-                                             high_precision=high_precision,
+        step(f"quantizing to {what} ({name} calibration)")
+        proto8, facts, cache = quantize_int8(fp32, calibration, recipe.with_method(name), cache_dir=cache_dir,
                                              progress=lambda done, total: step(f"calibrating ({name})", done, total))
         caches += [cache] if cache is not None else []
-        step(f"measuring int8 ({name}) top-1 on the --eval images")
+        step(f"measuring {what} ({name}) top-1 on the --eval images")
         figures, _ = budget.measure(proto8)
         candidates[name] = (proto8, facts, figures)
     chosen = max(methods, key=lambda name: (candidates[name][2]["top1"], -methods.index(name)))
@@ -154,7 +158,7 @@ def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: Deco
                        "`inception-deploy accuracy`",
     }
     if not figures["within_budget"] and fallback_limit != 0:  # 0: measure only
-        proto8, facts, figures, fallback = _fall_back(fp32, calibration, budget, chosen, cache_dir, high_precision,
+        proto8, facts, figures, fallback = _fall_back(fp32, calibration, budget, recipe.with_method(chosen), cache_dir,
                                                       proto8, facts, figures, fallback_limit, step)
         accuracy["fallback"] = fallback
     accuracy.update({k: figures[k] for k in ("top1", "top1_interval", "drop_points", "right_to_wrong",
@@ -166,11 +170,11 @@ def budgeted_int8(fp32: onnx.ModelProto, calibration: Calibration, evalset: Deco
     return proto8, facts, caches
 
 
-def _fall_back(fp32, calibration, budget: Budget, method: str, cache_dir: Path, high_precision: str, proto8, facts,
-               figures, limit: int | None, step):
+def _fall_back(fp32, calibration, budget: Budget, recipe: Int8Recipe, cache_dir: Path, proto8, facts, figures,
+               limit: int | None, step):
     """Take the most sensitive nodes out of INT8, 1, 2, 4, … of them, until within budget or the limit."""
     step("ranking the quantized nodes by sensitivity (qdq_loss_debug SQNR)")
-    ranking = sensitivity_ranking(fp32, calibration, method=method, cache_dir=cache_dir)
+    ranking = sensitivity_ranking(fp32, calibration, recipe, cache_dir=cache_dir)
     quantized = len(ranking)
     limit = max(1, int(quantized * DEFAULT_FALLBACK_LIMIT)) if limit is None else limit
     steps = [{"excluded": 0, **_step_figures(figures)}]
@@ -180,8 +184,7 @@ def _fall_back(fp32, calibration, budget: Budget, method: str, cache_dir: Path, 
         count = min(count, limit, quantized)
         excluded = [entry["node"] for entry in ranking[:count]]
         step(f"fall-back: {count} node(s) out of int8, measuring top-1")
-        candidate, candidate_facts, _ = quantize_int8(fp32, calibration, method=method, cache_dir=cache_dir,
-                                                      high_precision=high_precision, exclude=excluded)
+        candidate, candidate_facts, _ = quantize_int8(fp32, calibration, recipe, cache_dir=cache_dir, exclude=excluded)
         measured, _ = budget.measure(candidate)
         steps.append({"excluded": count, "modules": [entry["module"] for entry in ranking[:count]],
                       **_step_figures(measured)})
@@ -209,10 +212,11 @@ def _step_figures(figures: dict) -> dict:
     return {k: figures[k] for k in ("top1", "top1_interval", "drop_points", "within_budget")}
 
 
-def sensitivity_ranking(fp32: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path) -> list[dict]:
+def sensitivity_ranking(fp32: onnx.ModelProto, calibration: Calibration, recipe: Int8Recipe, *,
+                        cache_dir: Path) -> list[dict]:
     """Every quantized Conv/Gemm with the SQNR of the noise its quantization adds (input activation and weights),
-    the lowest (most sensitive) first. Measured on the int8 model in its fp32 form, which onnxruntime's debugging
-    tools read, on the first SENSITIVITY_SAMPLES calibration images."""
+    the lowest (most sensitive) first. Measured on the int8 model in `recipe`'s form with fp32 around its Q/DQ pairs,
+    which onnxruntime's debugging tools read, on the first SENSITIVITY_SAMPLES calibration images."""
     require("onnxruntime")
     from onnxruntime.quantization.qdq_loss_debug import (
         collect_activations,
@@ -223,7 +227,7 @@ def sensitivity_ranking(fp32: onnx.ModelProto, calibration: Calibration, *, meth
         modify_model_output_intermediate_tensors,
     )
 
-    qdq, _, _ = quantize_int8(fp32, calibration, method=method, cache_dir=cache_dir, high_precision="fp32")
+    qdq, _, _ = quantize_int8(fp32, calibration, replace(recipe, high_precision="fp32"), cache_dir=cache_dir)
     samples = calibration.batch[:SENSITIVITY_SAMPLES]
     input_name = fp32.graph.input[0].name
     with tempfile.TemporaryDirectory(prefix="inception-deploy-sensitivity-") as tmp, \

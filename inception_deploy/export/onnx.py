@@ -23,6 +23,7 @@ import torch
 from ..core.artifacts import (
     ENGINE_SUFFIXES,
     ONNX_FILES,
+    QUANTIZED,
     check_output_dir,
     check_targets,
     engine_file,
@@ -52,15 +53,16 @@ from ..models.load import deployable_model
 from ..models.registry import get_spec
 from ..models.samples import UNTRAINED_CONDITIONING, random_batch
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
-from .budget import AUTO, budgeted_int8, load_eval_set, shared_images
+from .budget import AUTO, Budget, budgeted_int8, load_eval_set, shared_images
+from .forms import INT8_FORMS, cpu_kernels, parse_forms, stock_ort_problems
 from .fp16 import convert_to_fp16
 from .qdq_rules import check_qdq, qdq_summary
 from .quantize import (
     CALIB_METHODS,
     DEFAULT_CALIB_SAMPLES,
-    HIGH_PRECISIONS,
     SYNTHETIC_LABEL,
     Calibration,
+    Int8Recipe,
     calibration_inputs,
     quantize_int8,
     stage_cache,
@@ -115,7 +117,9 @@ def export_onnx(
     calib_samples: int = DEFAULT_CALIB_SAMPLES,
     calib_method: str | None = None,
     calib_synthetic: bool = False,
-    int8_high_precision: str = "fp16",
+    int8_form: str | None = None,
+    int8_high_precision: str | None = None,
+    int8_reduce_range: bool = False,
     eval_dir: str | Path | None = None,
     eval_labels: str | Path | None = None,
     eval_limit: int | None = None,
@@ -127,11 +131,13 @@ def export_onnx(
     seed: int = 0,
     on_step: StepCallback | None = None,
 ) -> dict:
-    """Export `variant` to `out_dir/model.onnx` (+ `model.fp16.onnx`, `model.int8.onnx`) and manifest.json.
+    """Export `variant` to `out_dir/model.onnx` (+ `model.fp16.onnx`, `model.int8.onnx`, `model.int8-cpu.onnx`) and
+    manifest.json.
 
-    Every artifact is run in ONNX Runtime (CPU) and compared before it is written: model.onnx against
-    the PyTorch model, model.fp16.onnx and model.int8.onnx against model.onnx. fp32 and fp16 are refused
-    when out of tolerance; int8 is kept with its agreement figures, and a warning when they are poor.
+    Every artifact is run in ONNX Runtime (CPU, default options) and compared before it is written: model.onnx
+    against the PyTorch model, the others against model.onnx. fp32 and fp16 are refused when out of tolerance; int8
+    is kept with its agreement figures, and a warning when they are poor. `int8_form`: tensorrt (model.int8.onnx),
+    cpu (model.int8-cpu.onnx, ONNX Runtime's CPU form) or both, comma-separated (export/forms.py).
     With `eval_dir` (labelled images), int8 is held to an accuracy budget (`max_drop`, default 1 point of top-1):
     calibration methods compared, sensitive nodes left in high precision until it is met (export/budget.py); an
     int8 over budget is still written, marked so in its manifest entry ("accuracy"."within_budget" false).
@@ -154,15 +160,19 @@ def export_onnx(
         raise InputError("--fp16-io applies to the fp16 model: add --fp16")
     if (calib is not None or calib_synthetic) and not int8:
         raise InputError("--calib and --calib-synthetic calibrate the int8 model: add --int8")
+    if not int8 and (int8_form is not None or int8_high_precision is not None or int8_reduce_range):
+        raise InputError("--int8-form, --int8-high-precision and --int8-reduce-range shape the int8 model: add --int8")
     if (eval_dir is not None or max_drop is not None) and not int8:
         raise InputError("--eval and --max-drop hold the int8 model to an accuracy budget: add --int8")
-    plan = _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, int8_high_precision, eval_dir,
-                      eval_labels, eval_limit, max_drop, fallback_limit, weights) if int8 else None
+    recipes = _recipes(int8_form or "tensorrt", int8_high_precision, int8_reduce_range) if int8 else ()
+    _check_int8_opset(opset, recipes)
+    plan = _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, recipes, eval_dir, eval_labels,
+                      eval_limit, max_drop, fallback_limit, weights) if int8 else None
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
     check_output_dir(out_dir, "--out")  # before minutes of work
-    _check_targets(out_dir, ["fp32", *(["fp16"] if fp16 else []), *(["int8"] if int8 else [])])
+    _check_targets(out_dir, ["fp32", *(["fp16"] if fp16 else []), *(plan.precisions if plan else [])])
     previous = read_manifest(out_dir, lenient=force, fix="pass --force to replace it and the export it described, "
                              "or choose another --out")
     if previous is not None and previous["variant"] != spec.name and not force:
@@ -207,23 +217,49 @@ def _check_targets(out_dir: Path, precisions: list[str]) -> None:
     """Before any work: every name this export will write is a file or free (artifacts.check_target), the
     calibration caches included, so that the commit cannot stop half-way on a directory."""
     names = [ONNX_FILES[p] for p in precisions] + [MANIFEST_NAME]
-    caches = sorted(out_dir.glob("model.int8.calib-*.json")) if "int8" in precisions and out_dir.is_dir() else []
+    stems = [ONNX_FILES[p].removesuffix(".onnx") for p in precisions if p in QUANTIZED]
+    caches = sorted(c for stem in stems for c in out_dir.glob(f"{stem}.calib-*.json")) if out_dir.is_dir() else []
     check_targets([out_dir / name for name in names] + caches)
 
 
 @dataclass(frozen=True)
 class Int8Plan:
-    """How the int8 model is made: its calibration, and, with an eval set, the accuracy budget it is held to."""
+    """How the int8 models are made: one recipe a form, their calibration, and, with an eval set, the accuracy budget
+    they are held to."""
 
     calibration: Calibration
     method: str  # a calibration method, or "auto" (with an eval set): the best of them on it
-    high_precision: str
+    recipes: tuple[Int8Recipe, ...]  # one a form, their method the plan's (minmax for auto: replaced per method)
     evaldata: LabelledImages | None = None  # listed, not yet decoded: its classes are checked against the head first
     max_drop: MaxDrop | None = None
     fallback_limit: int | None = None
 
+    @property
+    def precisions(self) -> list[str]:
+        return [recipe.form.precision for recipe in self.recipes]
 
-def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_precision, eval_dir, eval_labels,
+
+def _recipes(forms: str, high_precision: str | None, reduce_range: bool) -> tuple[Int8Recipe, ...]:
+    """One recipe a form asked for; --int8-high-precision shapes the TensorRT form, --int8-reduce-range the CPU form,
+    and each is refused without its form."""
+    chosen = parse_forms(forms)
+    for option, given, form in (("--int8-high-precision", high_precision is not None, "tensorrt"),
+                                ("--int8-reduce-range", reduce_range, "cpu")):
+        if given and INT8_FORMS[form] not in chosen:
+            raise InputError(f"{option} applies to the {form} form: add --int8-form {form}")
+    return tuple(Int8Recipe.of(form, high_precision=high_precision if form.name == "tensorrt" else None,
+                               reduce_range=reduce_range and form.name == "cpu") for form in chosen)
+
+
+def _check_int8_opset(opset: int, recipes: tuple[Int8Recipe, ...]) -> None:
+    """The TensorRT form at --opset 21 or later would not load in a default ONNX Runtime session (forms.py)."""
+    if opset >= 21 and any(recipe.form.name == "tensorrt" for recipe in recipes):
+        raise InputError(f"--opset {opset}: ONNX Runtime cannot load TensorRT's int8 form at opset 21 or later (its "
+                         "QDQ passes write a QuantizeLinear its own type check refuses): export with --opset 20 or "
+                         f"lower (default {DEFAULT_OPSET})")
+
+
+def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, recipes, eval_dir, eval_labels,
                eval_limit, max_drop, fallback_limit, weights) -> Int8Plan:
     """Every int8 argument checked, the calibration and eval images read: before minutes of work."""
     method = calib_method or (AUTO if eval_dir is not None else "minmax")
@@ -232,8 +268,8 @@ def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_p
     if method == AUTO and eval_dir is None:
         raise InputError("--calib-method auto keeps the method with the best top-1 on labelled images: add --eval DIR "
                          "(or choose minmax, entropy or percentile)")
-    if high_precision not in HIGH_PRECISIONS:
-        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not '{high_precision}'")
+    if method != AUTO:
+        recipes = tuple(recipe.with_method(method) for recipe in recipes)
     if eval_dir is None and (eval_labels is not None or eval_limit is not None or fallback_limit is not None):
         raise InputError("--eval-labels, --eval-limit and --fallback-limit apply to the eval images: add --eval DIR")
     if fallback_limit is not None and fallback_limit < 0:
@@ -252,7 +288,7 @@ def _int8_plan(spec, calib, calib_samples, calib_method, calib_synthetic, high_p
                              "--calib DIR")
         evaldata = labelled_images(eval_dir, labels=eval_labels, limit=eval_limit, option="--eval",
                                    labels_option="--eval-labels", limit_option="--eval-limit")
-    return Int8Plan(calibration, method, high_precision, evaldata, budget, fallback_limit)
+    return Int8Plan(calibration, method, recipes, evaldata, budget, fallback_limit)
 
 
 def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp16, fp16_io, plan: Int8Plan | None,
@@ -292,41 +328,65 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
             verified["fp16"] = (proto16, parity16, {"io_dtype": "float16" if fp16_io else "float32"})
     caches = []
     if plan is not None:
-        calibration = plan.calibration
-        with timed("int8", f"quantizing to int8 ({plan.method} calibration)"):
-            if evalset is not None:
-                proto8, facts, caches = budgeted_int8(
-                    proto, calibration, evalset, method=plan.method, max_drop=plan.max_drop, cache_dir=out_dir,
-                    high_precision=plan.high_precision, fallback_limit=plan.fallback_limit, step=step)
-                warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
-                warnings += facts["accuracy"].get("warnings", [])
-                overlap = shared_images(calibration, evalset)
-                if overlap:
-                    warnings.append(f"{overlap} --eval image(s) are also --calib images: int8's measured top-1 is "
-                                    "optimistic; evaluate on images it was not calibrated on")
-            else:
-                proto8, facts, cache = quantize_int8(
-                    proto, calibration, method=plan.method, cache_dir=out_dir, high_precision=plan.high_precision,
-                    progress=lambda done, total: step("calibrating on images", done, total))
-                caches = [cache] if cache is not None else []
-            for name, reason in calibration.skipped:
-                warnings.append(f"--calib: skipped {name}: {reason}")
-            if facts["calibration"].get("cache_discarded"):
-                warnings.append(f"the calibration cache {facts['calibration']['cache']} was "
-                                f"{facts['calibration']['cache_discarded']}: discarded and rebuilt")
-            check_qdq(proto8, "the int8 model")  # before any artifact is written (the calibration cache is kept)
-            facts["qdq"] = qdq_summary(proto8)
-            step("measuring int8 agreement with fp32 in ONNX Runtime (CPU)")
-            probe = calibration.batch[:INT8_EVAL_SAMPLES]
-            with OnnxRuntimeRunner(proto) as runner:
-                fp32_probe = runner.run({INPUT_NAME: probe})[OUTPUT_NAME]
-            parity8, _ = _verify(proto8, probe, fp32_probe, "int8", variant=spec.name, reference="onnxruntime-cpu-fp32",
-                                 seed=seed, refuse=False)
-            parity8["inputs"] = "calibration images" if not calibration.synthetic else SYNTHETIC_LABEL
-            if evalset is None:
-                parity8["proxy"] = PROXY_NOTE
-            verified["int8"] = (proto8, parity8, facts)
+        budget = None
+        probe = plan.calibration.batch[:INT8_EVAL_SAMPLES]
+        with OnnxRuntimeRunner(proto) as runner:
+            fp32_probe = runner.run({INPUT_NAME: probe})[OUTPUT_NAME]
+        for recipe in plan.recipes:
+            with timed(recipe.form.precision.replace("-", "_"),
+                       f"quantizing to {recipe.form.precision} ({plan.method} calibration)"):
+                budget, proto8, facts, made = _quantized(recipe, proto, plan, evalset, budget, out_dir, step, warnings)
+                caches += made
+                step(f"measuring {recipe.form.precision} agreement with fp32 in ONNX Runtime (CPU)")
+                parity8, _ = _verify(proto8, probe, fp32_probe, recipe.form.precision, variant=spec.name,
+                                     reference="onnxruntime-cpu-fp32", seed=seed, refuse=False)
+                parity8["inputs"] = "calibration images" if not plan.calibration.synthetic else SYNTHETIC_LABEL
+                if evalset is None:
+                    parity8["proxy"] = PROXY_NOTE
+                verified[recipe.form.precision] = (proto8, parity8, facts)
+        for name, reason in plan.calibration.skipped:
+            warnings.append(f"--calib: skipped {name}: {reason}")
+        if evalset is not None:
+            warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
+            overlap = shared_images(plan.calibration, evalset)
+            if overlap:
+                warnings.append(f"{overlap} --eval image(s) are also --calib images: int8's measured top-1 is "
+                                "optimistic; evaluate on images it was not calibrated on")
     return verified, model, caches
+
+
+def _quantized(recipe: Int8Recipe, proto, plan: Int8Plan, evalset, budget, out_dir: Path, step, warnings):
+    """One int8 form, made (and, with an eval set, held to its budget) and checked: the Budget (its fp32 reference
+    measured once for every form), the model, its facts, and the calibration caches to publish."""
+    if evalset is not None:
+        budget = budget or Budget(proto, evalset, plan.max_drop, step)
+        proto8, facts, caches = budgeted_int8(
+            proto, plan.calibration, evalset, recipe, auto=plan.method == AUTO, max_drop=plan.max_drop,
+            cache_dir=out_dir, fallback_limit=plan.fallback_limit, step=step, budget=budget)
+        warnings += [w for w in facts["accuracy"].get("warnings", []) if w not in warnings]
+    else:
+        proto8, facts, cache = quantize_int8(
+            proto, plan.calibration, recipe, cache_dir=out_dir,
+            progress=lambda done, total: step("calibrating on images", done, total))
+        caches = [cache] if cache is not None else []
+    if facts["calibration"].get("cache_discarded"):
+        warnings.append(f"the calibration cache {facts['calibration']['cache']} was "
+                        f"{facts['calibration']['cache_discarded']}: discarded and rebuilt")
+    what = f"the {recipe.form.precision} model"
+    _check(proto8, what)
+    problems = stock_ort_problems(proto8)  # before any artifact is written
+    if problems:
+        raise CheckFailed(f"{what} would compute wrong in a default onnxruntime session: {problems[0]}")
+    if recipe.form.name == "tensorrt":
+        check_qdq(proto8, what)
+        facts["qdq"] = qdq_summary(proto8)
+    else:
+        facts["cpu_kernels"] = kernels = cpu_kernels(proto8)
+        quantized = facts["calibration"]["quantized_nodes"]
+        if kernels["integer"] < quantized:
+            warnings.append(f"ONNX Runtime's CPU provider runs {kernels['integer']} of the {quantized} quantized "
+                            f"Conv/Gemm of {what} in integer kernels, the rest in float")
+    return budget, proto8, facts, caches
 
 
 def _check_outputs(expected: np.ndarray, variant: str, warnings: list[str]) -> None:
@@ -359,11 +419,11 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, 
         raise InceptionDeployError(f"torch.onnx export failed: {message[:200]}") from None
 
 
-def _check(proto: onnx.ModelProto) -> None:
+def _check(proto: onnx.ModelProto, what: str = "the exported graph") -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as err:
-        raise CheckFailed(f"the exported graph fails the ONNX checker: {first_line(err)}") from None
+        raise CheckFailed(f"{what} fails the ONNX checker: {first_line(err)}") from None
 
 
 def _simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -482,6 +542,11 @@ def _stage_artifacts(
             removed.append({"path": entry["path"], "why": f"made from a {source_path} this export replaced"})
         elif not path.is_file() or sha256_of(path) != entry["sha256"]:
             removed.append({"path": entry["path"], "why": "missing or changed since it was made"})
+        elif entry.get("kind") == "onnx" and entry.get("precision") in QUANTIZED and \
+                (problems := stock_ort_problems(onnx.load(str(path)))):
+            removed.append({"path": entry["path"], "why": "written by an earlier inception-deploy, it computes wrong "
+                                                          f"in a default onnxruntime session ({problems[0]}): "
+                                                          "export it again"})
         else:
             kept.append(entry)
             valid[entry["path"]] = entry["sha256"]
@@ -504,7 +569,7 @@ def _stage_artifacts(
 
 
 def _artifact_names() -> list[str]:
-    engines = [engine_file(p, c) for p in ONNX_FILES for c in ENGINE_SUFFIXES]
+    engines = [engine_file(p, c) for p in ONNX_FILES if p != "int8-cpu" for c in ENGINE_SUFFIXES]
     return [*ONNX_FILES.values(), *engines, *(f"{e}.runtime-cache" for e in engines)]
 
 

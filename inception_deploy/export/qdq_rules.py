@@ -94,9 +94,18 @@ def _compute_node_problems(node: onnx.NodeProto, initializers: dict, producers: 
         bias = producers.get(node.input[2])
         if bias is not None and bias.op_type == "DequantizeLinear":
             problems.append("its bias is quantized: keep biases float")
-    if any(c.op_type == "QuantizeLinear" for c in consumers.get(node.output[0], [])):
+    if any(c.op_type == "QuantizeLinear" for c in consumers.get(_biased_output(node, initializers, consumers), [])):
         problems.append("its output is quantized: leave Conv/Gemm outputs to TensorRT's fusion")
     return problems
+
+
+def _biased_output(node: onnx.NodeProto, initializers: dict, consumers: dict) -> str:
+    """The tensor a Conv/Gemm's result is carried on: its own output, or, where its bias is added after it (the
+    TensorRT form in fp16, quantize._bias_after), that Add's."""
+    readers = consumers.get(node.output[0], [])
+    if len(readers) == 1 and readers[0].op_type == "Add" and any(i in initializers for i in readers[0].input):
+        return readers[0].output[0]
+    return node.output[0]
 
 
 def check_qdq(model: onnx.ModelProto, what: str, fix: str | None = None) -> None:

@@ -1,6 +1,6 @@
-"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form TensorRT's explicit quantization wants.
+"""fp32 ONNX -> INT8 ONNX with explicit Q/DQ, in the form of the runtime that executes it (forms.py).
 
-NVIDIA's Q/DQ placement recommendations, for a strongly typed build:
+The TensorRT form follows NVIDIA's Q/DQ placement recommendations, for a strongly typed build:
 - symmetric int8 activations, per-channel symmetric int8 weights (axis 0), zero points 0;
 - Q/DQ on the activation and weight inputs of every Conv and Gemm, none on their outputs, float biases
   (TensorRT's parser takes DequantizeLinear only on 8-bit and narrower inputs, so no int32 bias);
@@ -9,8 +9,11 @@ NVIDIA's Q/DQ placement recommendations, for a strongly typed build:
   propagates scales through them.
 onnxruntime.quantization does all of this but the last point: it quantizes every input of an Add, so the
 Q/DQ pair on the convolution side is taken out afterwards (_skip_input_only). qdq_rules.py checks the result.
-- calibration on images through the variant's own preprocessing, with a cache beside the artifact keyed
-  by the model, the inputs and the method, so that a re-run with the same inputs skips calibration.
+In fp16 (the default), the quantized nodes' biases move into Adds after them and the opset is 19, so that stock
+ONNX Runtime computes the file right too (forms.stock_ort_problems says why).
+The CPU form is onnxruntime.quantization's own, for its CPU provider: uint8 activations, Q/DQ on outputs too.
+Both: calibration on images through the variant's own preprocessing, with a cache beside the artifact keyed
+by the model, the inputs, the method and the form, so that a re-run with the same inputs skips calibration.
 """
 
 from __future__ import annotations
@@ -23,18 +26,20 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ..core.artifacts import ONNX_FILES
 from ..core.deps import lazy_import, require
 from ..core.errors import CheckFailed, InputError, first_line
 from ..core.logs import quiet_library
 from ..models.labelled import labelled_batches, labelled_images, no_readable_image
 from ..models.samples import image_batch, random_batch
 from ..models.spec import ModelSpec
+from .forms import INT8_FORMS, Int8Form, parse_forms
 from .fp16 import convert_to_fp16
 
 onnx = lazy_import("onnx")
@@ -42,7 +47,6 @@ onnx = lazy_import("onnx")
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
-HIGH_PRECISIONS = ("fp16", "fp32")  # the precision of everything around the Q/DQ pairs (graph IO stays float32)
 DEFAULT_CALIB_SAMPLES = 64
 SYNTHETIC_LABEL = "SYNTHETIC calibration (random tensors): smoke tests only, not for deployment"
 
@@ -93,6 +97,44 @@ def _from_tree(spec: ModelSpec, directory: Path, samples: int) -> Calibration:
         raise no_readable_image(data)
     shown = [str(p.relative_to(directory)) for p in data.files]
     return Calibration(np.concatenate(arrays), str(directory), shown, data.skipped, False)
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """How an int8 model is made from the fp32 one: its form, its calibration method, the precision of everything
+    around its Q/DQ pairs (graph IO stays float32), and (CPU form) weights in 7 bits for CPUs without VNNI."""
+
+    form: Int8Form = INT8_FORMS["tensorrt"]
+    method: str = "minmax"
+    high_precision: str = "fp16"
+    reduce_range: bool = False
+
+    @classmethod
+    def of(cls, form: str | Int8Form = "tensorrt", method: str = "minmax", high_precision: str | None = None,
+           reduce_range: bool = False) -> "Int8Recipe":
+        """A checked recipe (InputError naming the option); high_precision defaults to the form's first."""
+        form = form if isinstance(form, Int8Form) else parse_forms(form)[0]
+        if high_precision is None:
+            high_precision = form.high_precisions[0]
+        if high_precision not in form.high_precisions:
+            raise InputError(f"--int8-high-precision {high_precision} does not apply to the {form.name} form: it "
+                             f"computes in {' or '.join(form.high_precisions)} around its Q/DQ pairs")
+        if reduce_range and form.name != "cpu":
+            raise InputError("--int8-reduce-range is for the CPU form (--int8-form cpu): TensorRT uses 8-bit weights")
+        return cls(form, method, high_precision, reduce_range).checked()
+
+    def checked(self) -> "Int8Recipe":
+        if self.method not in CALIB_METHODS:
+            raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{self.method}'")
+        return self
+
+    def with_method(self, method: str) -> "Int8Recipe":
+        return replace(self, method=method).checked()
+
+    @property
+    def cache_stem(self) -> str:
+        """Calibration caches are named after the artifact they serve: model.int8.calib-…, model.int8-cpu.calib-…"""
+        return ONNX_FILES[self.form.precision].removesuffix(".onnx")
 
 
 class _Reader:
@@ -201,34 +243,36 @@ def _shown(values: list[float]) -> str:
     return f"{values[0]:.4g}" if len(values) == 1 else f"[{', '.join(f'{v:.4g}' for v in values[:3])}, …]"
 
 
-def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: str, cache_dir: Path,
-                  high_precision: str = "fp16", progress: Callable[[int, int], None] | None = None,
+def quantize_int8(model: onnx.ModelProto, calibration: Calibration, recipe: Int8Recipe, *, cache_dir: Path,
+                  progress: Callable[[int, int], None] | None = None,
                   exclude: list[str] | tuple[str, ...] = ()) -> tuple[onnx.ModelProto, dict, tuple | None]:
-    """The Q/DQ model, facts for the manifest (the cache used, whether it was reused), and the new cache to
-    write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing is
-    written here."""
-    if method not in CALIB_METHODS:
-        raise InputError(f"--calib-method must be one of {', '.join(CALIB_METHODS)}, not '{method}'")
-    if high_precision not in HIGH_PRECISIONS:
-        raise InputError(f"--int8-high-precision must be one of {', '.join(HIGH_PRECISIONS)}, not '{high_precision}'")
+    """The Q/DQ model in `recipe`'s form, facts for the manifest (the cache used, whether it was reused), and the
+    new cache to write with the artifacts as (path, bytes) (stage_cache), or None when the cache was reused. Nothing
+    is written here. `exclude`: Conv/Gemm nodes left in high precision (export --eval's fall-back)."""
+    recipe = recipe.checked()
     require("onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    form, method = recipe.form, recipe.method
     model = _named(copy.deepcopy(model))
-    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-               "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "Add"]}
+    options = form.extra_options()
     if method == "percentile":
         options["CalibPercentile"] = 99.99
     # The cache holds the ranges of the tensors these options quantize: key it by them too.
     key = hashlib.sha256(model.SerializeToString() + calibration.fingerprint().encode() + method.encode()
-                         + json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
-    cache = cache_dir / f"model.int8.calib-{method}-{key}.json"
+                         + json.dumps([options, form.activation_type, form.op_types], sort_keys=True).encode()
+                         ).hexdigest()[:16]
+    cache = cache_dir / f"{recipe.cache_stem}.calib-{method}-{key}.json"
     if cache.exists() and not cache.is_file():  # before calibration: it could be neither read nor replaced
         what = "a directory" if cache.is_dir() else "not a regular file"
         raise InputError(f"the calibration cache {cache} is {what}: move it away and run again")
     problem = _cache_problem(cache, model, method) if cache.exists() else None
     reused = cache.is_file() and problem is None
-    nodes = [name for name in quantization_nodes(model) if name not in set(exclude)]  # exclude: left in high precision
+    excluded = set(exclude)  # left in high precision
+    nodes = [name for name in quantization_nodes(model) if name not in excluded]
+    # TensorRT's form names what it quantizes; the CPU form quantizes every operator onnxruntime can, but those left out
+    selection = ({"nodes_to_quantize": nodes} if form.op_types is not None else
+                 {"nodes_to_exclude": sorted(excluded) or None})
     reader = _Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None))
     # The quantizer logs advice at WARNING, through the root logger: silence it, and only it, for the call.
     with quiet_library("onnxruntime.quantization"):
@@ -245,10 +289,11 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
             def _quantize_static(reader) -> None:
                 quantize_static(
                     model, output, reader,
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, op_types_to_quantize=["Conv", "Gemm", "Add"], nodes_to_quantize=nodes,
+                    quant_format=QuantFormat.QDQ, activation_type=getattr(QuantType, form.activation_type),
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=recipe.reduce_range,
+                    op_types_to_quantize=list(form.op_types) if form.op_types is not None else None,
                     calibrate_method=getattr(CalibrationMethod, ORT_METHODS[method]),
-                    extra_options=options, calibration_cache_path=working_cache,
+                    extra_options=options, calibration_cache_path=working_cache, **selection,
                 )
 
             if reused:
@@ -260,19 +305,31 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, *, method: s
                     working_cache.unlink(missing_ok=True)
             if not reused:
                 quantize(_Reader(calibration.batch, model.graph.input[0].name, progress or (lambda done, total: None)))
-            quantized = _skip_input_only(onnx.load(str(output)))
+            quantized = onnx.load(str(output))
             pending = None if reused else (cache, working_cache.read_bytes())
-    quantized = in_high_precision(quantized, high_precision)
-    facts = {"calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
+    if form.name == "tensorrt":
+        quantized = in_high_precision(_skip_input_only(quantized), recipe.high_precision)
+    facts = {"form": form.name,
+             "calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
                              "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
-                             "quantized_nodes": len(nodes)}}
+                             "quantized_nodes": len(nodes) if form.op_types is not None else
+                             _quantized_conv_gemm(quantized)}}
     if exclude:
         facts["calibration"]["excluded_nodes"] = len(exclude)
     if problem:
         facts["calibration"]["cache_discarded"] = problem
-    facts["high_precision"] = high_precision
+    facts["high_precision"] = recipe.high_precision
+    if form.name == "cpu":
+        facts["reduce_range"] = recipe.reduce_range
     facts["opset"] = _opset(quantized)
     return quantized, facts, pending
+
+
+def _quantized_conv_gemm(model: onnx.ModelProto) -> int:
+    """Conv/Gemm nodes whose weight goes through a DequantizeLinear."""
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    return sum(1 for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 1
+               and producers.get(n.input[1]) == "DequantizeLinear")
 
 
 def stage_cache(staging, cache: Path, data: bytes) -> list[Path]:
@@ -341,22 +398,73 @@ def _named(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-# The opset of an int8 model in fp16 (--int8-high-precision fp16): fp16 scales on QuantizeLinear/DequantizeLinear
-# need opset 19; 21 is the current definition of both, which TensorRT-RTX 1.7's parser and onnxruntime 1.30 take.
-HIGH_PRECISION_OPSET = 21
+# The opset of an int8 model in fp16 (--int8-high-precision fp16): float16 scales on QuantizeLinear/DequantizeLinear
+# need opset 19. Not 21: onnxruntime's QDQ passes write QuantizeLinear-21 nodes that fail to load (forms.py).
+HIGH_PRECISION_OPSET = 19
 
 
 def in_high_precision(model: onnx.ModelProto, high_precision: str) -> onnx.ModelProto:
     """The Q/DQ model with everything outside its int8 tensors in `high_precision`, graph IO float32 either way.
 
-    fp32: as quantize_static writes it. fp16 (ModelOpt's default): the model taken to opset 21 by onnx's version
-    converter, then through the fp16 converter (export.fp16): float initializers (biases, Q/DQ scales) and float
-    tensors become float16, Casts at the graph's input and output. TensorRT then runs the epilogues of the int8
-    convolutions (scale, bias, activation, re-quantization), pooling and concatenation of float tensors in fp16.
+    fp32: as quantize_static writes it. fp16 (ModelOpt's default): each quantized Conv/Gemm's bias moved into an Add
+    after it (_bias_after), the model taken to opset 19 by onnx's version converter, then through the fp16 converter
+    (export.fp16): float initializers (biases, Q/DQ scales) and float tensors become float16, Casts at the graph's
+    input and output. TensorRT then runs the epilogues of the int8 convolutions (scale, bias, activation,
+    re-quantization), pooling and concatenation of float tensors in fp16.
     """
     if high_precision == "fp32":
         return model
-    return convert_to_fp16(_at_opset(model, HIGH_PRECISION_OPSET), keep_io_types=True)
+    return convert_to_fp16(_at_opset(_bias_after(model), HIGH_PRECISION_OPSET), keep_io_types=True)
+
+
+def _bias_after(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each Conv/Gemm with a quantized weight computes without its bias, and an Add after it adds the bias (scaled by
+    Gemm's beta, reshaped to broadcast over a Conv's channels): the same function, which TensorRT fuses back into the
+    convolution's epilogue (the layer list is unchanged), and which ONNX Runtime's WeightBiasQuantization pass leaves
+    alone, where it would otherwise requantize the bias in float16 and overflow (forms.stock_ort_problems)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    taken = {name for node in model.graph.node for name in (*node.input, *node.output, node.name)} | set(initializers)
+
+    def fresh(name: str) -> str:
+        candidate, k = name, 1
+        while candidate in taken:
+            candidate, k = f"{name}_{k}", k + 1
+        taken.add(candidate)
+        return candidate
+
+    nodes, added = [], {}
+    for node in model.graph.node:
+        nodes.append(node)
+        weight = producers.get(node.input[1]) if len(node.input) > 1 else None
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or node.input[2] not in initializers \
+                or weight is None or weight.op_type != "DequantizeLinear" or weight.input[0] not in initializers:
+            continue
+        beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0) if node.op_type == "Gemm" else 1.0
+        rank = len(initializers[weight.input[0]].dims)
+        key = (node.input[2], beta, rank if node.op_type == "Conv" else 0)
+        if key not in added:  # one initializer for each bias, however many nodes share it
+            bias = onnx.numpy_helper.to_array(initializers[node.input[2]])
+            bias = (bias * np.asarray(beta, bias.dtype)) if beta != 1.0 else bias
+            if node.op_type == "Conv":
+                bias = bias.reshape(-1, *([1] * (rank - 2)))
+            added[key] = fresh(f"{node.input[2]}_after")
+            model.graph.initializer.append(onnx.numpy_helper.from_array(bias, added[key]))
+        output = node.output[0]
+        node.output[0] = fresh(f"{output}_without_bias")
+        del node.input[2]
+        if node.op_type == "Gemm":  # beta scaled the bias, which left with it; alpha and trans* stay
+            kept = [a for a in node.attribute if a.name != "beta"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+        nodes.append(onnx.helper.make_node("Add", [node.output[0], added[key]], [output],
+                                           name=fresh(f"{node.name}_bias")))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in used]:
+        model.graph.initializer.remove(init)
+    return model
 
 
 def _opset(model: onnx.ModelProto) -> int:

@@ -27,21 +27,9 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
-# A Q/DQ model whose scales are float16 (an int8 model in fp16, export --int8-high-precision fp16) meets two faults
-# of onnxruntime's graph passes (seen with 1.31 on the CPU):
-# - WeightBiasQuantization (basic level, registered for every provider) turns each Conv's float bias into an int32
-#   one, bias / (input scale x weight scale), computed in the scale's type: in float16 those quotients overflow
-#   (googlenet: 54 of 57 convolutions above float16's 65504, up to 4e5) and the biases become garbage (centred
-#   cosine 0.80 against the fp32 form instead of 0.999);
-# - at the extended level, QDQS8ToU8Transformer (registered for the CPU only) with QDQ propagation writes a
-#   QuantizeLinear that fails type inference (inception_resnet_v2: "output_dtype INT8 does not match y_zero_point
-#   type UINT8"), and the session does not load.
-# So on the CPU such a model runs unoptimized (ORT_DISABLE_ALL), as written: with only those two passes disabled it
-# computes the same logits (googlenet: max |diff| 0) and is no faster, since nothing with float16 scales is fused into
-# the CPU's int8 kernels (seen with 1.31.1 on 2 cores). On the CUDA and TensorRT providers only
-# WeightBiasQuantization is disabled: its fault is in the graph it writes, whatever runs it; the second is a CPU
-# pass. (Not yet run on a GPU.) onnxruntime ignores a name it does not know: the tests compare the two forms.
-FP16_QDQ_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+# Every model runs with ONNX Runtime's default graph optimizations, as any other consumer's session would load it
+# (Polygraphy, Triton's onnxruntime backend, a plain InferenceSession): what parity measures is what they compute.
+# An int8 file the tool writes is made so that those passes compute it right (export/forms.py).
 
 
 class OnnxRuntimeRunner(Runner):
@@ -72,8 +60,6 @@ class OnnxRuntimeRunner(Runner):
         if self.cuda_graph:
             self.provider_options["enable_cuda_graph"] = "1"
         self.provider_options.update(provider_options or {})
-        self.disabled_optimizers: list[str] = []  # for a Q/DQ model with float16 scales (FP16_QDQ_DISABLED_...)
-        self.unoptimized = False  # the same, on the CPU
         self.session = None
 
     @classmethod
@@ -106,10 +92,6 @@ class OnnxRuntimeRunner(Runner):
             settings["intra_op_threads"] = self.threads or "onnxruntime default"
         else:
             settings.update(tf32=self.tf32, cuda_graph=self.cuda_graph)
-        if self.unoptimized:
-            settings["graph_optimization"] = "disabled (Q/DQ with float16 scales)"
-        if self.disabled_optimizers:
-            settings["disabled_optimizers"] = list(self.disabled_optimizers)
         return settings
 
     def _activate(self) -> None:
@@ -132,7 +114,6 @@ class OnnxRuntimeRunner(Runner):
             providers.insert(1, "CUDAExecutionProvider")
         if not isinstance(self.model_source, onnx.ModelProto):
             verify_beside(Path(self.model_source))  # the file its export's manifest lists, or nothing runs
-        self._spare_fp16_qdq(options)
         payload = (
             self.model_source.SerializeToString()
             if isinstance(self.model_source, onnx.ModelProto)
@@ -143,8 +124,7 @@ class OnnxRuntimeRunner(Runner):
                 with contextlib.suppress(Exception):
                     ort.preload_dlls()  # CUDA/cuDNN from the nvidia-* wheels, where torch has not loaded them
             try:
-                self.session = ort.InferenceSession(payload, sess_options=options, providers=providers,
-                                                    disabled_optimizers=self.disabled_optimizers or None)
+                self.session = ort.InferenceSession(payload, sess_options=options, providers=providers)
             except Exception as err:
                 raise InputError(f"ONNX Runtime cannot load {self.source}: {first_line(err)}") from None
         # ORT falls back to the CPU silently when a GPU provider fails to start: a "CUDA" figure measured on
@@ -161,20 +141,6 @@ class OnnxRuntimeRunner(Runner):
         self._slots: dict[tuple, _Slot] = {}
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 3
-
-    def _spare_fp16_qdq(self, options) -> None:
-        """Keep onnxruntime's faulty passes off a Q/DQ model with float16 scales (FP16_QDQ_DISABLED_OPTIMIZERS)."""
-        if not _fp16_scaled_qdq(self.model_source):
-            return
-        if self.device == "cpu":
-            self.unoptimized = True
-            options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            log.debug("%s holds DequantizeLinear with float16 scales: onnxruntime's graph optimizations are disabled "
-                     "on the CPU (its QDQ passes compute such a model wrong)", self.source)
-        else:
-            self.disabled_optimizers = list(FP16_QDQ_DISABLED_OPTIMIZERS)
-            log.info("%s holds DequantizeLinear with float16 scales: onnxruntime's %s pass is disabled (it computes "
-                     "int32 biases in float16, which overflows)", self.source, ", ".join(self.disabled_optimizers))
 
     def nodes_per_provider(self) -> dict[str, int] | None:
         if not hasattr(self.session, "get_provider_graph_assignment_info"):
@@ -293,22 +259,6 @@ class _Slot:
     inputs: dict
     outputs: dict
     run_options: object
-
-
-def _fp16_scaled_qdq(source: str | Path | onnx.ModelProto) -> bool:
-    """Whether the model holds a DequantizeLinear whose scale is a float16 constant. A file is parsed without its
-    external data (the graph and the initializers' headers: milliseconds)."""
-    if isinstance(source, onnx.ModelProto):
-        graph = source.graph
-    else:
-        try:
-            graph = onnx.load(str(source), load_external_data=False).graph
-        except Exception:  # noqa: BLE001 - not ONNX protobuf: onnxruntime names the problem when it loads it
-            return False
-    halves = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
-    halves |= {n.output[0] for n in graph.node if n.op_type == "Constant" and any(
-        a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT16 for a in n.attribute)}
-    return any(n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in halves for n in graph.node)
 
 
 def _info(node) -> TensorInfo:
