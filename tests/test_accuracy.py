@@ -28,10 +28,11 @@ Z = 1.959963984540054
 
 @pytest.fixture(scope="module")
 def export(digits, tmp_path_factory):
-    """The digits model exported once: fp32, fp16, and int8 calibrated on digits.calib."""
+    """The digits model exported once: fp32, fp16, and int8 in both forms calibrated on digits.calib."""
     out = tmp_path_factory.mktemp("acc") / "export"
     result = runner.invoke(app, ["export", "googlenet", "--weights", str(digits.checkpoint), "--num-classes", "10",
-                                 "--fp16", "--int8", "--calib", str(digits.calib), "--out", str(out)])
+                                 "--fp16", "--int8", "--int8-form", "tensorrt,cpu", "--calib", str(digits.calib),
+                                 "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 
@@ -116,7 +117,7 @@ def test_top1_matches_an_independent_computation(full, subset, digits, export):
 def test_the_json_is_flat_rows_with_units_and_every_interval(full):
     result, report, report_dir = full
     assert set(report["units"]) >= {"top1", "top5", "drop_points", "images_per_s"}
-    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp32", "fp16", "int8"]
+    assert [r["precision"] for r in report["rows"]] == ["fp32", "fp32", "fp16", "int8", "int8-cpu"]
     assert report["max_drop"] == {"value": 1.0, "relative": False, "describe": "1 point(s) of top-1"}
     for row in report["rows"]:
         assert all(not isinstance(v, (dict, list)) for v in row.values()), row  # flat
@@ -136,9 +137,10 @@ def test_the_json_is_flat_rows_with_units_and_every_interval(full):
         assert row["allowed_drop_points"] == 1.0
         assert row["passed"] == (row["drop_points"] <= 1.0)
         assert row["mcnemar_p"] == pytest.approx(mcnemar_exact(row["right_to_wrong"], row["wrong_to_right"]))
-    int8 = _row(report, "onnxruntime", "int8")
-    assert int8["artifact"] == "model.int8.onnx"
-    assert int8["drop_ci95_high_points"] - int8["drop_ci95_low_points"] > 0  # an interval, never a bare point
+    for precision, artifact in (("int8", "model.int8.onnx"), ("int8-cpu", "model.int8-cpu.onnx")):
+        int8 = _row(report, "onnxruntime", precision)
+        assert int8["artifact"] == artifact
+        assert int8["drop_ci95_high_points"] - int8["drop_ci95_low_points"] > 0  # an interval, never a bare point
     assert report["passed"] == all(r["passed"] for r in report["rows"][1:])
     assert result.exit_code == (0 if report["passed"] else 1)
     assert json.loads((report_dir / "accuracy.json").read_text()) == report
@@ -180,13 +182,14 @@ def test_the_drop_interval_against_a_hand_computed_case():
 def test_a_csv_flat_folder_gives_the_figures_of_the_imagefolder(full, subset, export):
     _, tree_report, _ = full
     _, flat, labels = subset
-    result, report = _accuracy("--data", flat, "--labels", labels, "--dir", export, "--precision", "fp32,int8")
+    result, report = _accuracy("--data", flat, "--labels", labels, "--dir", export, "--precision",
+                               "fp32,int8,int8-cpu")
     assert result.exit_code in (0, 1), result.output
     assert report["data"]["layout"] == "csv" and report["data"]["evaluated"] == 10 * PER_CLASS
     figures = ("images", "top1_hits", "top5_hits", "top1", "top1_ci95_low", "top1_ci95_high", "right_to_wrong",
                "wrong_to_right", "drop_points", "drop_ci95_low_points", "drop_ci95_high_points", "mcnemar_p")
     assert [(r["backend"], r["precision"]) for r in report["rows"]] == \
-        [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+        [("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("onnxruntime", "int8-cpu")]
     for row in report["rows"]:
         twin = _row(tree_report, row["backend"], row["precision"])
         assert {k: row.get(k) for k in figures} == {k: twin.get(k) for k in figures}, row["precision"]
@@ -316,6 +319,8 @@ def test_requests_that_compare_nothing_or_make_no_sense_exit_2_before_any_work(e
         (["--backends", "torch", "--precision", "fp32"], ["nothing to compare with the reference (torch-cpu-fp32)",
                                                           "the reference itself"]),
         (["--backends", "torch", "--precision", "int8"], ["nothing to compare", "torch runs no int8"]),
+        (["--backends", "torch,onnxruntime-cuda", "--precision", "fp16,int8-cpu"],
+         ["nothing to compare with the reference (torch-cpu-fp32) in int8-cpu", "int8-cpu is ONNX Runtime's CPU form"]),
         (["--num-classes", "0"], ["--num-classes must be at least 1, got 0"]),
         (["--json", ""], ["--json needs a PATH"]),
         (["--max-drop", "5%%"], ["--max-drop must be", "0% to 100%", "got '5%%'"]),

@@ -119,6 +119,12 @@ def test_bad_inputs(tmp_path, exported, photographs):
              "nothing to compare with the reference (onnxruntime-cpu-fp32)", "the reference itself", "--backends torch")
     one_line(["v3", "--dir", str(v3_dir), "--backends", "torch", "--precision", "int8"], 2,
              "nothing to compare", "torch: torch runs no int8")
+    # ONNX Runtime's CPU int8 form asked of a backend that cannot run it; each form's file where the other is asked for
+    one_line(["v3", "--dir", str(v3_dir), "--backends", "onnxruntime-cuda", "--precision", "int8-cpu"], 2,
+             "in int8-cpu", "int8-cpu is ONNX Runtime's CPU form", "TensorRT and the CUDA provider take int8")
+    one_line(["v3", "--onnx", str(v3_dir / "model.int8-cpu.onnx"), "--precision", "int8"], 2, "no int8 artifact")
+    one_line(["v3", "--onnx", str(v3_dir / "model.int8.onnx"), "--precision", "int8-cpu"], 2, "no int8-cpu artifact",
+             "--int8-form cpu")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the missing-GPU path cannot be shown "

@@ -18,16 +18,17 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.artifacts import ENGINE_KINDS, PRECISIONS, export_command, missing_artifact, sha256_of
+from ..core.artifacts import ENGINE_KINDS, PRECISIONS, QUANTIZED, export_command, missing_artifact, sha256_of
 from ..core.compilers import COMPILERS, require_runtime
 from ..core.errors import InputError
 from ..core.manifest import read_manifest, verified_record
 from ..core.stats import Z95, MaxDrop, mcnemar_exact, parse_max_drop, topk_hits, wilson
+from ..export.forms import check_form
 from ..export.onnx import default_out_dir
 from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images, no_better_than_chance
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
-from ..runners import Backend, Runner, open_runner, parse_backends
+from ..runners import Backend, Runner, open_runner, parse_backends, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ def evaluate_accuracy(
                                                     "lists it")
             verified_record(target.path, manifest, made="built" if target.kind != "onnx" else "exported",
                             fix="re-run the export (or the trt build) that made it", required=True)
+            if target.kind == "onnx":
+                check_form(target.path, precision, spec.aliases[0])
         runners.append(open_runner(backend, model=model, artifact=None if target is None else target.path,
                                    precision=precision))
 
@@ -355,26 +358,38 @@ def _targets(backends: list[Backend], artifacts: list[Artifact], wanted: list[st
                              f"`{export_command(alias, missing[0])}`, or leave {missing[0]} out of --precision")
     for backend in backends:
         if backend.runs == "model":
-            for precision in wanted or sorted(onnx_precisions - {"int8"}, key=PRECISIONS.index) or ["fp32"]:
-                if precision == "int8":
-                    yield backend, "torch runs no int8: int8 is evaluated through its Q/DQ ONNX", precision
+            for precision in wanted or sorted(onnx_precisions - set(QUANTIZED), key=PRECISIONS.index) or ["fp32"]:
+                if unsupported(backend, precision):
+                    yield backend, unsupported(backend, precision), precision
                 elif precision == "fp32" and backend.device == "cpu" and not backend.compile:
                     continue  # the reference itself, always run first
                 else:
                     yield backend, None, precision
             continue
+        refused = [p for p in wanted or [] if unsupported(backend, p)]
+        for precision in refused:
+            yield backend, unsupported(backend, precision), precision
         mine = [a for a in artifacts if a.kind == backend.runs and (wanted is None or a.precision in wanted)]
+        if not mine and refused and len(refused) == len(wanted):
+            continue
         if not mine:
             what = "ONNX artifact" if backend.runs == "onnx" else f"{COMPILERS[backend.engine].title} engine"
             fix = ("export one" if backend.runs == "onnx" else
                    f"build one with `inception-deploy trt {alias} --compiler {backend.engine}`")
             yield backend, f"no {what}{' of ' + '/'.join(wanted) if wanted else ''} to run: {fix}", "—"
         for artifact in mine:
-            yield backend, artifact, artifact.precision
+            if artifact.precision not in refused:
+                yield backend, unsupported(backend, artifact.precision) or artifact, artifact.precision
 
 
 def _check_something_runs(targets: list, backends: list[Backend], wanted: list[str] | None) -> None:
-    """InputError before any image is read when no row would be compared with the reference."""
+    """InputError before any image is read when no row would be compared with the reference, or when a precision asked
+    for by name runs on none of the backends."""
+    for precision in wanted or []:
+        reasons = [f"{b.name}: {t}" for b, t, p in targets if p == precision]
+        if reasons and all(isinstance(t, str) for _, t, p in targets if p == precision):
+            raise InputError(f"nothing to compare with the reference ({REFERENCE}) in {precision}: "
+                             f"{'; '.join(dict.fromkeys(reasons))}")
     if any(not isinstance(target, str) for _, target, _ in targets):
         return
     reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in targets))

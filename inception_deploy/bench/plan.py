@@ -10,7 +10,7 @@ from pathlib import Path
 from ..core.artifacts import PRECISIONS
 from ..core.errors import InputError
 from ..models.registry import resolve_name
-from ..runners import BACKENDS, Backend
+from ..runners import BACKENDS, Backend, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,10 @@ class BenchPlan:
             if not self.pairs():
                 raise InputError(f"no row left: the suite's rows ({', '.join(self.rows)}) name none of the backends "
                                  f"{', '.join(self.backends)} in {', '.join(self.precisions)}")
+        for precision in self.precisions:  # a precision none of the backends can run: said now, not as skipped rows
+            reasons = list(dict.fromkeys(unsupported(b, p) for b, p in self.pairs() if p == precision))
+            if reasons and all(reasons):
+                raise InputError(f"no backend of this sweep runs {precision}: {'; '.join(reasons)}")
         return self
 
     def resolved_backends(self) -> list[Backend]:

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..core.artifacts import ONNX_FILES, export_command, missing_artifact, sha256_of
+from ..core.artifacts import ONNX_FILES, QUANTIZED, export_command, missing_artifact, sha256_of
 from ..core.compare import difference
 from ..core.compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
 from ..core.errors import BackendMissing, InceptionDeployError, first_line
@@ -29,12 +29,13 @@ from ..core.interrupts import honoured_interrupt
 from ..core.manifest import IntegrityError, check_budget, read_manifest, verify_beside
 from ..core.timing import CV_WARNING, SPREAD_WARNING, LatencyStats, combine_rounds, measure
 from ..core.tolerances import TOLERANCES
+from ..export.forms import check_form
 from ..export.onnx import add_fp16, export_onnx
 from ..models.build import DEFAULT_INIT_SEED
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..models.samples import random_batch
-from ..runners import Backend, open_runner, runner_class
+from ..runners import Backend, open_runner, runner_class, unsupported
 from .plan import BenchPlan
 from .record import BenchRecord
 
@@ -223,8 +224,8 @@ def _still_fits(records: list[BenchRecord], rows: list[_Row]) -> list[BenchRecor
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
-    if backend.engine == "torch" and precision == "int8":
-        return "torch runs no int8: the Q/DQ ONNX runs on onnxruntime, tensorrt or tensorrt-rtx"
+    if unsupported(backend, precision):
+        return unsupported(backend, precision)
     if backend.device != "cpu" and not torch.cuda.is_available():
         return "no CUDA GPU here"
     if backend.name == "onnxruntime" and precision == "fp16":
@@ -243,10 +244,10 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
         if not engine.is_file():  # missing, or something else in its place: named as such
             build = f"inception-deploy trt {variant} --{precision} --compiler {backend.engine}"
             return str(missing_artifact(engine, f"build it with `{build}`"))
-    if backend.engine == "onnxruntime" and precision == "int8":
-        int8 = plan.export_root / variant / ONNX_FILES["int8"]
+    if backend.engine == "onnxruntime" and precision in QUANTIZED:
+        int8 = plan.export_root / variant / ONNX_FILES[precision]
         if not int8.is_file():
-            return str(missing_artifact(int8, f"make it with `{export_command(variant, 'int8')}`"))
+            return str(missing_artifact(int8, f"make it with `{export_command(variant, precision)}`"))
     return None
 
 
@@ -267,7 +268,9 @@ def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, s
     elif not path.is_file() and precision in ("fp32", "fp16"):
         step(f"{variant}: no {path}, exporting it (untrained weights) first")
         export_onnx(variant, fp16=precision == "fp16", out_dir=directory)
-    return path, *_source(plan, path, verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`"))
+    record = verify_beside(path, fix=f"re-export it with `inception-deploy export {variant}`")
+    check_form(path, precision, variant)
+    return path, *_source(plan, path, record)
 
 
 def _source(plan: BenchPlan, path: Path, record: dict | None) -> tuple[str, bool]:

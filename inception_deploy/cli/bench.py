@@ -31,7 +31,7 @@ def bench(
         "--backends",
         help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt,tensorrt-rtx (default torch,onnxruntime).",
     ),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8 (default fp32)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8,int8-cpu (default fp32)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda, for the torch backends (default cpu)."),
     rounds: Optional[int] = typer.Option(

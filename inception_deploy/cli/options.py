@@ -16,9 +16,10 @@ Variant = Annotated[str, typer.Argument(help=f"The variant (name or alias): {VAR
 ExportDir = Annotated[Optional[Path], typer.Option(
     "--dir", help="The export directory (manifest.json and its artifacts); default export/<variant>/.")]
 OutDir = Annotated[Optional[Path], typer.Option("--out", help="Output directory; default export/<variant>/.")]
-Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16 or int8: which artifact of the export.")]
+Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16, int8 (TensorRT's Q/DQ form) or int8-cpu "
+                                                            "(ONNX Runtime's CPU form): which artifact of the export.")]
 Precisions = Annotated[Optional[str], typer.Option(
-    "--precision", help="Comma-separated fp32,fp16,int8; default: every artifact present.")]
+    "--precision", help="Comma-separated fp32,fp16,int8,int8-cpu; default: every artifact present.")]
 JsonFile = Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report to PATH.")]
 JsonOrStdout = Annotated[Optional[str], typer.Option(
     "--json", help="Write the JSON report to PATH, or '-' for stdout.")]

@@ -29,7 +29,8 @@ def triton(
     max_batch: int = typer.Option(64, "--max-batch", help="Triton's max_batch_size; 0 for a fixed-batch export (no "
                                                           "batching)."),
     instances: int = typer.Option(1, "--instances", help="Model instances per device (instance_group count)."),
-    kind: str = typer.Option("gpu", "--kind", help="gpu or cpu: where Triton runs the instances."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="gpu or cpu: where Triton runs the instances (default: "
+                                                             "cpu for int8-cpu, else gpu)."),
     preferred_batch: Optional[str] = typer.Option(None, "--preferred-batch", help="The dynamic batcher's preferred "
                                                                                   "sizes, e.g. 8,16,32."),
     max_queue_delay_us: int = typer.Option(100, "--max-queue-delay-us", help="How long the dynamic batcher may hold a "
@@ -64,7 +65,8 @@ def triton(
     for warning in served.warnings:
         warn(warning)
     out.print(
-        "serve it: docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "
+        f"serve it: docker run --rm {'--gpus all ' if options.kind == 'gpu' else ''}-p 8000:8000 -p 8001:8001 "
+        "-p 8002:8002 -v "
         f"{repo.resolve()}:/models "
         "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",
         highlight=False,

@@ -49,9 +49,11 @@ from ..core.manifest import (
     stage_manifest,
     verified_record,
 )
+from ..export.forms import check_form
 from ..export.onnx import stage_fp16, verified_fp16
 from ..export.qdq_rules import check_qdq
 from ..models.registry import get_spec
+from ..runners import BACKENDS, unsupported
 from .layers import inspected_layers, logged_layers
 
 onnx = lazy_import("onnx")
@@ -78,8 +80,11 @@ class BuildOptions:
 
     def check(self) -> Compiler:
         """Refuse bad or contradictory options (InputError, exit 2); return the compiler they resolve to."""
-        if self.precision not in ONNX_FILES:
-            raise InputError(f"precision must be one of {', '.join(ONNX_FILES)}, not {self.precision}")
+        buildable = [p for p in ONNX_FILES if not unsupported(BACKENDS["tensorrt"], p)]
+        if self.precision not in buildable:
+            why = unsupported(BACKENDS["tensorrt"], self.precision) if self.precision in ONNX_FILES else None
+            raise InputError(f"{why}: build TensorRT's int8 form with --int8" if why else
+                             f"precision must be one of {', '.join(buildable)}, not {self.precision}")
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
             raise InputError("batch profile must satisfy 1 <= min <= opt <= max, got "
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
@@ -239,6 +244,11 @@ def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: boo
     make, ((model, facts), None): made in memory and verified, written with the engine or not at all."""
     if make_fp16:
         return verified_fp16(onnx_path.parent, manifest), None
+    cpu_form = onnx_path.with_name(ONNX_FILES["int8-cpu"])
+    if not onnx_path.is_file() and precision == "int8" and cpu_form.is_file():
+        raise InputError(f"{onnx_path.parent} holds ONNX Runtime's CPU int8 form ({cpu_form.name}), which TensorRT "
+                         "cannot build (uint8 activations, int32 biases, Q/DQ on outputs): export TensorRT's form "
+                         f"with `{export_command(manifest['variant'], 'int8')}`")
     if not onnx_path.is_file():
         raise missing_artifact(onnx_path, f"run `{export_command(manifest['variant'], precision)}`")
     record = verified_record(onnx_path, manifest, required=True)
@@ -247,6 +257,7 @@ def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: boo
     if accepted:
         log.warning(accepted)
     if precision == "int8":
+        check_form(onnx_path, "int8", manifest["variant"], stock_ort=False)  # the CPU form in TensorRT's place
         check_qdq(onnx.load(str(onnx_path), load_external_data=False), str(onnx_path),
                   f"re-export it with `inception-deploy export {manifest['variant']} --int8 --calib DIR`")
     return None, sha256

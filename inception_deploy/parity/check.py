@@ -22,12 +22,13 @@ from ..core.deps import lazy_import
 from ..core.errors import CheckFailed, InputError, first_line
 from ..core.manifest import read_manifest, verified_record, verify_beside
 from ..core.tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
+from ..export.forms import check_form, form_of
 from ..export.onnx import default_out_dir
 from ..models.identify import identify, model_signature, onnx_signature
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..models.samples import image_batch, random_batch
-from ..runners import Backend, Runner, open_runner, parse_backends
+from ..runners import Backend, Runner, open_runner, parse_backends, unsupported
 from .localize import BlockDivergence, first_divergence, localize
 
 onnx = lazy_import("onnx")
@@ -162,7 +163,12 @@ def check_parity(
 
 def _check_something_runs(plan: list, backends: list[Backend], wanted: list[str] | None, reference: str) -> None:
     """InputError before any work when no backend has anything to compare with the reference: every target skipped,
-    or the only one asked for is the reference itself."""
+    or the only one asked for is the reference itself; or when a precision asked for by name runs on none of them."""
+    for precision in wanted or []:
+        reasons = [f"{b.name}: {t}" for b, t, p in plan if p == precision]
+        if reasons and all(isinstance(t, str) for _, t, p in plan if p == precision):
+            raise InputError(f"nothing to compare with the reference ({REFERENCES[reference]}) in {precision}: "
+                             f"{'; '.join(dict.fromkeys(reasons))}")
     if any(not isinstance(target, str) for _, target, _ in plan):
         return
     reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))
@@ -264,6 +270,8 @@ def _artifacts(variant: str, onnx_files, export_dir) -> tuple[dict | None, list[
         if not path.is_file():
             raise missing_artifact(path, "re-run the export (its manifest lists it)")
         verified_record(path, manifest, fix="re-run the export, or pass it with --onnx")
+        if entry["kind"] == "onnx":
+            check_form(path, entry["precision"], variant)
         artifacts.append(Artifact(path, entry["precision"], entry["kind"]))
     return manifest, artifacts
 
@@ -278,8 +286,9 @@ def _precision_of(path: Path) -> str:
                          "it is corrupt or truncated; export it again") from None
     if not model.graph.node:
         raise InputError(f"--onnx {path} is not a readable ONNX model (it holds no graph): export it again")
-    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
-        return "int8"
+    quantized = form_of(model)  # int8 (TensorRT's form) or int8-cpu (ONNX Runtime's CPU form)
+    if quantized:
+        return quantized
     if any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
         return "fp16"
     return "fp32"
@@ -323,14 +332,19 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
     """(artifact or None for the torch model, precision) pairs this backend checks; a str target is a skip reason."""
     if backend.runs == "model":
         for precision in wanted or ["fp32", "fp16"]:
-            if precision == "int8":
-                yield "torch runs no int8: int8 is checked through its Q/DQ ONNX", precision
+            if unsupported(backend, precision):
+                yield unsupported(backend, precision), precision
             elif precision == "fp32" and backend.device == "cpu" and not backend.compile and reference == "torch":
                 continue  # the reference itself (torch-compile's fp32 is a row: compiled code is not the reference)
             else:
                 yield None, precision
         return
-    mine = [a for a in artifacts if a.kind == backend.runs]
+    refused = [p for p in wanted or [] if unsupported(backend, p)]
+    for precision in refused:
+        yield unsupported(backend, precision), precision
+    mine = [a for a in artifacts if a.kind == backend.runs and a.precision not in refused]
+    if not mine and refused and len(refused) == len(wanted):
+        return
     if not mine:
         yield ("no ONNX artifact to run: export one" if backend.runs == "onnx" else
                f"no {COMPILERS[backend.engine].title} engine to run: build one with "
@@ -338,7 +352,7 @@ def _targets(backend: Backend, artifacts: list[Artifact], wanted, reference: str
     for artifact in mine:
         if reference == "onnxruntime" and backend.device == "cpu" and artifact.precision == "fp32":
             continue  # the reference itself
-        yield artifact, artifact.precision
+        yield unsupported(backend, artifact.precision) or artifact, artifact.precision
 
 
 def _run_all(runner: Runner, x: torch.Tensor) -> dict[str, np.ndarray]:

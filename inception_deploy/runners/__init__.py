@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from ..core.artifacts import QUANTIZED
 from ..core.errors import InputError
 from .base import Runner, TensorInfo
 
@@ -49,6 +50,17 @@ def parse_backends(text: str | list[str]) -> list[Backend]:
     return [BACKENDS[n] for n in dict.fromkeys(names)]
 
 
+def unsupported(backend: Backend, precision: str) -> str | None:
+    """Why `backend` cannot run an artifact of `precision`, or None: torch runs no Q/DQ model, and ONNX Runtime's CPU
+    int8 form (int8-cpu) is made for its CPU provider's integer kernels alone."""
+    if backend.runs == "model" and precision in QUANTIZED:
+        return f"torch runs no {precision}: it is checked through its Q/DQ ONNX"
+    if precision == "int8-cpu" and (backend.engine, backend.device) != ("onnxruntime", "cpu"):
+        return ("int8-cpu is ONNX Runtime's CPU form (uint8 activations, int32 biases, integer CPU kernels): only "
+                "ONNX Runtime's CPU provider (backend onnxruntime) runs it; TensorRT and the CUDA provider take int8")
+    return None
+
+
 def _load(path: str) -> type[Runner]:
     module, name = path.split(":")
     return getattr(importlib.import_module(f".{module}", __name__), name)
@@ -75,4 +87,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends", "runner_class", *_RUNNERS]
+__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends", "runner_class",
+           "unsupported", *_RUNNERS]

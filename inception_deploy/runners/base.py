@@ -42,7 +42,7 @@ class Runner(ABC):
 
     backend: str  # "torch", "onnxruntime", ...
     device: str  # "cpu", "cuda"
-    precision: str  # "fp32", "fp16", "int8"
+    precision: str  # "fp32", "fp16", "int8", "int8-cpu" (core.artifacts.PRECISIONS)
     devices: ClassVar[tuple[str, ...]] = ("cpu",)  # where this runner can run; a device runner owns its hooks
     _inputs: list[TensorInfo]  # set on activation, from the backend's metadata
     _outputs: list[TensorInfo]

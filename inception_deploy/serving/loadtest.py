@@ -21,6 +21,7 @@ from ..core.errors import InceptionDeployError, InputError, first_line
 from ..core.manifest import verify_beside
 from ..core.timing import summarize
 from ..core.tolerances import TOLERANCES
+from ..export.forms import check_form
 from ..runners import BACKENDS, open_runner
 from ..runners.base import TensorInfo
 
@@ -288,4 +289,5 @@ def local_reference(export_dir: Path, precision: str, variant: str | None = None
         raise missing_artifact(path, f"--check --precision {precision} compares with it: pass --dir at the export "
                                      f"that holds it, or make it with {make}")
     verify_beside(path)
+    check_form(path, precision, variant)
     return Reference(path, precision, open_runner(BACKENDS["onnxruntime"], artifact=path, precision=precision))

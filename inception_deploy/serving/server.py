@@ -30,7 +30,8 @@ from ..core.deps import require
 from ..core.errors import BackendMissing, InceptionDeployError, InputError
 from ..core.logs import quiet_library
 from ..core.manifest import check_budget, read_manifest, verify_beside
-from ..runners import BACKENDS, open_runner
+from ..export.forms import check_form
+from ..runners import BACKENDS, open_runner, unsupported
 from .triton_repo import class_labels, describe_generated_model
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,16 @@ def running_server(
         raise InputError(f"--precision must be one of {', '.join(ONNX_FILES)}, not '{precision}'")
     if device not in ("cpu", "cuda"):
         raise InputError(f"--device must be cpu or cuda, not '{device}'")
+    backend = BACKENDS["onnxruntime" if device == "cpu" else "onnxruntime-cuda"]
+    if unsupported(backend, precision):
+        raise InputError(f"{unsupported(backend, precision)}: serve it with --device cpu")
     address = checked_endpoints(address, {"--http-port": http_port, "--grpc-port": grpc_port,
                                           "--metrics-port": metrics_port}, max_batch, max_queue_delay_us)
     artifact = export_dir / ONNX_FILES[precision]
     if not artifact.is_file():
         raise InputError(f"no {artifact}: make it with `{export_command(manifest['variant'], precision)}`")
     accepted = check_budget(manifest, verify_beside(artifact), accept_over_budget)
+    check_form(artifact, precision, manifest["variant"])
     if accepted:
         logging.getLogger(__name__).warning(accepted)  # `log` names tritonserver's log file below
     class_names = class_labels(manifest, labels)  # a --labels file that does not fit is refused before the start
@@ -96,8 +101,7 @@ def running_server(
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonLifecyclePolicy
 
-    runner = open_runner(BACKENDS["onnxruntime" if device == "cpu" else "onnxruntime-cuda"], artifact=artifact,
-                         precision=precision)
+    runner = open_runner(backend, artifact=artifact, precision=precision)
     input_name, output_name = manifest["input"]["name"], manifest["output"]["name"]
     with runner:
         @batch

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..core.artifacts import (
@@ -33,7 +33,9 @@ from ..core.deps import require
 from ..core.errors import InputError
 from ..core.interrupts import writes_complete_first
 from ..core.manifest import MANIFEST_NAME, check_budget, read_manifest, verified_record
+from ..export.forms import check_form
 from ..models.registry import get_spec
+from ..runners import BACKENDS, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ class TritonOptions:
     runtime: str = "onnxruntime"  # or "tensorrt": an engine from `trt --compiler tensorrt`
     max_batch: int = 64  # 0: no batching (a fixed-batch export)
     instances: int = 1
-    kind: str = "gpu"
+    kind: str | None = None  # gpu or cpu; default: cpu for ONNX Runtime's CPU int8 form, else gpu
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
     trt_accelerator: bool = False  # onnxruntime on a GPU: let Triton's ORT backend use TensorRT
@@ -70,12 +72,20 @@ class TritonOptions:
     accept_over_budget: bool = False  # serve an int8 model written over its accuracy budget
 
     def check(self) -> "TritonOptions":
+        """These options checked (InputError, exit 2), with the instance kind resolved."""
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.runtime not in RUNTIMES:
             raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}, not '{self.runtime}'")
+        if self.kind is None:
+            return replace(self, kind="cpu" if self.precision == "int8-cpu" else "gpu").check()
         if self.kind not in KINDS:
             raise InputError(f"--kind must be gpu or cpu, not '{self.kind}'")
+        backend = BACKENDS["onnxruntime" if self.kind == "cpu" else "onnxruntime-cuda"]
+        if self.runtime == "tensorrt":
+            backend = BACKENDS["tensorrt"]
+        if unsupported(backend, self.precision):
+            raise InputError(f"{unsupported(backend, self.precision)}: serve it with --runtime onnxruntime --kind cpu")
         if self.max_batch < 0 or self.instances < 1 or self.max_queue_delay_us < 0:
             raise InputError("--max-batch must be >= 0, --instances >= 1 and --max-queue-delay-us >= 0")
         if any(b < 1 or b > self.max_batch for b in self.preferred_batch):
@@ -224,7 +234,7 @@ def validate_config(text: str):
 
 def write_repository(export_dir: str | Path, repo_dir: str | Path, options: TritonOptions) -> Served:
     """Write repo_dir/<name>/ for the export's artifact of options.precision and options.runtime."""
-    options.check()
+    options = options.check()
     export_dir, repo_dir = Path(export_dir), Path(repo_dir)
     manifest = read_manifest(export_dir)
     if manifest is None:
@@ -238,6 +248,8 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
                      "GPU it is for")
         raise InputError(f"no {artifact}: make it with {hint}")
     record = verified_record(artifact, manifest, fix="re-run the export (or trt) that made it", required=True)
+    if options.runtime == "onnxruntime":
+        check_form(artifact, options.precision, manifest["variant"])
     warnings = _check_consistency(manifest, record, options)
     accepted = check_budget(manifest, record, options.accept_over_budget)
     warnings += [accepted] if accepted else []
