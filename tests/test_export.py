@@ -38,7 +38,7 @@ def test_export_reproduces_the_source_model_in_onnxruntime(name, exported, libra
     assert manifest["output"] == {"name": "logits", "dtype": "float32", "shape": ["batch", 1000]}
     assert manifest["params"] == spec.params and manifest["opset"] == 18
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxsim", "onnxruntime"}
-    fp32, fp16, int8 = manifest["artifacts"]
+    fp32, fp16, int8, int8_cpu = manifest["artifacts"]
     assert fp32["path"] == "model.onnx" and fp32["sha256"] == sha256_of(model_path) and fp32["precision"] == "fp32"
     assert (
         fp32["parity"]["passed"]
@@ -48,9 +48,12 @@ def test_export_reproduces_the_source_model_in_onnxruntime(name, exported, libra
     assert fp16["path"] == "model.fp16.onnx" and fp16["sha256"] == sha256_of(out / "model.fp16.onnx")
     assert fp16["parity"]["passed"] and fp16["parity"]["cosine"] >= 0.999 and fp16["io_dtype"] == "float32"
     assert int8["path"] == "model.int8.onnx" and int8["parity"]["passed"] and int8["parity"]["cosine"] >= 0.98
+    assert int8_cpu["path"] == "model.int8-cpu.onnx" and int8_cpu["form"] == "cpu" and int8_cpu["parity"]["passed"]
+    assert int8_cpu["cpu_kernels"]["integer"] == int8_cpu["cpu_kernels"]["of"]  # every Conv/Gemm: integer kernels
     assert int8["calibration"]["samples"] == 24 and not int8["calibration"]["synthetic"]
     assert sorted(p.name for p in out.iterdir()) == sorted([  # no leftovers
-        "manifest.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx", int8["calibration"]["cache"]])
+        "manifest.json", "model.onnx", "model.fp16.onnx", "model.int8.onnx", int8["calibration"]["cache"],
+        "model.int8-cpu.onnx", int8_cpu["calibration"]["cache"]])
     assert onnx.load(str(model_path)).opset_import[0].version == 18
     initializers = onnx.load(str(out / "model.fp16.onnx")).graph.initializer
     assert {i.data_type for i in initializers if len(i.dims) == 4} == {onnx.TensorProto.FLOAT16}
@@ -142,4 +145,5 @@ def test_every_written_onnx_passes_the_full_onnx_checker(name, exported):
     out, manifest = exported(name)
     for artifact in (a for a in manifest["artifacts"] if a["kind"] == "onnx"):
         onnx.checker.check_model(onnx.load(str(out / artifact["path"])), full_check=True)
-    assert {a["precision"] for a in manifest["artifacts"] if a["kind"] == "onnx"} == {"fp32", "fp16", "int8"}
+    assert {a["precision"] for a in manifest["artifacts"] if a["kind"] == "onnx"} == {"fp32", "fp16", "int8",
+                                                                                       "int8-cpu"}

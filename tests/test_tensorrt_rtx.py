@@ -19,8 +19,8 @@ import inception_deploy as idp
 from inception_deploy.cli import app
 from inception_deploy.compile.engine import BuildOptions, build_engine
 from inception_deploy.core.compilers import RTX_PORTABLE, gpu_capability
-from inception_deploy.core.errors import BackendMissing
-from inception_deploy.export.qdq_rules import qdq_violations
+from inception_deploy.core.errors import BackendMissing, CheckFailed
+from inception_deploy.export.qdq_rules import check_qdq, qdq_violations
 from inception_deploy.models.samples import image_batch
 
 runner = CliRunner()
@@ -208,8 +208,9 @@ def test_an_operator_tensorrt_lacks_fails_in_one_line_naming_the_node(export_cop
     assert "Traceback" not in line and not list(out.glob("*.engine"))
 
 
-def test_an_int8_file_with_int32_biases_is_refused_naming_the_node(export_copy, calib_dir):
-    """What onnxruntime's quantizer writes by default (and this tool wrote before): int32 Conv biases."""
+def test_an_int8_file_with_int32_biases_is_named_and_refused(export_copy, calib_dir):
+    """What onnxruntime's quantizer writes by default (and this tool wrote before): int32 Conv biases. The rules name
+    the node; trt refuses it, as ONNX Runtime's CPU form (int32 biases), with what to run instead."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     out = export_copy("googlenet")
@@ -228,13 +229,13 @@ def test_an_int8_file_with_int32_biases_is_refused_naming_the_node(export_copy, 
                     op_types_to_quantize=["Conv", "Gemm"])
     violations = qdq_violations(onnx.load(str(out / "model.int8.onnx")))
     assert any("int32 (a quantized bias)" in v.rule for v in violations), violations[:3]
+    with pytest.raises(CheckFailed, match="breaks TensorRT's Q/DQ rules at DequantizeLinear .*int32 .a quantized bias"):
+        check_qdq(onnx.load(str(out / "model.int8.onnx")), "model.int8.onnx")
     _listed(out, "model.int8.onnx", "int8")
-    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 1,
-                    "breaks TensorRT's Q/DQ rules at DequantizeLinear", "int32 (a quantized bias)", "re-export it with "
-                                                                                                    "`inception-deploy "
-                                                                                                    "export googlenet "
-                                                                                                    "--int8 --calib "
-                                                                                                    "DIR`")
+    _one_line_error(runner.invoke(app, ["trt", "v1", "--int8", "--out", str(out)]), 2,
+                    "model.int8.onnx is the int8 form for ONNX Runtime's CPU provider",
+                    "`inception-deploy export googlenet --int8 --calib DIR`")
+    assert not list(out.glob("*.engine"))
 
 
 def test_the_rules_name_per_tensor_weights_and_nonzero_zero_points(exported):

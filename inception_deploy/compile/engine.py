@@ -245,7 +245,7 @@ def _source_onnx(onnx_path: Path, manifest: dict, precision: str, make_fp16: boo
     if make_fp16:
         return verified_fp16(onnx_path.parent, manifest), None
     cpu_form = onnx_path.with_name(ONNX_FILES["int8-cpu"])
-    if not onnx_path.is_file() and precision == "int8" and cpu_form.is_file():
+    if not (onnx_path.exists() or onnx_path.is_symlink()) and precision == "int8" and cpu_form.is_file():
         raise InputError(f"{onnx_path.parent} holds ONNX Runtime's CPU int8 form ({cpu_form.name}), which TensorRT "
                          "cannot build (uint8 activations, int32 biases, Q/DQ on outputs): export TensorRT's form "
                          f"with `{export_command(manifest['variant'], 'int8')}`")
