@@ -8,8 +8,9 @@ ONNX Runtime needs of a Q/DQ file to compute it right.
   default options), but slowly on a CPU: with no Q/DQ on a convolution's output, its CPU provider cannot fuse the
   convolution into an integer kernel, and it runs the fp16 parts through Casts.
 - `cpu` (precision `int8-cpu`, model.int8-cpu.onnx): ONNX Runtime's own form for CPUs, as onnxruntime.quantization
-  recommends for x86 with VNNI and ARM: QDQ, uint8 asymmetric activations, per-channel int8 weights, int32 biases,
-  Q/DQ on the inputs and outputs of every operator it quantizes. ONNX Runtime's CPU provider fuses DQ -> Conv -> Q
+  recommends for x86 (with VNNI; --int8-reduce-range without it): QDQ, uint8 asymmetric activations, per-channel
+  int8 weights, int32 biases, Q/DQ on the inputs and outputs of every operator it quantizes, with its defaults
+  otherwise. ONNX Runtime's CPU provider fuses DQ -> Conv -> Q
   into QLinearConv (Gemm into QGemm, Concat, pooling, Add and Mul into their QLinear kernels): integer arithmetic
   end to end (cpu_kernels counts it). TensorRT's parser refuses it (uint8 activations, int32 biases).
 """
@@ -52,7 +53,7 @@ INT8_FORMS = {
                  (("ActivationSymmetric", True), ("WeightSymmetric", True), ("QuantizeBias", False),
                   ("OpTypesToExcludeOutputQuantization", ("Conv", "Gemm", "Add"))),
                  ("Conv", "Gemm", "Add"), ("fp16", "fp32")),
-        # onnxruntime.quantization's defaults for a CPU with VNNI or ARM's dot product, activations made uint8
+        # onnxruntime.quantization's guidance for x86 CPUs (uint8 activations, int8 weights); ARM runs it too
         Int8Form("cpu", "int8-cpu", "ONNX Runtime's CPU provider (integer kernels)", "QUInt8",
                  (), None, ("fp32",)),
     )
