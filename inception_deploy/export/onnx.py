@@ -386,6 +386,11 @@ def _quantized(recipe: Int8Recipe, proto, plan: Int8Plan, evalset, budget, out_d
         if kernels["integer"] < quantized:
             warnings.append(f"ONNX Runtime's CPU provider runs {kernels['integer']} of the {quantized} quantized "
                             f"Conv/Gemm of {what} in integer kernels, the rest in float")
+        elif kernels["integer"] > quantized:  # a fall-back node between quantized tensors
+            warnings.append(f"ONNX Runtime's CPU provider runs {kernels['integer'] - quantized} of the Conv/Gemm "
+                            f"that {what} leaves out of int8 in integer kernels anyway: its WeightBiasQuantization "
+                            "pass quantizes a float convolution between quantized tensors (per-tensor weights); the "
+                            "measured figures are what it computes")
     return budget, proto8, facts, caches
 
 
