@@ -28,7 +28,7 @@ from ..export.onnx import default_out_dir
 from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images, no_better_than_chance
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
-from ..runners import Backend, Runner, open_runner, parse_backends, unsupported
+from ..runners import Backend, Runner, check_each_runs, open_runner, parse_backends, unsupported
 
 log = logging.getLogger(__name__)
 
@@ -385,11 +385,7 @@ def _targets(backends: list[Backend], artifacts: list[Artifact], wanted: list[st
 def _check_something_runs(targets: list, backends: list[Backend], wanted: list[str] | None) -> None:
     """InputError before any image is read when no row would be compared with the reference, or when a precision asked
     for by name runs on none of the backends."""
-    for precision in wanted or []:
-        reasons = [f"{b.name}: {t}" for b, t, p in targets if p == precision]
-        if reasons and all(isinstance(t, str) for _, t, p in targets if p == precision):
-            raise InputError(f"nothing to compare with the reference ({REFERENCE}) in {precision}: "
-                             f"{'; '.join(dict.fromkeys(reasons))}")
+    check_each_runs(targets, wanted, REFERENCE)
     if any(not isinstance(target, str) for _, target, _ in targets):
         return
     reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in targets))

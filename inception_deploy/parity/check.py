@@ -28,7 +28,7 @@ from ..models.identify import identify, model_signature, onnx_signature
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..models.samples import image_batch, random_batch
-from ..runners import Backend, Runner, open_runner, parse_backends, unsupported
+from ..runners import Backend, Runner, check_each_runs, open_runner, parse_backends, unsupported
 from .localize import BlockDivergence, first_divergence, localize
 
 onnx = lazy_import("onnx")
@@ -164,11 +164,7 @@ def check_parity(
 def _check_something_runs(plan: list, backends: list[Backend], wanted: list[str] | None, reference: str) -> None:
     """InputError before any work when no backend has anything to compare with the reference: every target skipped,
     or the only one asked for is the reference itself; or when a precision asked for by name runs on none of them."""
-    for precision in wanted or []:
-        reasons = [f"{b.name}: {t}" for b, t, p in plan if p == precision]
-        if reasons and all(isinstance(t, str) for _, t, p in plan if p == precision):
-            raise InputError(f"nothing to compare with the reference ({REFERENCES[reference]}) in {precision}: "
-                             f"{'; '.join(dict.fromkeys(reasons))}")
+    check_each_runs(plan, wanted, REFERENCES[reference])
     if any(not isinstance(target, str) for _, target, _ in plan):
         return
     reasons = list(dict.fromkeys(f"{backend.name}: {target}" for backend, target, _ in plan))

@@ -61,6 +61,17 @@ def unsupported(backend: Backend, precision: str) -> str | None:
     return None
 
 
+def check_each_runs(rows: list[tuple], wanted: list[str] | None, reference: str) -> None:
+    """InputError (exit 2, before any work) when a precision asked for by name runs on none of the backends asked
+    for. rows: (backend, target, precision), a str target being why that backend skips that precision."""
+    for precision in wanted or []:
+        mine = [(backend, target) for backend, target, p in rows if p == precision]
+        if mine and all(isinstance(target, str) for _, target in mine):
+            reasons = dict.fromkeys(f"{backend.name}: {target}" for backend, target in mine)
+            raise InputError(f"nothing to compare with the reference ({reference}) in {precision}: "
+                             f"{'; '.join(reasons)}")
+
+
 def _load(path: str) -> type[Runner]:
     module, name = path.split(":")
     return getattr(importlib.import_module(f".{module}", __name__), name)
@@ -87,5 +98,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "open_runner", "parse_backends", "runner_class",
-           "unsupported", *_RUNNERS]
+__all__ = ["BACKENDS", "Backend", "Runner", "TensorInfo", "check_each_runs", "open_runner", "parse_backends",
+           "runner_class", "unsupported", *_RUNNERS]
