@@ -83,3 +83,28 @@ def test_specs_are_frozen_and_carry_preprocessing():
 
 def test_untrained_models_say_so():
     assert idp.create_model("v1").untrained is True
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_transform_input_constants_are_buffers_made_once(name, monkeypatch):
+    """googlenet and v3 map their input to the TF range with constants that move with the model (to a GPU, to fp16)
+    once: no tensor is made from host data on each forward (on a GPU that was two blocking copies per call)."""
+    model = build_model(name)
+    buffers = dict(model.named_buffers())
+    assert {"tf_range.scale", "tf_range.shift"} <= set(buffers)
+    assert not any(k.startswith("tf_range.") for k in model.state_dict())  # checkpoints load unchanged
+    assert build_model(name).to(torch.float16).tf_range.scale.dtype == torch.float16
+    assert build_model(name, transform_input=False).tf_range is None
+    x = torch.randn(1, 3, *idp.get_spec(name).input_size[1:])
+    expected = torch.cat([x[:, :1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5,  # torchvision's own formula
+                          x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5,
+                          x[:, 2:] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5], 1)
+    assert torch.equal(model.tf_range(x), expected)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a tensor made from host data on the forward path")
+
+    monkeypatch.setattr(torch.Tensor, "new_tensor", refuse)
+    monkeypatch.setattr(torch, "tensor", refuse)
+    with torch.inference_mode():
+        assert model(x).shape == (1, 1000)

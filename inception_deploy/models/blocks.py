@@ -35,11 +35,20 @@ class Concat(nn.Module):
         return torch.cat([branch(x) for branch in self.children()], 1)
 
 
-def transform_to_tf_range(x: torch.Tensor) -> torch.Tensor:
-    """Map ImageNet-normalised input to the [-1, 1] range of the TF-ported torchvision weights.
+class TFRangeInput(nn.Module):
+    """Maps ImageNet-normalised input to the [-1, 1] range of the TF-ported torchvision weights.
 
-    Written as torchvision writes it, x * (std / 0.5) + (mean - 0.5) / 0.5, so that results match bit for bit.
+    Written as torchvision writes it, x * (std / 0.5) + (mean - 0.5) / 0.5, so that results match bit for bit. The
+    constants are buffers (not in the state dict, so checkpoints load unchanged): they move with the model to its
+    device and dtype once, instead of two host-to-device copies on every forward.
     """
-    scale = x.new_tensor([0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]).view(1, 3, 1, 1)
-    shift = x.new_tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
-    return x * scale + shift
+
+    def __init__(self):
+        super().__init__()
+        scale = torch.tensor([0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]).view(1, 3, 1, 1)
+        shift = torch.tensor([(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]).view(1, 3, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import Concat, ConvBNReLU, transform_to_tf_range
+from .blocks import Concat, ConvBNReLU, TFRangeInput
 from .spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class GoogLeNet(nn.Module):
     def __init__(self, *, num_classes: int = 1000, aux_logits: bool = False, transform_input: bool = True):
         super().__init__()
         self.transform_input = transform_input
+        self.tf_range = TFRangeInput() if transform_input else None
         self.conv1 = ConvBNReLU(3, 64, 7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.conv2 = ConvBNReLU(64, 64, 1)
@@ -89,8 +90,8 @@ class GoogLeNet(nn.Module):
         self.fc = nn.Linear(1024, num_classes)
 
     def forward(self, x: torch.Tensor):
-        if self.transform_input:
-            x = transform_to_tf_range(x)
+        if self.tf_range is not None:
+            x = self.tf_range(x)
         x = self.maxpool1(self.conv1(x))
         x = self.maxpool2(self.conv3(self.conv2(x)))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBNReLU, transform_to_tf_range
+from .blocks import ConvBNReLU, TFRangeInput
 from .spec import IMAGENET_MEAN, IMAGENET_STD, CheckpointLayout, ModelSpec, Preprocessing
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ class InceptionV3(nn.Module):
     def __init__(self, *, num_classes: int = 1000, aux_logits: bool = False, transform_input: bool = True):
         super().__init__()
         self.transform_input = transform_input
+        self.tf_range = TFRangeInput() if transform_input else None
         self.Conv2d_1a_3x3 = ConvBNReLU(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = ConvBNReLU(32, 32, 3)
         self.Conv2d_2b_3x3 = ConvBNReLU(32, 64, 3, padding=1)
@@ -169,8 +170,8 @@ class InceptionV3(nn.Module):
         self.fc = nn.Linear(2048, num_classes)
 
     def forward(self, x: torch.Tensor):
-        if self.transform_input:
-            x = transform_to_tf_range(x)
+        if self.tf_range is not None:
+            x = self.tf_range(x)
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(self.maxpool1(x))))
         x = self.Mixed_6a(self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x))))
