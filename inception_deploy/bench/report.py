@@ -86,10 +86,12 @@ def to_markdown(records: list[BenchRecord], env: dict, plan: dict, plots: list[s
               f"between rounds. Host↔device copies {'included' if plan['include_transfers'] else 'excluded'}. "
               "Throughput in images/s over host wall time; latency per batch in ms on the host; *GPU ms*: time on "
               "the runner's CUDA stream per batch (CUDA events; without a CUDA graph it includes gaps where the GPU "
-              "waits for the host to launch). fp32 on a GPU is true fp32 unless the precision says TF32. "
-              "Memory: on a GPU each backend's own (torch: allocator peak; ONNX Runtime and TensorRT: device memory "
-              "above the "
-              "baseline taken before loading); on the CPU the process peak RSS during the row. "
+              "waits for the host to launch). fp32 on a GPU is true fp32 unless the precision says TF32; TF32 "
+              "does not apply to fp16 and int8 rows, whose runtimes keep their defaults. "
+              "Memory: on a GPU measured one way for every backend: device memory in use (cudaMemGetInfo) at the "
+              "row's end, above the baseline taken before the runner was activated (allocator pools or ONNX "
+              "Runtime's arena, grown as requested, workspaces, CUDA graphs); on the CPU the process peak RSS during "
+              "the row. "
               "Parity: from this backend when the run used --check-parity, from the export's own check only for "
               "onnxruntime on the CPU, `reference` for the PyTorch model, else `unchecked`.", ""]
     resumed = sorted({r.resumed_from for r in records if r.resumed_from})

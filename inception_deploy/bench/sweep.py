@@ -195,7 +195,7 @@ def _plan_row(plan: BenchPlan, spec, backend: Backend, precision: str, step) -> 
         source, over = None, False  # a model row's source: its weights, known once every artifact is planned
         if backend.runs != "model":
             artifact, source, over = _artifact(plan, spec.name, backend, precision, step)
-        candidates = runner_class(backend).candidates(backend.device, precision)
+        candidates = runner_class(backend).candidates(backend, precision)
     except BackendMissing as err:
         return _Row(backend, precision, None, [], skipped=str(err))
     return _Row(backend, precision, artifact, [_Candidate(c) for c in candidates], source=source, over_budget=over)
@@ -231,7 +231,8 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
     if backend.name == "onnxruntime" and precision == "fp16":
         return "ONNX Runtime's CPU provider runs fp16 through inserted Casts: a timing would measure the Casts"
     if backend.engine == "onnxruntime" and backend.device == "cuda" and precision == "int8":
-        return ("ONNX Runtime's CUDA provider dequantizes a Q/DQ model and convolves in fp32: a timing would not be "
+        return ("ONNX Runtime's CUDA provider has no int8 convolution: it runs each DequantizeLinear as its own kernel "
+                "and convolves in the scales' float type (fp16 for the default int8 file), so a timing would not be "
                 "int8 (use tensorrt)")
     if backend.engine == "tensorrt-rtx" and (here := gpu_capability()) not in RTX_TARGETS:
         return (f"{gpu_name()} ({here}) is not a TensorRT-RTX target ({', '.join(RTX_TARGETS)}): its engines cannot "

@@ -20,6 +20,8 @@ from ..core.errors import BackendMissing, InceptionDeployError
 log = logging.getLogger(__name__)
 
 DEVICE_HOOKS = ("prepare", "run_prepared", "fetch", "synchronize", "device_timer")
+DEVICE_MEMORY = ("device memory in use at the row's end above the baseline before activation (cudaMemGetInfo, the "
+                 "same for every backend: allocator pools or arena, workspaces, CUDA graphs; MiB)")
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,9 @@ class Runner(ABC):
 
     # What a benchmark row records.
     @classmethod
-    def candidates(cls, device: str, precision: str) -> list[dict]:
-        """Settings worth measuring for this backend (each a dict of constructor keywords); the fastest wins."""
+    def candidates(cls, backend, precision: str) -> list[dict]:
+        """Settings worth measuring for `backend` (an entry of runners.BACKENDS) in `precision`, each a dict of
+        constructor keywords; the fastest wins. Only settings that can win: each costs a session per round."""
         return [{}]
 
     def settings(self) -> dict:
@@ -143,15 +146,23 @@ class Runner(ABC):
         return {}
 
     def memory(self) -> tuple[float | None, str]:
-        """(MiB, what it measures): this runner's own memory. On a device: above the baseline taken before
-        activation. On the CPU: the process's peak RSS during this row (freed memory stays resident in the
+        """(MiB, what it measures): this runner's own memory, measured one way for every backend of a device.
+
+        On a GPU: device memory in use (cudaMemGetInfo) at the end of the row, while the runner still holds what it
+        allocated, above the baseline taken before activation. The caching allocators (torch's, ONNX Runtime's arena)
+        keep what they reserved until the runner closes, so this is their peak, with workspaces, CUDA graphs and
+        library handles. On the CPU: the process's peak RSS during this row (freed memory stays resident in the
         allocators, so a difference from a baseline would understate it)."""
         if self._memory_baseline is None:
             return None, "unavailable here"
+        if self.device != "cpu":
+            return device_memory_in_use_mib() - self._memory_baseline, DEVICE_MEMORY
         return _proc_status_mib("VmHWM"), "process peak RSS during this row (MiB)"
 
     def _memory_in_use(self) -> float | None:
         """The baseline for memory(); on the CPU it also restarts the kernel's peak-RSS counter (VmHWM)."""
+        if self.device != "cpu":
+            return device_memory_in_use_mib()
         return _proc_status_mib("VmRSS") if reset_peak_rss() else None  # without a reset, a peak is not this row's
 
     # Helpers.

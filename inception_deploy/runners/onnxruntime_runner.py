@@ -15,7 +15,7 @@ import numpy as np
 from ..core.deps import lazy_import, require
 from ..core.errors import BackendMissing, InputError, first_line
 from ..core.manifest import verify_beside
-from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
+from .base import CudaEventTimer, Runner, TensorInfo
 
 onnx = lazy_import("onnx")
 
@@ -26,6 +26,10 @@ PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+# What ONNX Runtime's cudnn_conv_algo_search=EXHAUSTIVE is under cuDNN 9 (read in its conv.cc, 1.2x): its convolutions
+# go through the cuDNN frontend, which maps EXHAUSTIVE to heuristic mode B and builds the first plan that the
+# heuristics rank and that builds. No algorithm is timed (cudnnFind* belongs to its cuDNN 8 path).
+CUDA_CONV_SEARCH = "cuDNN frontend heuristic mode B (ONNX Runtime's EXHAUSTIVE under cuDNN 9: ranked, none timed)"
 ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 # Every model runs with ONNX Runtime's default graph optimizations, as any other consumer's session would load it
 # (Polygraphy, Triton's onnxruntime backend, a plain InferenceSession): what parity measures is what they compute.
@@ -39,7 +43,9 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model: str | Path | onnx.ModelProto, *, device: str = "cpu", precision: str | None = None,
                  threads: int | None = None, provider_options: dict | None = None, tf32: bool = False,
                  cuda_graph: bool = False):
-        """tf32: let fp32 convolutions use TF32 on the CUDA provider (off by default: fp32 means fp32).
+        """tf32: let fp32 convolutions use TF32 on the CUDA provider (off by default: fp32 means fp32). For fp16 and
+        int8 models TF32 does not apply and `use_tf32` is left to ONNX Runtime: its cuDNN path reads the option
+        whatever the data type, and "0" there can rule out the tensor-core engines of fp16 convolutions.
         cuda_graph: capture one CUDA graph per input shape and replay it."""
         ort = require("onnxruntime")
         if device not in PROVIDERS:
@@ -53,10 +59,17 @@ class OnnxRuntimeRunner(Runner):
         self.precision = precision or "fp32"
         self.source = str(model) if not isinstance(model, onnx.ModelProto) else "<in memory>"
         self.threads = threads
-        # TensorRT's provider has no TF32 switch, and TensorRT enables TF32 by default: say so.
-        self.tf32 = (tf32 and device == "cuda") or device == "tensorrt"
+        fp32 = self.precision == "fp32"
+        # TF32 applies to fp32 alone. TensorRT's provider has no TF32 switch and enables it by default: say so.
+        self.tf32 = ((tf32 and device == "cuda") or device == "tensorrt") if fp32 else None
         self.cuda_graph = cuda_graph and device == "cuda"
-        self.provider_options = {"use_tf32": "1" if self.tf32 else "0"} if device == "cuda" else {}
+        self.provider_options = {}
+        if device == "cuda":
+            # Memory is measured one way for every backend (Runner.memory): the arena grows by what is asked for,
+            # not by the next power of two, so that what it holds is what the model needs.
+            self.provider_options["arena_extend_strategy"] = "kSameAsRequested"
+            if fp32:
+                self.provider_options["use_tf32"] = "1" if self.tf32 else "0"
         if self.cuda_graph:
             self.provider_options["enable_cuda_graph"] = "1"
         self.provider_options.update(provider_options or {})
@@ -69,20 +82,17 @@ class OnnxRuntimeRunner(Runner):
         return cls(artifact, device=backend.device, precision=precision, **settings)
 
     @classmethod
-    def candidates(cls, device: str, precision: str) -> list[dict]:
-        if device == "cpu":
+    def candidates(cls, backend, precision: str) -> list[dict]:
+        if backend.device == "cpu":
             return [{"threads": os.cpu_count()}]
-        if device == "tensorrt":
+        if backend.device == "tensorrt":
             return [{}]
-        # Whichever measures faster is kept: NCHW or NHWC convolutions, each with and without a CUDA graph per
-        # shape (a graph removes launch overhead; whether it pays at a large batch is measured, not assumed).
+        # NCHW or NHWC convolutions, whichever measures faster, each replayed as one CUDA graph per shape (on the
+        # H200 the graph won every one of its 12 comparisons with plain runs, batch 1 to 256). Each convolution's
+        # engine comes from cuDNN's heuristics (CUDA_CONV_SEARCH), in their mode B.
         return [
-            {
-                "provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"},
-                "cuda_graph": graph,
-            }
+            {"provider_options": {"prefer_nhwc": str(nhwc), "cudnn_conv_algo_search": "EXHAUSTIVE"}, "cuda_graph": True}
             for nhwc in (0, 1)
-            for graph in (False, True)
         ]
 
     def settings(self) -> dict:
@@ -91,7 +101,12 @@ class OnnxRuntimeRunner(Runner):
         if self.device == "cpu":
             settings["intra_op_threads"] = self.threads or "onnxruntime default"
         else:
-            settings.update(tf32=self.tf32, cuda_graph=self.cuda_graph)
+            settings.update(tf32=self.tf32 if self.tf32 is not None else f"not applicable ({self.precision})",
+                            cuda_graph=self.cuda_graph)
+            if self.provider_options.get("cudnn_conv_algo_search") == "EXHAUSTIVE":
+                settings["conv_engine_choice"] = CUDA_CONV_SEARCH
+        if hasattr(self, "_inputs"):  # what the timed region is fed: an fp16-IO export takes float16 as it is
+            settings["input_dtype"] = self._inputs[0].dtype
         return settings
 
     def _activate(self) -> None:
@@ -227,22 +242,15 @@ class OnnxRuntimeRunner(Runner):
             facts["warnings"] = [f"{on_cpu} of {sum(nodes.values())} nodes run on the CPU provider"]
         return facts
 
-    def memory(self) -> tuple[float | None, str]:
-        if self.device == "cpu":
-            return super().memory()
-        return (device_memory_in_use_mib() - self._memory_baseline,
-                "device memory in use above the baseline before the session (arena, workspace, buffers; MiB)")
-
     def _memory_in_use(self) -> float | None:
-        if self.device == "cpu":
-            return super()._memory_in_use()
-        import torch
+        if self.device != "cpu":
+            import torch
 
-        if not torch.cuda.is_available():  # our stream and events come from torch: no GPU there, none here
-            raise BackendMissing(f"ONNX Runtime could not start {self.provider} here (no CUDA GPU visible): "
-                                 "run on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu "
-                                 "needs")
-        return device_memory_in_use_mib()
+            if not torch.cuda.is_available():  # our stream and events come from torch: no GPU there, none here
+                raise BackendMissing(f"ONNX Runtime could not start {self.provider} here (no CUDA GPU visible): run "
+                                     "on a machine with an NVIDIA GPU and the CUDA/cuDNN libraries onnxruntime-gpu "
+                                     "needs")
+        return super()._memory_in_use()
 
     def describe(self) -> str:
         return f"onnxruntime ({self.device}, {self.precision})"

@@ -17,7 +17,7 @@ from ..core.artifacts import atomic_path, missing_artifact
 from ..core.compilers import TENSORRT, TENSORRT_RTX, Compiler, gpu_capability, gpu_name, require_runtime
 from ..core.errors import BackendMissing, InceptionDeployError, InputError, first_line
 from ..core.manifest import verify_beside
-from .base import CudaEventTimer, Runner, TensorInfo, device_memory_in_use_mib
+from .base import CudaEventTimer, Runner, TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class TensorRTRunner(Runner):
         self.context = self.engine = self.runtime = None
 
     @classmethod
-    def candidates(cls, device: str, precision: str) -> list[dict]:
+    def candidates(cls, backend, precision: str) -> list[dict]:
         return [{"cuda_graph": False}, {"cuda_graph": True}]
 
     def settings(self) -> dict:
@@ -179,13 +179,6 @@ class TensorRTRunner(Runner):
     def device_timer(self):
         return CudaEventTimer(self.stream)
 
-    def memory(self) -> tuple[float | None, str]:
-        return (device_memory_in_use_mib() - self._memory_baseline,
-                "device memory in use above the baseline before loading (engine, context, buffers; MiB)")
-
-    def _memory_in_use(self) -> float | None:
-        return device_memory_in_use_mib()
-
     def audit(self) -> dict:
         return {"context_memory_mib": round(self.engine.device_memory_size_v2 / 2**20, 1)}
 
@@ -215,7 +208,7 @@ class TensorRTRTXRunner(TensorRTRunner):
     compiler = TENSORRT_RTX
 
     @classmethod
-    def candidates(cls, device: str, precision: str) -> list[dict]:
+    def candidates(cls, backend, precision: str) -> list[dict]:
         return [{}]  # its runtime captures CUDA graphs itself (WHOLE_GRAPH_CAPTURE)
 
     def settings(self) -> dict:

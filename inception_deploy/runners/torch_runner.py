@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..core.errors import BackendMissing, InputError
-from .base import CudaEventTimer, MeasurementInvalid, Runner, TensorInfo, device_memory_in_use_mib
+from .base import CudaEventTimer, MeasurementInvalid, Runner, TensorInfo
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ class TorchRunner(Runner):
     def __init__(self, model: nn.Module, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
                  compile: str | None = None, tf32: bool = False):
         """compile: a torch.compile backend ("inductor"), or None for eager. tf32: let fp32 convolutions and
-        matmuls use TF32 on the GPU (off by default: fp32 means fp32)."""
+        matmuls use TF32 on the GPU (off by default: fp32 means fp32); it does not apply to fp16, whose rows leave
+        torch's TF32 switches as they are."""
         if precision not in DTYPES:
             raise InputError(f"torch runs fp32 or fp16, not {precision}")
         if device not in ("cpu", "cuda"):
@@ -34,7 +35,8 @@ class TorchRunner(Runner):
                 "torch has no CUDA device here: run on a machine with an NVIDIA GPU and a CUDA build of torch"
             )
         self.source_model, self.device, self.precision = model, device, precision
-        self.channels_last, self.compile, self.tf32 = channels_last, compile, tf32 and device == "cuda"
+        self.channels_last, self.compile = channels_last, compile
+        self.tf32 = (tf32 and device == "cuda") if precision == "fp32" else None  # None: TF32 does not apply
         if compile:
             self.backend = "torch-compile"
         spec = model.spec
@@ -48,16 +50,23 @@ class TorchRunner(Runner):
         return cls(model, device=backend.device, precision=precision, compile=backend.compile, **settings)
 
     @classmethod
-    def candidates(cls, device: str, precision: str) -> list[dict]:
-        # channels_last is what fp16 tensor cores want; on the CPU it often wins in fp32 too: measure both.
-        return [{"channels_last": True}] if precision == "fp16" else [{"channels_last": False}, {"channels_last": True}]
+    def candidates(cls, backend, precision: str) -> list[dict]:
+        # Eager: both memory layouts, in every precision (on the H200, contiguous fp32 beat channels_last at batch 1
+        # and 32, and fp16 measured channels_last alone came out slower than fp32). torch.compile fp16 takes
+        # channels_last alone, the layout Inductor's fp16 convolutions want: each candidate is a compilation.
+        if backend.compile and precision == "fp16":
+            return [{"channels_last": True}]
+        return [{"channels_last": False}, {"channels_last": True}]
 
     def settings(self) -> dict:
-        settings = {"channels_last": self.channels_last, "threads": torch.get_num_threads()}
+        # The timed region is fed the input already in the model's dtype (prepare casts it beforehand).
+        settings = {"channels_last": self.channels_last, "threads": torch.get_num_threads(),
+                    "input_dtype": str(DTYPES[self.precision]).removeprefix("torch.")}
         if self.compile:
             settings.update(compile=self.compile, mode=self._compile_mode(), fullgraph=True)
         if self.device == "cuda":
-            settings.update(tf32=self.tf32, cudnn_benchmark=True)
+            settings.update(tf32=self.tf32 if self.tf32 is not None else f"not applicable ({self.precision})",
+                            cudnn_benchmark=True)
         return settings
 
     def _compile_mode(self) -> str:
@@ -68,11 +77,10 @@ class TorchRunner(Runner):
         dtype = DTYPES[self.precision]
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         if self.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            self._allocated_before = torch.cuda.memory_allocated()
             self._saved_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
                                  torch.backends.cudnn.benchmark)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
+            if self.tf32 is not None:  # fp32 only
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest algorithms
         # A copy: converting to half or moving to the GPU must not change the caller's model.
         model = (
@@ -142,15 +150,6 @@ class TorchRunner(Runner):
         if warnings:
             facts["warnings"] = warnings
         return facts
-
-    def memory(self) -> tuple[float | None, str]:
-        if self.device == "cuda":
-            return ((torch.cuda.max_memory_allocated() - self._allocated_before) / 2**20,
-                    "torch allocator peak during this row (MiB)")
-        return super().memory()
-
-    def _memory_in_use(self) -> float | None:
-        return device_memory_in_use_mib() if self.device == "cuda" else super()._memory_in_use()
 
     def close(self) -> None:
         self.model = None

@@ -301,8 +301,8 @@ def _check_consistency(manifest: dict, record: dict, options: TritonOptions) -> 
         and options.kind == "gpu"
         and not options.trt_accelerator
     ):
-        warnings.append("ONNX Runtime's CUDA provider dequantizes a Q/DQ model and convolves in fp32: add "
-                        "--trt-accelerator, or serve a TensorRT engine, for int8 speed")
+        warnings.append("ONNX Runtime's CUDA provider has no int8 convolution (it dequantizes each weight and "
+                        "convolves in float): add --trt-accelerator, or serve a TensorRT engine, for int8 speed")
     if options.runtime == "tensorrt" and record.get("gpu"):
         warnings.append(f"this engine runs only on {record['gpu']['name']} "
                         f"(sm{record['gpu']['compute_capability'].replace('.', '')}) "
