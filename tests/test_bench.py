@@ -671,3 +671,64 @@ def test_parity_padding_repeats_weigh_no_sample_twice(export_copy):
         verdict, detail = _parity(runner, (x, wrong), 5, "fp32", False, tf32=False)
     assert verdict == "fail" and detail["samples"] == 8 and detail["repeats_not_compared"] == 2
     assert detail["top1_agreement"] == 7 / 8, detail
+
+
+def test_gpu_candidates_are_those_that_can_win():
+    """Eager torch tries both layouts in fp16 as in fp32; torch.compile fp16 takes channels_last alone (each
+    candidate is a compilation); ONNX Runtime CUDA tries NCHW and NHWC, each replayed as a CUDA graph."""
+    from inception_deploy.runners import runner_class
+
+    def candidates(name, precision):
+        return runner_class(BACKENDS[name]).candidates(BACKENDS[name], precision)
+
+    both = [{"channels_last": False}, {"channels_last": True}]
+    assert candidates("torch-cuda", "fp16") == candidates("torch-cuda", "fp32") == both
+    assert candidates("torch", "fp16") == both
+    assert candidates("torch-compile-cuda", "fp16") == [{"channels_last": True}]
+    ort = candidates("onnxruntime-cuda", "fp16")
+    assert [c["provider_options"]["prefer_nhwc"] for c in ort] == ["0", "1"] and all(c["cuda_graph"] for c in ort)
+
+
+def test_tf32_is_set_for_fp32_alone():
+    """ONNX Runtime's cuDNN path reads use_tf32 whatever the data type: an fp16 or int8 session leaves it out, and
+    its row says TF32 does not apply; an fp32 session says "0" (true fp32) unless TF32 was asked for."""
+    from inception_deploy.runners.onnxruntime_runner import OnnxRuntimeRunner
+
+    onnxruntime = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA provider to configure (pip install onnxruntime-gpu)")
+    made = {}
+    for precision, tf32 in (("fp32", False), ("fp32", True), ("fp16", False), ("fp16", True), ("int8", False)):
+        r = OnnxRuntimeRunner("unused.onnx", device="cuda", precision=precision, tf32=tf32, cuda_graph=True)
+        made[precision, tf32] = r  # construction is cheap: nothing is loaded before activation
+    assert made["fp32", False].provider_options["use_tf32"] == "0"
+    assert made["fp32", True].provider_options["use_tf32"] == "1" and made["fp32", True].settings()["tf32"] is True
+    for key in (("fp16", False), ("fp16", True), ("int8", False)):
+        options = made[key].provider_options
+        assert "use_tf32" not in options and options["arena_extend_strategy"] == "kSameAsRequested"
+        assert made[key].settings()["tf32"] == f"not applicable ({key[0]})"
+    assert made["fp16", False].settings()["provider_options"]["enable_cuda_graph"] == "1"
+
+
+def test_resume_keys_on_the_code_and_the_candidates(tmp_path):
+    """Rows measured by other code (the package's source hash), or over other candidate settings, are not kept."""
+    from inception_deploy.bench.environment import environment
+    from inception_deploy.bench.log import MeasurementLog, resumable_groups
+    from inception_deploy.bench.sweep import _Candidate, _Row, _still_fits
+    from inception_deploy.core.version import source_digest
+
+    env = environment("cpu")
+    assert env["inception_deploy_source"] == source_digest() and len(source_digest()) == 64
+    plan = {"device": "cpu", "rounds": 1}
+    log = tmp_path / "bench.jsonl"
+    MeasurementLog(log, {**env, "inception_deploy_source": "0" * 64}, plan, run="old")
+    with pytest.raises(InputError, match="was measured by other code of inception-deploy .source sha256 000000000000"):
+        resumable_groups(log, env, plan)
+    MeasurementLog(log, env, plan, run="now")
+    assert resumable_groups(log, env, plan)[2] == 1  # the old code's run ignored, this code's kept
+
+    row = _Row(BACKENDS["onnxruntime"], "fp32", None, [_Candidate({"threads": 2})], source="o")
+    record = BenchRecord("googlenet", "onnxruntime", "fp32", 1, "cpu", "ok", source="o", candidates=[{"threads": 2}])
+    assert _still_fits([record], [row]) == [record]
+    assert _still_fits([dataclasses.replace(record, candidates=[{"threads": 1}])], [row]) is None
+    assert _still_fits([dataclasses.replace(record, candidates=[])], [row]) is None  # logged before candidates were

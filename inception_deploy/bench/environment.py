@@ -13,7 +13,7 @@ import torch
 
 from ..core.compilers import COMPILERS, installed
 from ..core.errors import first_line
-from ..core.version import __version__
+from ..core.version import __version__, source_digest
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ def environment(device: str) -> dict:
     import onnxruntime
 
     env = {
-        "inception_deploy": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "inception_deploy": __version__, "inception_deploy_source": source_digest(),
+        "python": platform.python_version(), "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__, "onnxruntime_providers": onnxruntime.get_available_providers(),
         "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "platform": platform.platform(),

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SAME_SETTINGS = ("device", "warmup_s", "duration_s", "rounds", "tf32", "include_transfers", "check_parity")
 SAME_MACHINE = (
     "inception_deploy",
+    "inception_deploy_source",  # the code itself: a fix changes what is measured, under the same version number
     "python",
     "torch",
     "cpu",
@@ -58,7 +59,7 @@ _RECORD_TYPES = {
     "reason": (str, None), "stats": (dict, None), "rounds": list, "memory_mib": (int, float, None),
     "memory_kind": (str, None), "parity": str, "parity_source": (str, None), "parity_detail": (dict, None),
     "settings": dict, "tf32": (bool, None), "include_transfers": bool, "warnings": list, "source": (str, None),
-    "resumed_from": (str, None),
+    "resumed_from": (str, None), "candidates": list,
 }
 # The figures of an ok row that its reports print and plot (timing.combine_rounds), and those it may lack.
 _STATS_FIGURES = ("throughput", "throughput_spread", "p50_ms", "p90_ms", "p99_ms", "cv")
@@ -247,5 +248,9 @@ def _difference(header: dict, env: dict, plan: dict) -> str | None:
             return f"measured with {key}={earlier_plan.get(key)!r}, this one asks {key}={plan.get(key)!r}"
     for key in SAME_MACHINE:
         if earlier_env.get(key) != env.get(key):
+            if key == "inception_deploy_source":
+                return (f"was measured by other code of inception-deploy (source sha256 "
+                        f"{str(earlier_env.get(key))[:12]}, this one {str(env.get(key))[:12]}): its figures are not "
+                        "this code's")
             return f"ran with {key} {earlier_env.get(key)!r}, this machine has {env.get(key)!r}"
     return None

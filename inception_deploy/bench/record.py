@@ -25,6 +25,7 @@ class BenchRecord:
     parity_source: str | None = None  # where the verdict comes from
     parity_detail: dict | None = None  # the comparison (compare.Difference) when checked here
     settings: dict = field(default_factory=dict)  # what the runner ran with, and what its audit found
+    candidates: list[dict] = field(default_factory=list)  # the settings measured; the fastest is `settings`
     tf32: bool | None = None  # None where TF32 does not apply (CPU, fp16, int8)
     include_transfers: bool = False
     warnings: list[str] = field(default_factory=list)

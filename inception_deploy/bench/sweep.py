@@ -12,6 +12,7 @@ timed, through the same prepared path.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -207,9 +208,10 @@ def _skipped(variant: str, row: _Row, batch: int) -> BenchRecord:
 
 def _still_fits(records: list[BenchRecord], rows: list[_Row]) -> list[BenchRecord] | None:
     """One earlier run's records of a group, in report order, when they can stand for a measurement now: rows
-    of this plan, each once, none failed, each row that ran measured from the same artifact or weights, no row
-    skipped then that runs now unless it was found missing while running (the same machine and software would
-    find it missing again). The run may have measured fewer rows than this plan has: those are measured now."""
+    of this plan, each once, none failed, each row that ran measured from the same artifact or weights over the
+    same candidate settings, no row skipped then that runs now unless it was found missing while running (the
+    same machine and software would find it missing again). The run may have measured fewer rows than this plan
+    has: those are measured now."""
     by_row = {(r.backend, r.precision): r for r in records}
     planned = {(r.backend.name, r.precision): r for r in rows}
     if not records or len(by_row) != len(records) or not set(by_row) <= set(planned):
@@ -218,9 +220,19 @@ def _still_fits(records: list[BenchRecord], rows: list[_Row]) -> list[BenchRecor
         row = planned[key]
         if record.status == "failed" or (row.skipped and record.status != "skipped"):
             return None
-        if record.status == "ok" and record.source != row.source:
-            return None
+        if record.status == "ok" and (record.source != row.source
+                                      or _as_logged(record.candidates) != _as_logged(_settings_of(row))):
+            return None  # another artifact, or other settings measured: measure it again
     return [by_row[key] for key in ((r.backend.name, r.precision) for r in _in_report_order(rows)) if key in by_row]
+
+
+def _settings_of(row: _Row) -> list[dict]:
+    return [c.settings for c in row.candidates]
+
+
+def _as_logged(value):
+    """A value as the measurement log holds it (JSON), so that one read back compares equal to one made now."""
+    return json.loads(json.dumps(value))
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
@@ -373,7 +385,8 @@ def _parity(runner, reference, batch: int, precision: str, transfers: bool, *, t
 
 def _record(plan: BenchPlan, spec, row: _Row, candidates: list[_Candidate], batch: int) -> BenchRecord:
     base = dict(variant=spec.name, backend=row.backend.name, precision=row.precision, batch=batch,
-                device=row.backend.device, include_transfers=plan.include_transfers, source=row.source)
+                device=row.backend.device, include_transfers=plan.include_transfers, source=row.source,
+                candidates=_as_logged([c.settings for c in candidates]))
     done = [c for c in candidates if c.rounds and not c.failure]
     if not done:
         if candidates and all(c.missing for c in candidates):
