@@ -4,6 +4,8 @@ friends, which takes seconds, and Ctrl-C in that time must be one line and exit 
 import signal
 import sys
 
+from .core.interrupts import exit_status, forward_termination_signals, stop_message  # the standard library only
+
 INTERRUPTED = 130
 
 
@@ -12,6 +14,7 @@ def main() -> None:
     # inside those imports can be swallowed by them, leaving a half-imported library to fail later. Only the
     # standard library is used before the handler is in place, so that the window before it stays tiny.
     noted: list[int] = []
+    forward_termination_signals()  # SIGTERM and SIGHUP answered as Ctrl-C, from here on
     previous = signal.getsignal(signal.SIGINT)
     if previous is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
         signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
@@ -34,7 +37,9 @@ def main() -> None:
 
 def _interrupted(message: str) -> None:
     try:
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {stop_message(message)}\n")
         sys.stderr.flush()
+    except OSError:  # SIGHUP: the terminal may be gone
+        pass
     finally:
-        raise SystemExit(INTERRUPTED)
+        raise SystemExit(exit_status(INTERRUPTED))

@@ -163,9 +163,11 @@ def export_copy(exported, tmp_path):
     return get
 
 
-def run_and_interrupt(args: list[str], cwd: Path | None, ready, delay_s: float = 0.0) -> subprocess.CompletedProcess:
+def run_and_interrupt(args: list[str], cwd: Path | None, ready, delay_s: float = 0.0,
+                      sig: int = signal.SIGINT) -> subprocess.CompletedProcess:
     """Start the real CLI, wait until `ready(step_lines)` says it is where the test wants it (its steps are
-    printed with INCEPTION_DEPLOY_PROGRESS=lines), then send it a real SIGINT and collect what it says."""
+    printed with INCEPTION_DEPLOY_PROGRESS=lines), then send it a real signal (SIGINT: Ctrl-C; SIGTERM, SIGHUP)
+    and collect what it says."""
     env = {**os.environ, "INCEPTION_DEPLOY_PROGRESS": "lines"}
     process = subprocess.Popen([sys.executable, "-c", CLI, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
@@ -182,7 +184,7 @@ def run_and_interrupt(args: list[str], cwd: Path | None, ready, delay_s: float =
         else:
             pytest.fail(f"the command ended before the moment to interrupt it: {''.join(steps)}")
         time.sleep(delay_s)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         stdout, rest = process.communicate(timeout=300)
     finally:
         process.kill()

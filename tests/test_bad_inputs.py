@@ -519,25 +519,36 @@ def test_a_full_file_system_is_exit_1_and_leaves_no_temporary_file(export_copy, 
     assert not (tmp_path / "reports").exists()  # neither the temporary file nor the directories made for it
 
 
-def _said_one_interrupted_line(result, fragment: str = "interrupted") -> None:
-    assert result.returncode == 130, result.stderr
+STOPS = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "stopped by SIGTERM"),
+         signal.SIGHUP: (129, "stopped by SIGHUP")}
+
+
+def _said_one_interrupted_line(result, fragment: str = "interrupted", sig: int = signal.SIGINT) -> None:
+    """One line naming what stopped the command (Ctrl-C, SIGTERM, SIGHUP), and the shell's exit status for it."""
+    code, said = STOPS[sig]
+    assert result.returncode == code, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {said}"), result.stderr
+    assert fragment.replace("interrupted", said) in lines[0], result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("moment", ["exporting with torch.onnx", "calibrating on images"])
-def test_ctrl_c_during_export_exits_130_and_keeps_the_previous_export(moment, export_copy, calib_dir, tmp_path):
-    """Ctrl-C inside torch.export (which would swallow it) and during calibration: the previous export stays."""
+@pytest.mark.parametrize("moment, sig", [("exporting with torch.onnx", signal.SIGINT),
+                                         ("calibrating on images", signal.SIGINT),
+                                         ("calibrating on images", signal.SIGTERM)])
+def test_ctrl_c_during_export_exits_130_and_keeps_the_previous_export(moment, sig, export_copy, calib_dir, tmp_path):
+    """Ctrl-C inside torch.export (which would swallow it) and during calibration, and SIGTERM (docker stop,
+    systemd, Kubernetes) as Ctrl-C: the previous export stays."""
     out = export_copy("inception_v3")
     before = snapshot(out)
     args = ["export", "v3", "--fp16", "--int8", "--calib", str(calib_dir), "--out", str(out)]  # untrained: other bytes
-    result = run_and_interrupt(args, tmp_path, lambda steps: moment in steps[-1], delay_s=1.0)
-    _said_one_interrupted_line(result, "no artifact was written")
+    result = run_and_interrupt(args, tmp_path, lambda steps: moment in steps[-1], delay_s=1.0, sig=sig)
+    _said_one_interrupted_line(result, "no artifact was written", sig)
     assert snapshot(out) == before
 
 
-def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(sig, tmp_path):
     log = tmp_path / "b.jsonl"
     args = ["bench", "v1", "--backends", "onnxruntime,torch", "--batch", "1,2", "--rounds", "3", "--warmup-s", "0",
             "--duration-s", "0.3", "--export-root", str(tmp_path / "export"), "--json", str(tmp_path / "b.json")]
@@ -545,8 +556,8 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
     def second_group_begun(steps) -> bool:  # batch 1 is finished and logged; batch 2 has rounds to go
         return "batch 2 · round 1/" in steps[-1] and '"record"' in log.read_text()
 
-    result = run_and_interrupt(args, tmp_path, second_group_begun)
-    _said_one_interrupted_line(result, "b.jsonl")
+    result = run_and_interrupt(args, tmp_path, second_group_begun, sig=sig)
+    _said_one_interrupted_line(result, "b.jsonl", sig)
     assert (
         "no report was written" in result.stderr and "--resume" in result.stderr and not (tmp_path / "b.json").exists()
     )
@@ -559,7 +570,8 @@ def test_ctrl_c_during_bench_keeps_the_measurements_and_resume_goes_on(tmp_path)
     assert [(r["batch"], r["resumed_from"]) for r in records] == [(1, lines[0]["run"])] * 2 + [(2, None)] * 2
 
 
-def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_during_parity_writes_nothing(sig, export_copy, tmp_path):
     out = export_copy("inception_v3")
     before = snapshot(out)
     result = run_and_interrupt(
@@ -567,8 +579,9 @@ def test_ctrl_c_during_parity_writes_nothing(export_copy, tmp_path):
         tmp_path,
         lambda steps: "onnxruntime:" in steps[-1],
         delay_s=0.5,
+        sig=sig,
     )
-    _said_one_interrupted_line(result, "interrupted: nothing was written")
+    _said_one_interrupted_line(result, "interrupted: nothing was written", sig)
     assert not (tmp_path / "p.json").exists() and snapshot(out) == before
 
 

@@ -50,3 +50,27 @@ def test_nested_deferred_blocks_raise_once_at_the_outer_end():
             assert outer()  # handed on, not raised inside the outer block
             reached = True
     assert reached
+
+
+def test_sigterm_and_sighup_are_answered_as_ctrl_c(monkeypatch):
+    """SIGTERM goes to whatever answers Ctrl-C (here a deferring block: noted, then raised at its end), is named in
+    the line and gives the shell's status (143); a SIGHUP ignored at the start (nohup) stays ignored."""
+    from inception_deploy.core import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", [])
+    saved = {s: signal.getsignal(s) for s in interrupts.TERMINATING}
+    try:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        interrupts.forward_termination_signals()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert interrupts.exit_status() == 130 and interrupts.stop_message("interrupted: x") == "interrupted: x"
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt() as interrupted:
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert interrupted()  # noted, not raised, inside the block
+        assert interrupts.exit_status() == 143
+        assert interrupts.stop_message("interrupted: nothing was written") == "stopped by SIGTERM: nothing was written"
+        assert interrupts.stop_message("the server stopped") == "stopped by SIGTERM: the server stopped"
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

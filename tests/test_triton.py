@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,42 @@ def test_image_client_runs_unpatched_against_serve(exported):
     assert len(rows) == 3 and all(rows), lines
     names = imagenet_names()
     assert all(row[3] == names[int(row[2])] for row in rows), lines
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_serve_stops_on_sigterm_and_sighup_as_on_ctrl_c(sig, code, exported):
+    """SIGTERM (docker stop, systemd, Kubernetes) and SIGHUP (a closed terminal) stop `serve` as cleanly as Ctrl-C:
+    one line naming the signal, the shell's exit status for it, no temporary folder and no process left."""
+    out, _ = exported("googlenet")
+    server = _serve_process(out, *free_ports(3))
+    try:
+        log = Path(re.search(r"server log (\S+)\. Ctrl-C", _ready_line(server))[1])
+        assert log.parent.is_dir() and _processes_mentioning(str(log.parent))  # tritonserver, its backend stub
+        server.send_signal(sig)
+        _, stderr = server.communicate(timeout=120)
+    finally:
+        server.kill()
+    assert server.returncode == code, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: stopped by {signal.Signals(sig).name}: the server stopped"], stderr
+    assert not log.parent.exists()  # its temporary folder, model store and log: gone
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(log.parent)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_mentioning(str(log.parent)), "tritonserver or its Python backend stub outlived serve"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """The command lines of the processes on this machine that mention `text` (a server's temporary folder)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
 
 
 def _serve_process(out, http: int, grpc: int, metrics: int) -> subprocess.Popen:

@@ -20,6 +20,7 @@ from typer.core import TyperGroup
 from ..core import logs
 from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.errors import InceptionDeployError, InputError
+from ..core.interrupts import exit_status, stop_message
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,22 @@ class OneLineErrors(TyperGroup):
             code = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                                 standalone_mode=False, **extra)
             if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into a silent Exit(130)
-                code = fail(INTERRUPTED_MESSAGE, INTERRUPTED)
+                code = _stopped(INTERRUPTED_MESSAGE)
         except InceptionDeployError as error:
-            code = fail(str(error), error.exit_code)
+            code = _stopped(str(error)) if error.exit_code == INTERRUPTED else fail(str(error), error.exit_code)
         except (typer.Abort, KeyboardInterrupt):
-            code = fail(INTERRUPTED_MESSAGE, INTERRUPTED)
+            code = _stopped(INTERRUPTED_MESSAGE)
         except Exception as error:
             code = _unexpected(error)
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _stopped(message: str) -> int:
+    """Ctrl-C, SIGTERM or SIGHUP: one line that names it (core/interrupts.py), and the shell's exit status for it."""
+    return fail(stop_message(message), exit_status(INTERRUPTED))
 
 
 def _unexpected(error: Exception) -> int:
@@ -79,7 +85,10 @@ def _is_click_error(error: Exception) -> bool:
 
 
 def fail(message: str, code: int) -> int:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    try:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    except OSError:  # stderr gone (SIGHUP of a closed terminal, a closed pipe): the exit status still says it
+        pass
     return code
 
 

@@ -1,15 +1,21 @@
-"""Ctrl-C during a library call that would swallow it.
+"""Ctrl-C during a library call that would swallow it, and SIGTERM / SIGHUP answered as Ctrl-C is.
 
 A KeyboardInterrupt raised inside a callback that a native library calls (TensorRT's logger and progress
 monitor) is caught and logged by that library, which then carries on and writes its result. So, around
 such calls, Ctrl-C only sets a flag; the caller asks the library to stop where it can (a progress monitor
 returning False), and raises KeyboardInterrupt itself once the call returns, before anything is written.
+
+SIGTERM (docker stop, systemd, Kubernetes) and SIGHUP (a closed terminal) are handed to whatever answers Ctrl-C
+at that moment, so that every command stops as cleanly on them: earlier artifacts as they were, servers and
+temporary folders gone, one line. That line names the signal, and the exit status is the shell's for it (128 + its
+number: 143 for SIGTERM, 129 for SIGHUP; 130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 from typing import Callable, Iterator
@@ -95,3 +101,39 @@ def writes_complete_first(what: str) -> Iterator[None]:
     then ends the command saying so (Interrupted, exit 130), so that no half of them is ever left."""
     with interrupted_says(f"interrupted: {what}"), deferred_interrupt():
         yield
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+_received: list[int] = []  # the termination signals that came, in order
+
+
+def forward_termination_signals() -> None:
+    """From now on (in the main thread), SIGTERM and SIGHUP act as Ctrl-C; an ignored one (nohup's SIGHUP) stays
+    ignored."""
+    for signum in TERMINATING:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _as_ctrl_c)
+
+
+def _as_ctrl_c(signum, frame) -> None:
+    _received.append(signum)
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)  # Python's own raises KeyboardInterrupt; a deferring one notes it
+        return
+    raise KeyboardInterrupt  # Ctrl-C ignored (a background job): SIGTERM still ends the command
+
+
+def exit_status(default: int = 130) -> int:
+    """The shell's exit status for what stopped the command: 128 + the termination signal's number, or `default`."""
+    return 128 + _received[0] if _received else default
+
+
+def stop_message(message: str) -> str:
+    """A command's "interrupted: …" line, naming the signal that stopped it where that was not Ctrl-C."""
+    if not _received:
+        return message
+    name = signal.Signals(_received[0]).name
+    if re.match(r"interrupted\b", message):
+        return f"stopped by {name}" + message[len("interrupted"):]
+    return f"stopped by {name}: {message}"
