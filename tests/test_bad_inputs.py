@@ -288,14 +288,32 @@ CASES = [
         "parity-negative-atol",
         lambda ws: ["parity", "v1", "--dir", str(ws.export), "--atol", "-1"],
         2,
-        "must be 0 or more",
+        "--atol must be a finite number at least 0, not -1.0",
     ),
+    ("parity-infinite-atol", lambda ws: ["parity", "v1", "--dir", str(ws.export), "--atol", "inf"], 2,
+     "--atol must be a finite number at least 0, not inf"),
     (
         "parity-negative-rtol",
         lambda ws: ["parity", "v1", "--dir", str(ws.export), "--rtol", "-0.5"],
         2,
-        "must be 0 or more",
+        "--rtol must be a finite number at least 0, not -0.5",
     ),
+    # every number option is finite and in range, by one check (core.errors.check_number)
+    ("bench-nan-duration", lambda ws: ["bench", "v1", "--duration-s", "nan"], 2,
+     "--duration-s must be a finite number more than 0, not nan"),
+    ("bench-infinite-warmup", lambda ws: ["bench", "v1", "--warmup-s", "inf"], 2,
+     "--warmup-s must be a finite number at least 0, not inf"),
+    ("loadtest-infinite-duration", lambda ws: ["loadtest", "http://127.0.0.1:9", "--model", "m", "--duration-s", "inf"],
+     2, "--duration-s must be a finite number more than 0 and at most 86400, not inf"),
+    ("loadtest-nan-duration", lambda ws: ["loadtest", "http://127.0.0.1:9", "--model", "m", "--duration-s", "nan"], 2,
+     "--duration-s must be a finite number more than 0 and at most 86400, not nan"),
+    # a server URL: its scheme honoured or refused, no path
+    ("loadtest-url-with-path", lambda ws: ["loadtest", "http://127.0.0.1:9/v2/models", "--model", "m"], 2,
+     "names a path (/v2/models) or no server: give the server's address alone, e.g. http://127.0.0.1:8000"),
+    ("loadtest-grpc-url-over-http", lambda ws: ["loadtest", "grpc://127.0.0.1:9", "--model", "m"], 2,
+     "is grpc://, not --protocol http: pass --protocol grpc"),
+    ("loadtest-unknown-scheme", lambda ws: ["loadtest", "ftp://127.0.0.1:9", "--model", "m"], 2,
+     "is ftp://, not --protocol http: use http:// or https://"),
     (
         "parity-negative-samples",
         lambda ws: ["parity", "v1", "--dir", str(ws.export), "--samples", "-1"],
@@ -1076,7 +1094,7 @@ def test_triton_names_a_file_in_the_way_of_the_model_directory(ws):
 
 def test_trt_refuses_a_workspace_that_is_not_a_number(ws):
     args = ["trt", "v1", "--compiler", "tensorrt-rtx", "--fp16", "--out", str(ws.export), "--workspace-gb", "nan"]
-    expect_one_line(ws, args, 2, "--workspace-gb must be positive, got nan")
+    expect_one_line(ws, args, 2, "--workspace-gb must be a finite number more than 0, not nan")
 
 
 def test_bench_refuses_a_fifo_among_its_report_files_before_measuring(ws):

@@ -555,7 +555,7 @@ def test_loadtest_says_its_reference_refuses_another_model_and_stops_its_clients
         one_line_error(runner.invoke(app, ["loadtest", endpoints.http, "--model", "googlenet", "--duration-s", "1",
                                            "--check", "--dir", str(ten)]),
                        2, f"the server's model 'googlenet' returns 'logits' FP32 [-1, 1000] but {ten / 'model.onnx'} "
-                          "returns 'logits' FP32 [-1, 10]: point --url/--model at the server that serves this export")
+                          "returns 'logits' FP32 [-1, 10]: point URL and --model at the server that serves this export")
         one_line_error(runner.invoke(app, ["loadtest", endpoints.http, "--model", "googlenet", "--duration-s", "1",
                                            "--variant", "inception_v3", "--images", str(calib_dir)]),
                        2, "the images are prepared as [3, 299, 299] but the server's model 'googlenet' takes "
@@ -602,3 +602,16 @@ def test_running_server_checks_its_ports_for_python_callers_too(exported):
         with pytest.raises(InputError, match=re.escape(fragment)):
             with running_server(out, **ports):
                 pass
+
+
+def test_a_server_url_is_read_for_what_it_says():
+    from inception_deploy.core.errors import InputError
+    from inception_deploy.serving.loadtest import server_address
+
+    assert server_address("http://127.0.0.1:8000/", "http") == ("127.0.0.1:8000", False)
+    assert server_address("https://triton.example:443", "http") == ("triton.example:443", True)  # TLS, not plain
+    assert server_address("127.0.0.1:8001", "grpc") == ("127.0.0.1:8001", False)
+    assert server_address("grpcs://h:8001", "grpc") == ("h:8001", True)
+    for url, protocol in (("https://h:1/v2/models", "http"), ("http://", "http"), ("http://h:1", "grpc")):
+        with pytest.raises(InputError):
+            server_address(url, protocol)

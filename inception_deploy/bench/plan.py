@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ..core.artifacts import PRECISIONS
-from ..core.errors import InputError
+from ..core.errors import InputError, check_number
 from ..models.registry import resolve_name
 from ..runners import BACKENDS, Backend, unsupported
 
@@ -52,8 +52,8 @@ class BenchPlan:
             raise InputError(f"--batch takes positive integers, got {self.batches}")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, not {self.device}")
-        if self.warmup_s < 0 or self.duration_s <= 0:
-            raise InputError("--warmup-s must be >= 0 and --duration-s > 0")
+        check_number(self.warmup_s, "--warmup-s", minimum=0)
+        check_number(self.duration_s, "--duration-s", above=0)
         if not isinstance(self.rounds, int) or self.rounds < 1:
             raise InputError(f"--rounds must be a positive integer, got {self.rounds}")
         if self.rows is not None:

@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 @app.command()
 def loadtest(
-    url: str = typer.Argument(..., help="The server, e.g. http://127.0.0.1:8000 (HTTP) or 127.0.0.1:8001 with "
-                                        "--protocol grpc."),
+    url: str = typer.Argument(..., help="The server's address, e.g. http://127.0.0.1:8000 (https:// for TLS), or "
+                                        "grpc://127.0.0.1:8001 (grpcs://) with --protocol grpc; no path."),
     model: str = typer.Option(..., "--model", help="The model's name on the server."),
     protocol: str = typer.Option("http", "--protocol", help="http or grpc."),
     concurrency: str = typer.Option("1,4,16,64", "--concurrency", help="Concurrent clients, one level after another."),
@@ -45,7 +45,7 @@ def loadtest(
                                     images=images, check=check, precision=precision, variant=variant,
                                     export_dir=export_dir, json_out=json_out, report_dir=report_dir,
                                     command=command_line(), on_step=on_step)
-    out.print(levels_table(report, f"{model} at {url} ({protocol})", check))
+    out.print(levels_table(report, f"{model} at {url} ({report.protocol})", check))
     if report.reference:  # which ONNX, so that an int8 deployment is seen compared with the int8 model
         out.print(f"responses compared with {report.reference}, within the {report.precision} tolerance",
                   markup=False, highlight=False, soft_wrap=True)

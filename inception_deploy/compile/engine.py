@@ -38,7 +38,7 @@ from ..core.compilers import (
     resolve,
 )
 from ..core.deps import lazy_import
-from ..core.errors import CheckFailed, InceptionDeployError, InputError, first_line
+from ..core.errors import CheckFailed, InceptionDeployError, InputError, check_number, first_line
 from ..core.interrupts import deferred_interrupt, writes_complete_first
 from ..core.manifest import (
     MANIFEST_NAME,
@@ -90,8 +90,8 @@ class BuildOptions:
                              f"{self.min_batch}/{self.opt_batch}/{self.max_batch}")
         if self.builder_opt_level is not None and not 0 <= self.builder_opt_level <= 5:
             raise InputError(f"--builder-opt-level must be 0..5, got {self.builder_opt_level}")
-        if self.workspace_gb is not None and not 0 < self.workspace_gb < float("inf"):
-            raise InputError(f"--workspace-gb must be positive, got {self.workspace_gb}")
+        if self.workspace_gb is not None:
+            check_number(self.workspace_gb, "--workspace-gb", above=0)
         if self.dla_core is not None and self.dla_core < 0:
             raise InputError(f"--dla-core must be 0 or more, got {self.dla_core}")
         # which compiler --target goes with before what it names (sm90 under --compiler tensorrt is refused for the

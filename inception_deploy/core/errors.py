@@ -1,5 +1,7 @@
 """Errors a user can act on. Each carries the exit code the CLI returns for it."""
 
+import math
+
 
 class InceptionDeployError(Exception):
     """Base class: the message is one line that names the problem and the fix."""
@@ -35,3 +37,19 @@ class Interrupted(InceptionDeployError):
     """Ctrl-C: the message says what was kept."""
 
     exit_code = 130
+
+
+def check_number(value, option: str, *, minimum: float | None = None, above: float | None = None,
+                 maximum: float | None = None) -> float:
+    """The one check of every number option: a finite number in range (nan and inf never are), or InputError (exit 2)
+    naming the option, the range and what was given."""
+    bounds = [f"more than {above:g}" if above is not None else "",
+              f"at least {minimum:g}" if minimum is not None else "",
+              f"at most {maximum:g}" if maximum is not None else ""]
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and (above is None or value > above) and (minimum is None or value >= minimum)
+          and (maximum is None or value <= maximum))
+    if not ok:
+        wanted = " and ".join(b for b in bounds if b)
+        raise InputError(f"{option} must be a finite number{' ' + wanted if wanted else ''}, not {value!r}")
+    return float(value)

@@ -19,7 +19,7 @@ from ..core.artifacts import ENGINE_KINDS, PRECISIONS, export_command, missing_a
 from ..core.compare import Difference, difference
 from ..core.compilers import COMPILERS, require_runtime
 from ..core.deps import lazy_import
-from ..core.errors import CheckFailed, InputError, first_line
+from ..core.errors import CheckFailed, InputError, check_number, first_line
 from ..core.manifest import read_manifest, verified_record, verify_beside
 from ..core.tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
 from ..export.forms import check_form, form_of
@@ -183,8 +183,9 @@ def _check_arguments(backends: list[Backend], reference: str, atol, rtol, sample
     for backend in backends:
         if backend.engine in COMPILERS:
             require_runtime(COMPILERS[backend.engine])  # exit 3 before any work when the library or the GPU is missing
-    if (atol is not None and not atol >= 0) or (rtol is not None and not rtol >= 0):
-        raise InputError(f"--atol and --rtol must be 0 or more, got atol {atol}, rtol {rtol}")
+    for value, option in ((atol, "--atol"), (rtol, "--rtol")):
+        if value is not None:
+            check_number(value, option, minimum=0)
     if samples is not None and (samples < 0 or (samples == 0 and images is None)):
         raise InputError("--samples must be at least 1 (or 0 with --images)")
     return 0.0 if rtol is not None and atol is None else atol

@@ -5,6 +5,7 @@ for the same input, so that a batch the dynamic batcher formed must answer as ba
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -17,7 +18,7 @@ import numpy as np
 from ..core.artifacts import ONNX_FILES, export_command, missing_artifact
 from ..core.compare import difference
 from ..core.deps import require
-from ..core.errors import InceptionDeployError, InputError, first_line
+from ..core.errors import InceptionDeployError, InputError, check_number, first_line
 from ..core.manifest import verify_beside
 from ..core.timing import summarize
 from ..core.tolerances import TOLERANCES
@@ -28,6 +29,7 @@ from ..runners.base import TensorInfo
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("http", "grpc")
+MAX_DURATION_S = 86_400.0  # a level of a day: beyond it, a typo
 WARMUP_REQUESTS = 3  # per client, before the clock starts: connections made, the server's first batch done
 STOP_WAIT_S = 10.0  # after Ctrl-C, how long the clients get to finish the request they are in and close
 TRITON_DTYPES = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int8": "INT8", "uint8": "UINT8",
@@ -101,11 +103,13 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
     step = on_step or (lambda _: None)
     if protocol not in PROTOCOLS:
         raise InputError(f"--protocol must be http or grpc, not '{protocol}'")
-    if not concurrency or any(c < 1 for c in concurrency) or duration_s <= 0:
-        raise InputError("--concurrency takes positive integers and --duration-s must be > 0")
+    if not concurrency or any(c < 1 for c in concurrency):
+        raise InputError("--concurrency takes positive integers")
+    check_number(duration_s, "--duration-s", above=0, maximum=MAX_DURATION_S)
+    address, secure = server_address(url, protocol)
     client_module = require(f"tritonclient.{protocol}")
-    address = url.split("://", 1)[-1].rstrip("/")
-    meta = _metadata(client_module, address, model, protocol)
+    connect = functools.partial(client_module.InferenceServerClient, address, ssl=secure)
+    meta = _metadata(connect, address, model, protocol)
     input_name, output_name, shape = _io(meta)
     if reference is not None:
         _check_signature(meta, model, reference)
@@ -119,19 +123,39 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
                          f"{list(shape)}: pass the --variant it serves")
     expected = reference(samples) if reference is not None else None
     tolerance = TOLERANCES[reference.precision if reference is not None else "fp32"]
-    report = LoadReport(url, model, protocol, inputs_label, reference.label if reference is not None else None,
+    report = LoadReport(url, model, f"{protocol}s" if secure else protocol, inputs_label, reference.label if reference is not None else None,
                         reference.precision if reference is not None else None)
     for level in concurrency:
         step(f"concurrency {level}: {duration_s:g} s")
-        report.rows.append(_level(client_module, address, model, input_name, output_name, samples, expected, tolerance,
-                                  level, duration_s))
+        report.rows.append(_level(client_module, connect, model, input_name, output_name, samples, expected,
+                                  tolerance, level, duration_s))
     return report
 
 
-def _metadata(client_module, address: str, model: str, protocol: str) -> dict:
+def server_address(url: str, protocol: str) -> tuple[str, bool]:
+    """The server's host:port from URL, and whether to use TLS: http:// and https:// for --protocol http, grpc:// and
+    grpcs:// for grpc, or no scheme; a path, or a scheme of the other protocol, is refused (exit 2)."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        scheme, rest = "", url.strip()
+    schemes = {"http": ("http", "https"), "grpc": ("grpc", "grpcs")}[protocol]
+    if scheme and scheme.lower() not in schemes:
+        other = next((p for p, names in (("http", ("http", "https")), ("grpc", ("grpc", "grpcs")))
+                      if scheme.lower() in names), None)
+        fix = f"pass --protocol {other}" if other else f"use {' or '.join(s + '://' for s in schemes)}"
+        raise InputError(f"the URL {url} is {scheme}://, not --protocol {protocol}: {fix}")
+    host, slash, path = rest.partition("/")
+    if path.strip("/") or not host:
+        raise InputError(f"the URL {url} names a path (/{path.strip('/')}) or no server: give the server's address "
+                         f"alone, e.g. {'http' if protocol == 'http' else 'grpc'}://127.0.0.1:"
+                         f"{8000 if protocol == 'http' else 8001}")
+    return host, scheme.lower() in ("https", "grpcs")
+
+
+def _metadata(connect, address: str, model: str, protocol: str) -> dict:
     client = None
     try:
-        client = client_module.InferenceServerClient(address)
+        client = connect()
         if not client.is_server_ready():
             raise InputError(f"the Triton server at {address} is not ready")
         return client.get_model_metadata(model, **({"as_json": True} if protocol == "grpc" else {}))
@@ -164,7 +188,7 @@ def _check_signature(meta: dict, model: str, reference: Reference) -> None:
         theirs = (served["name"], served["datatype"], [int(d) for d in served["shape"]])
         if mine != theirs:
             raise InputError(f"the server's model '{model}' {verb} {_tensor(*theirs)} but {reference.path} "
-                             f"{verb} {_tensor(*mine)}: point --url/--model at the server that serves this export, "
+                             f"{verb} {_tensor(*mine)}: point URL and --model at the server that serves this export, "
                              "or --dir/--precision at the export it serves")
 
 
@@ -173,7 +197,7 @@ def _tensor(name: str, dtype: str, dims: list[int]) -> str:
 
 
 def _level(
-    client_module, address, model, input_name, output_name, samples, expected, tolerance, level, duration_s
+    client_module, connect, model, input_name, output_name, samples, expected, tolerance, level, duration_s
 ) -> LoadRow:
     latencies: list[float] = []
     lock = threading.Lock()
@@ -186,7 +210,7 @@ def _level(
     def client_loop(index: int) -> None:
         client = None
         try:
-            client = _new_client(client_module, address, state, start_gate)
+            client = _new_client(connect, state, start_gate)
             _client_requests(client, index)
         except threading.BrokenBarrierError:  # stopped before the clock started
             pass
@@ -252,11 +276,11 @@ def _level(
                    state["checked"], state["mismatches"], state["worst"], state["error"])
 
 
-def _new_client(client_module, address: str, state: dict, start_gate: threading.Barrier):
+def _new_client(connect, state: dict, start_gate: threading.Barrier):
     """A client of its own for one thread. One that cannot be made (e.g. too many open files) breaks the gate, so
     that the level stops and says why instead of waiting for a client that never comes."""
     try:
-        return client_module.InferenceServerClient(address)
+        return connect()
     except Exception as err:  # noqa: BLE001
         state["error"] = state["error"] or f"a client could not be made ({first_line(err, 160)})"
         start_gate.abort()
