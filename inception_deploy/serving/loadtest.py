@@ -123,7 +123,8 @@ def run_loadtest(url: str, model: str, *, protocol: str = "http", concurrency: l
                          f"{list(shape)}: pass the --variant it serves")
     expected = reference(samples) if reference is not None else None
     tolerance = TOLERANCES[reference.precision if reference is not None else "fp32"]
-    report = LoadReport(url, model, f"{protocol}s" if secure else protocol, inputs_label, reference.label if reference is not None else None,
+    report = LoadReport(url, model, f"{protocol}s" if secure else protocol, inputs_label,
+                        reference.label if reference is not None else None,
                         reference.precision if reference is not None else None)
     for level in concurrency:
         step(f"concurrency {level}: {duration_s:g} s")
