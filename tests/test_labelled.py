@@ -164,3 +164,33 @@ def test_a_top1_no_better_than_the_most_common_label_is_named(tree):
     assert no_better_than_chance(4 / 7, data).startswith("top-1 57.1 % is no better than always answering the most "
                                                           "common label")
     assert no_better_than_chance(5 / 7, data) is None
+
+
+@pytest.mark.parametrize("stray", ["stray.png", "README.txt"])
+def test_a_tree_with_a_stray_file_at_its_top_is_read_as_a_tree_for_calibration(tree, stray):
+    """One rule for a folder given without labels (--calib, --images): class folders holding at least as many files
+    as its top make a tree, whatever stray file sits at the top; it is named as skipped, never calibrated on alone."""
+    from inception_deploy.export.quantize import calibration_inputs
+    from inception_deploy.models.labelled import folder_layout
+
+    Image.new("RGB", (8, 8)).save(tree / stray, format="PNG")
+    assert folder_layout(tree) == "tree"
+    calibration = calibration_inputs(SPEC, tree, 4, synthetic=False)
+    assert calibration.batch.shape[0] == 4 and stray not in calibration.files
+    assert {f.split("/")[0] for f in calibration.files} == {"cat", "dog"}  # round robin over the classes
+    assert (stray, "at the top of the ImageFolder tree, in no class folder: it has no label") in calibration.skipped
+
+
+def test_a_flat_folder_with_a_stray_subfolder_stays_flat(tmp_path):
+    from inception_deploy.export.quantize import calibration_inputs
+    from inception_deploy.models.labelled import folder_layout
+
+    for k in range(3):
+        Image.new("RGB", (40, 40), (k, 0, 0)).save(tmp_path / f"{k}.jpg")
+    (tmp_path / "thumbs").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "thumbs" / "a.jpg")
+    assert folder_layout(tmp_path) == "flat"
+    calibration = calibration_inputs(SPEC, tmp_path, 64, synthetic=False)
+    assert calibration.files == ["0.jpg", "1.jpg", "2.jpg"] and calibration.skipped[0][0] == "thumbs"
+    assert "calibrated on 3 image(s)" in calibration.shortfall() and "fewer than the 64 asked for" in \
+        calibration.shortfall()

@@ -346,6 +346,8 @@ def _make_verified(spec, weights, num_classes, opset, fixed_batch, simplify, fp1
                 verified[recipe.form.precision] = (proto8, parity8, facts)
         for name, reason in plan.calibration.skipped:
             warnings.append(f"--calib: skipped {name}: {reason}")
+        if plan.calibration.shortfall():
+            warnings.append(plan.calibration.shortfall())
         if evalset is not None:
             warnings += [f"--eval: skipped {name}: {reason}" for name, reason in evalset.data.skipped]
             overlap = shared_images(plan.calibration, evalset)

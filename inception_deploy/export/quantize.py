@@ -36,8 +36,8 @@ from ..core.artifacts import ONNX_FILES
 from ..core.deps import lazy_import, require
 from ..core.errors import CheckFailed, InputError, first_line
 from ..core.logs import quiet_library
-from ..models.labelled import labelled_batches, labelled_images, no_readable_image
-from ..models.samples import image_batch, random_batch
+from ..models.labelled import image_set
+from ..models.samples import random_batch
 from ..models.spec import ModelSpec
 from .forms import INT8_FORMS, Int8Form, parse_forms
 from .fp16 import convert_to_fp16
@@ -58,6 +58,14 @@ class Calibration:
     files: list[str]
     skipped: list[tuple[str, str]]
     synthetic: bool
+    asked: int | None = None  # --calib-samples, where the folder was to give that many
+
+    def shortfall(self) -> str | None:
+        """A warning when the folder gave fewer readable images than were asked for."""
+        if self.asked is None or len(self.batch) >= self.asked:
+            return None
+        return (f"--calib: calibrated on {len(self.batch)} image(s) of {self.source}, fewer than the {self.asked} "
+                "asked for (--calib-samples): int8 ranges from few images may not cover what the model will see")
 
     def fingerprint(self) -> str:
         return hashlib.sha256(self.batch.tobytes()).hexdigest()
@@ -73,30 +81,8 @@ def calibration_inputs(spec: ModelSpec, calib_dir: str | Path | None, samples: i
         return Calibration(random_batch(spec, samples, seed=seed).numpy(), SYNTHETIC_LABEL, [], [], True)
     if calib_dir is None:
         raise InputError("--int8 needs calibration images: --calib DIR (or --calib-synthetic for a smoke test)")
-    if _class_folders(Path(calib_dir)):
-        return _from_tree(spec, Path(calib_dir), samples)
-    batch, files, skipped = image_batch(spec, calib_dir, option="--calib")
-    return Calibration(batch[:samples].numpy(), str(calib_dir), files[:samples], skipped, False)
-
-
-def _class_folders(directory: Path) -> bool:
-    """An ImageFolder tree: class folders and no image file of its own (a flat folder with a stray subfolder is
-    read flat, as before)."""
-    if not directory.is_dir():
-        return False
-    entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
-    return any(p.is_dir() for p in entries) and not any(p.is_file() for p in entries)
-
-
-def _from_tree(spec: ModelSpec, directory: Path, samples: int) -> Calibration:
-    """Calibration images from an ImageFolder tree (a labelled set's layout): the first `samples` in round-robin
-    order over its folders, so that every class is represented; the labels are not used."""
-    data = labelled_images(directory, limit=samples, option="--calib")
-    arrays = [x for x, _, _ in labelled_batches(spec, data, 32)]
-    if not arrays:
-        raise no_readable_image(data)
-    shown = [str(p.relative_to(directory)) for p in data.files]
-    return Calibration(np.concatenate(arrays), str(directory), shown, data.skipped, False)
+    batch, files, skipped = image_set(spec, calib_dir, limit=samples, option="--calib")
+    return Calibration(batch.numpy(), str(calib_dir), files, skipped, False, asked=samples)
 
 
 @dataclass(frozen=True)

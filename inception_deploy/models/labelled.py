@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from ..core.errors import CheckFailed, InputError, first_line
 from ..core.manifest import MAX_CLASSES
-from .samples import preprocessed_image
+from .samples import image_batch, preprocessed_image
 from .spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,34 @@ def no_better_than_chance(top1: float, data: LabelledImages) -> str | None:
     return (f"top-1 {100 * top1:.1f} % is no better than always answering the most common label of {data.option} "
             f"{data.root} ({100 * share:.1f} % of its images): the labels may not match the model's classes (their "
             f"order, or a subset: see {data.labels_option}), or the weights are not the trained ones")
+
+
+def folder_layout(directory: str | Path) -> str:
+    """One rule for a folder of images given without labels (--calib, parity's and loadtest's --images): "tree" when
+    its class folders hold at least as many files as its top does (a tree with a stray README or photograph at its
+    top is still a tree, the strays named), else "flat" (a flat folder with a stray subfolder stays flat)."""
+    root = Path(directory)
+    top = [p for p in root.iterdir() if not p.name.startswith(".")] if root.is_dir() else []
+    in_folders = sum(1 for d in top if d.is_dir() for f in d.rglob("*") if not _hidden(f, root) and not f.is_dir())
+    files_on_top = sum(1 for p in top if not p.is_dir())
+    return "tree" if in_folders and in_folders >= files_on_top else "flat"
+
+
+def image_set(spec: ModelSpec, directory: str | Path, *, limit: int | None = None,
+              option: str = "--images") -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
+    """The images of a folder given without labels, through the variant's preprocessing: (batch, the files used,
+    [(file, why it was skipped)]). A tree (folder_layout) gives its first `limit` in round-robin order over its class
+    folders, so that every class is represented; a flat folder its first `limit` in name order. InputError when none
+    is readable."""
+    if folder_layout(directory) == "flat":
+        batch, used, skipped = image_batch(spec, directory, option=option)
+        return batch[:limit], used[:limit], skipped
+    data = labelled_images(directory, limit=limit, option=option)
+    arrays = [x for x, _, _ in labelled_batches(spec, data, 32)]
+    if not arrays:
+        raise no_readable_image(data)
+    used = [_shown(data.root, p) for p in data.files if _shown(data.root, p) not in {f for f, _ in data.skipped}]
+    return torch.from_numpy(np.concatenate(arrays)), used, data.skipped
 
 
 def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:

@@ -25,9 +25,10 @@ from ..core.tolerances import TOLERANCES, ElementwiseTolerance, Tolerance
 from ..export.forms import check_form, form_of
 from ..export.onnx import default_out_dir
 from ..models.identify import identify, model_signature, onnx_signature
+from ..models.labelled import image_set
 from ..models.load import deployable_model, reference_weights
 from ..models.registry import get_spec
-from ..models.samples import image_batch, random_batch
+from ..models.samples import random_batch
 from ..runners import Backend, Runner, check_each_runs, open_runner, parse_backends, unsupported
 from .localize import BlockDivergence, first_divergence, localize
 
@@ -313,7 +314,7 @@ def _check_artifact_matches(artifact: Artifact, model: torch.nn.Module, spec) ->
 def _inputs(spec, images, samples, seed) -> tuple[torch.Tensor, dict]:
     parts, info = [], {"seed": seed, "random": 0, "images": [], "skipped_images": []}
     if images is not None:
-        batch, used, skipped = image_batch(spec, images)
+        batch, used, skipped = image_set(spec, images)
         parts.append(batch)
         info.update(images=used, skipped_images=[{"file": f, "reason": r} for f, r in skipped], image_dir=str(images))
     n_random = samples if samples is not None else (0 if images is not None else DEFAULT_SAMPLES)

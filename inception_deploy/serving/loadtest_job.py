@@ -11,8 +11,8 @@ from typing import Callable
 from ..core.artifacts import check_output_dir, check_output_file
 from ..core.errors import CheckFailed, InputError
 from ..export import default_out_dir
+from ..models.labelled import image_set
 from ..models.registry import get_spec
-from ..models.samples import image_batch
 from .loadtest import LoadReport, local_reference, run_loadtest
 from .loadtest_report import write_reports
 
@@ -37,7 +37,7 @@ def load_test(url: str, model: str, *, protocol: str = "http", concurrency: list
             raise InputError(f"model '{model}' is not a variant's name: pass --variant for --images/--check") from None
     samples, label = None, "random"
     if images is not None:
-        batch, _, skipped = image_batch(spec, images)
+        batch, _, skipped = image_set(spec, images)
         samples, label = batch.numpy(), f"image from {images}"
         for name, reason in skipped:
             log.warning("skipped image %s: %s", name, reason)
