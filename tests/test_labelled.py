@@ -194,3 +194,21 @@ def test_a_flat_folder_with_a_stray_subfolder_stays_flat(tmp_path):
     assert calibration.files == ["0.jpg", "1.jpg", "2.jpg"] and calibration.skipped[0][0] == "thumbs"
     assert "calibrated on 3 image(s)" in calibration.shortfall() and "fewer than the 64 asked for" in \
         calibration.shortfall()
+
+
+def test_a_symlink_loop_among_labelled_images_is_skipped_not_a_crash(tree, tmp_path):
+    """A link that points at itself, in a tree and named by a CSV: listed as skipped wherever files are compared."""
+    from inception_deploy.export.budget import shared_images
+    from inception_deploy.export.quantize import Calibration
+    from inception_deploy.models.labelled import file_key
+
+    (tree / "cat" / "loop.png").symlink_to(tree / "cat" / "loop.png")
+    data = labelled_images(tree)
+    assert file_key(tree / "cat" / "loop.png") == tree / "cat" / "loop.png"
+    calibration = Calibration(np.zeros((1, 3, 8, 8), np.float32), str(tree), ["cat/0.png"], [], False)
+    assert shared_images(calibration, DecodedBatches(SPEC, data, batch=4)) == 1  # compared, the loop among them
+    source = DecodedBatches(SPEC, data, batch=4)
+    assert source.images == 6 and any(name == "cat/loop.png" for name, _ in data.skipped)
+    (tree / "labels.csv").write_text("cat/0.png,0\ncat/loop.png,0\n")
+    flat = labelled_images(tree, labels=tree / "labels.csv")
+    assert [p.name for p in flat.files] == ["0.png"] and flat.skipped[0][0] == "cat/loop.png"

@@ -31,7 +31,7 @@ import numpy as np
 from ..core.deps import lazy_import, require
 from ..core.logs import quiet_library
 from ..core.stats import MaxDrop, mcnemar_exact, topk_hits, wilson
-from ..models.labelled import DecodedBatches, LabelledImages, check_classes, no_better_than_chance
+from ..models.labelled import DecodedBatches, LabelledImages, check_classes, file_key, no_better_than_chance
 from ..models.spec import ModelSpec
 from ..runners.onnxruntime_runner import OnnxRuntimeRunner
 from .quantize import CALIB_METHODS, Calibration, Int8Recipe, quantization_nodes, quantize_int8
@@ -66,8 +66,8 @@ def shared_images(calibration: Calibration, evalset: DecodedBatches) -> int:
     if calibration.synthetic:
         return 0
     source = Path(calibration.source)
-    calib = {(source / name).resolve() for name in calibration.files}
-    return sum(1 for path in evalset.data.files if path.resolve() in calib)
+    calib = {file_key(source / name) for name in calibration.files}
+    return sum(1 for path in evalset.data.files if file_key(path) in calib)
 
 
 def top1_hits(model, evalset: DecodedBatches, input_name: str, output_name: str) -> np.ndarray:

@@ -118,6 +118,15 @@ def no_better_than_chance(top1: float, data: LabelledImages) -> str | None:
             f"order, or a subset: see {data.labels_option}), or the weights are not the trained ones")
 
 
+def file_key(path: Path) -> Path:
+    """What identifies an image file across folders and links: its resolved path, or, for a link that cannot be
+    resolved (a loop, a dangling chain), its own absolute path (such a file is skipped when it is read)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python 3.11's "Symlink loop"
+        return path.absolute()
+
+
 def folder_layout(directory: str | Path) -> str:
     """One rule for a folder of images given without labels (--calib, parity's and loadtest's --images): "tree" when
     its class folders hold at least as many files as its top does (a tree with a stray README or photograph at its
@@ -268,7 +277,7 @@ def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) ->
         if not path.exists():
             skipped.append((name, f"named by {labels_option} but not in the folder"))
             continue
-        key = path.resolve()
+        key = file_key(path)
         if key in seen:
             first_label, first_number = seen[key]
             if first_label != label:
@@ -282,9 +291,9 @@ def _from_csv(root: Path, labels_file: Path, option: str, labels_option: str) ->
     if not files:
         raise InputError(f"{labels_option} {labels_file} names no file of {option} {root}" + (
             f" ({len(skipped)} named, none found, e.g. {skipped[0][0]})" if skipped else " (it has no rows)"))
-    named = {p.resolve() for p in files} | {(root / n).resolve() for n, _ in skipped}
+    named = {file_key(p) for p in files} | {file_key(root / n) for n, _ in skipped}
     unlabelled = sum(1 for p in root.iterdir()
-                     if p.is_file() and p.resolve() not in named and not p.name.startswith("."))
+                     if p.is_file() and file_key(p) not in named and not p.name.startswith("."))
     classes = [str(i) for i in range(max(labels) + 1)]
     return LabelledImages(root, "csv", files, np.asarray(labels, dtype=np.int64), classes, skipped, unlabelled)
 
