@@ -283,3 +283,22 @@ def test_agreement_counts_a_near_tie_flip_but_not_a_real_one():
     far = reference + noise
     far[1, 10] = 1.0  # row 1 picks a class the reference ranks 3.2 lower: a real disagreement
     assert difference(reference, far).top1_agreement_robust == 0.5
+
+
+def test_an_over_budget_mark_stays_with_its_bytes_through_a_re_export(over_budget, digits, tmp_path):
+    """Re-exported without --eval, the same int8 bytes (same weights, calibration and recipe) keep the accuracy an
+    earlier export measured of them, over-budget mark included: trt still refuses them without the flag."""
+    grey = next(p for p in over_budget[0].parents if (p / "grey").is_dir()) / "grey"
+    out = tmp_path / "googlenet"
+    common = ("--weights", digits.checkpoint, "--int8", "--calib", grey, "--calib-method", "minmax", "--out", out)
+    measured, text = _export(*common, "--eval", digits.eval, "--eval-limit", 40, "--max-drop", "0.5",
+                             "--fallback-limit", 0)
+    assert measured.exit_code == 1 and _int8(out)["accuracy"]["within_budget"] is False, text
+    before = _int8(out)
+    again, text = _export(*common)
+    assert again.exit_code == 1 and "OVER BUDGET" in again.stderr, text  # said again, as it is again written
+    after = _int8(out)
+    assert after["sha256"] == before["sha256"]
+    assert after["accuracy"]["within_budget"] is False and "same sha256" in after["accuracy"]["measured_by"]
+    refused = runner.invoke(app, ["trt", "--int8", "--out", str(out)])
+    assert refused.exit_code == 2 and "over its accuracy budget" in refused.stderr
