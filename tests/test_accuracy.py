@@ -251,10 +251,25 @@ def wrong_export(digits, tmp_path_factory):
     return root / "export"
 
 
+@pytest.fixture(scope="module")
+def grey_int8(digits, tmp_path_factory):
+    """The trained checkpoint's export, int8 calibrated on one grey image: its activation ranges fit nothing the
+    digits hold, and top-1 falls far below the reference's, the same checkpoint in fp32."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("grey")
+    (root / "grey").mkdir()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(root / "grey" / "grey.png")
+    result = runner.invoke(app, ["export", "googlenet", "--weights", str(digits.checkpoint), "--int8", "--calib",
+                                 str(root / "grey"), "--calib-samples", "1", "--out", str(root / "export")])
+    assert result.exit_code == 0, result.output
+    return root / "export"
+
+
 @pytest.mark.parametrize("max_drop, passes", [("50%", False), ("100%", True)])
-def test_max_drop_relative_to_the_reference_top1(wrong_export, digits, subset, max_drop, passes):
+def test_max_drop_relative_to_the_reference_top1(grey_int8, subset, max_drop, passes):
     tree, _, _ = subset
-    result, report = _accuracy("--data", tree, "--dir", wrong_export, "--weights", digits.checkpoint, "--limit", "20",
+    result, report = _accuracy("--data", tree, "--dir", grey_int8, "--precision", "int8", "--limit", "20",
                                "--max-drop", max_drop)
     assert result.exit_code == (0 if passes else 1), result.output
     reference, [row] = report["rows"][0], report["rows"][1:]
@@ -263,9 +278,16 @@ def test_max_drop_relative_to_the_reference_top1(wrong_export, digits, subset, m
     assert row["allowed_drop_points"] == pytest.approx(float(max_drop[:-1]) * reference["top1"])
     assert reference["top1"] > 0.5 and row["drop_points"] > 0.5 * 100 * reference["top1"]
     assert row["passed"] is passes and report["passed"] is passes
-    assert "is not the checkpoint this export was made from" in result.stderr
     if not passes:
-        assert "FAIL: onnxruntime model.onnx (fp32) drops" in result.stderr
+        assert "FAIL: onnxruntime model.int8.onnx (int8) drops" in result.stderr
+
+
+def test_weights_other_than_the_exports_are_refused_before_any_work(wrong_export, digits, subset):
+    """--weights that are not the checkpoint the export was made from: the drop would compare two models."""
+    tree, _, _ = subset
+    result = runner.invoke(app, ["accuracy", "googlenet", "--data", str(tree), "--dir", str(wrong_export),
+                                 "--weights", str(digits.checkpoint)])
+    _one_line_error(result, 2, "is not the checkpoint this export was made from", "two different models")
 
 
 def test_a_missing_backend_exits_3_before_any_work(export, tmp_path, monkeypatch):
@@ -287,8 +309,9 @@ def test_an_untrained_model_is_said_loudly(export, subset, tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     tree, _, _ = subset
     result, report = _accuracy("--data", tree, "--dir", copy, "--precision", "fp32", "--limit", "10")
-    assert report["untrained"] is True
+    assert report["untrained"] is True and report["passed"] is False and "untrained" in report["no_verdict"]
     assert "UNTRAINED" in result.stderr and "meaningless" in result.stderr
+    assert result.exit_code == 1 and "FAIL: no verdict: the reference is an untrained model" in result.stderr
 
 
 def test_a_tampered_artifact_is_refused_before_it_runs(export, subset, tmp_path):
@@ -308,9 +331,10 @@ def test_a_reference_no_better_than_its_most_common_label_is_said(wrong_export, 
     """The shifted head as the reference itself (its manifest's checkpoint): nearly every top-1 is wrong."""
     tree, _, _ = subset
     result, report = _accuracy("--data", tree, "--dir", wrong_export, "--limit", "20", "--max-drop", "100")
-    assert result.exit_code == 0, result.output
-    assert report["rows"][0]["top1"] <= 0.1
+    assert result.exit_code == 1, result.output  # never PASS on a comparison the tool itself calls meaningless
+    assert report["rows"][0]["top1"] <= 0.1 and report["passed"] is False
     assert any(w.startswith("the reference's top-1") and "most common label" in w for w in report["warnings"])
+    assert "FAIL: no verdict: the reference's top-1" in " ".join(result.stderr.split())
 
 
 def test_requests_that_compare_nothing_or_make_no_sense_exit_2_before_any_work(export, subset):

@@ -146,6 +146,7 @@ class AccuracyReport:
     rows: list[AccuracyRow] = field(default_factory=list)
     skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
     warnings: list[str] = field(default_factory=list)
+    chance: str | None = None  # set when the reference's top-1 is no better than the most common label's share
 
     @property
     def reference_row(self) -> AccuracyRow:
@@ -156,14 +157,23 @@ class AccuracyReport:
         return [r for r in self.rows if r.passed is False]
 
     @property
+    def meaningless(self) -> str | None:
+        """Why no verdict can be drawn from this comparison, if none can: the reference itself has no accuracy to
+        lose (an untrained model, or a top-1 no better than always answering the most common label)."""
+        if self.untrained:
+            return "the reference is an untrained model (no weights in the manifest): its top-1 is chance"
+        return self.chance
+
+    @property
     def passed(self) -> bool:
-        """No row beyond the allowed drop, and at least one row compared with the reference."""
-        return not self.failed and any(r.passed for r in self.rows)
+        """No row beyond the allowed drop, at least one row compared with the reference, and a reference that has
+        an accuracy to lose: never PASS on a comparison this tool calls meaningless."""
+        return not self.meaningless and not self.failed and any(r.passed for r in self.rows)
 
     def to_dict(self) -> dict:
         return {"variant": self.variant, "untrained": self.untrained, "reference": REFERENCE, "data": self.data,
                 "batch": self.batch, "max_drop": {**self.max_drop.to_dict(), "describe": self.max_drop.describe()},
-                "passed": self.passed, "units": UNITS, "warnings": self.warnings,
+                "passed": self.passed, "no_verdict": self.meaningless, "units": UNITS, "warnings": self.warnings,
                 "skipped_images": [{"file": f, "reason": why} for f, why in self.skipped_images],
                 "rows": [r.to_dict() for r in self.rows]}
 
@@ -214,7 +224,8 @@ def evaluate_accuracy(
     targets = list(_targets(chosen, _artifacts(manifest, directory), wanted, spec.aliases[0]))
     _check_something_runs(targets, chosen, wanted)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
-    report_warnings = _weights_warnings(manifest, weights)
+    _check_weights(manifest, weights)
+    report_warnings: list[str] = []
 
     step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
     model = deployable_model(spec.name, weights=weights, num_classes=num_classes)
@@ -250,7 +261,8 @@ def evaluate_accuracy(
                    "kept_decoded": source.keep, "head_classes": head}
     chance = None if model.untrained else no_better_than_chance(reference.top1, images)
     if chance:
-        report.warnings.append(f"the reference's {chance}; a drop against it means nothing")
+        report.chance = f"the reference's {chance}; a drop against it means nothing"
+        report.warnings.append(report.chance)
     if head <= 5:
         report.warnings.append(f"the head has {head} classes: top-5 is 100 % by construction")
 
@@ -403,11 +415,13 @@ def _check_head(manifest: dict, directory: Path, head: int) -> None:
                          "pass the checkpoint it was exported from with --weights (or --num-classes)")
 
 
-def _weights_warnings(manifest: dict, weights) -> list[str]:
+def _check_weights(manifest: dict, weights) -> None:
+    """Before any work: a --weights other than the checkpoint the export was made from would compare two different
+    models, and no drop between them says anything about the export (InputError, exit 2)."""
     listed = manifest.get("weights")
     if weights is None or not listed or Path(weights) == Path(listed["path"]):
-        return []
+        return
     if Path(weights).is_file() and sha256_of(Path(weights)) != listed["sha256"]:
-        return [f"--weights {weights} is not the checkpoint this export was made from ({listed['path']}): the drop "
-                "compares two different models"]
-    return []
+        raise InputError(f"--weights {weights} is not the checkpoint this export was made from ({listed['path']}, "
+                         "by its sha256): the drop would compare two different models; leave --weights out (the "
+                         "export's own checkpoint is the reference), or re-export with this checkpoint")

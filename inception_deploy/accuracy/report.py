@@ -90,6 +90,9 @@ def skip_lines(report: AccuracyReport) -> list[str]:
 
 
 def verdict_line(report: AccuracyReport) -> str:
+    if report.meaningless:
+        return (f"FAIL: no verdict: {report.meaningless}; evaluate the checkpoint you deploy (--weights at export) on "
+                "images labelled as its head was trained")
     if report.passed:
         compared = sum(1 for r in report.rows if r.passed)
         return (f"PASS: {compared} row(s) within the allowed top-1 drop ({report.max_drop.describe()}) of "
