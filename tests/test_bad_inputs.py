@@ -1131,3 +1131,15 @@ def test_ctrl_c_inside_an_import_a_library_turns_into_import_error_stays_ctrl_c(
     monkeypatch.setattr(importlib, "import_module", interrupted_import)
     with pytest.raises(KeyboardInterrupt):
         require("onnxruntime")
+
+
+@pytest.mark.parametrize("command", [["export", "v1", "--out"], ["bench", "v1", "--duration-s", "0.01", "--report"],
+                                     ["parity", "v1", "--json"]])
+def test_an_output_path_the_file_system_cannot_take_is_refused_before_any_work(ws, command):
+    """A name over the file system's limit, and a dangling link, for each kind of output option: exit 2, naming it."""
+    if command[0] == "parity":
+        command = ["parity", "v1", "--dir", str(ws.export), "--json"]
+    expect_one_line(ws, [*command, str(ws.root / ("x" * 300) / "out")], 2, "bytes long")
+    (ws.root / "dangling").symlink_to(ws.root / "nowhere")
+    target = ws.root / "dangling" / ("out.json" if command[-1] == "--json" else "out")
+    expect_one_line(ws, [*command, str(target)], 2, "which does not exist: remove the link")

@@ -206,27 +206,55 @@ def missing_artifact(path: Path, fix: str) -> InputError:
     return InputError(f"{path} does not exist: {fix}")
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # bytes: Linux's limits for one name and for a whole path
+
+
 def check_output_dir(path: Path, option: str) -> None:
-    """Refuse, before any work, an output directory that is a file or cannot be written (exit 2)."""
+    """Refuse, before any work, an output directory that is a file, a dangling link, a name too long for the file
+    system, or not writable (exit 2)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{option} {path} is a file, not a directory: choose another {option}")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"{option} {path}: {existing} is a file, not a directory: choose another {option}")
+    _check_names(path, option)
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{option} {path} is a file, not a directory: choose another {option}")
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            if existing.is_symlink():  # a link to nothing: making the directory would fail on it, after the work
+                raise InputError(f"{option} {path}: {existing} is a link to {os.readlink(existing)}, which does not "
+                                 f"exist: remove the link or choose another {option}")
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(f"{option} {path}: {existing} is a file, not a directory: choose another {option}")
+    except OSError as err:  # a loop of links, a path the kernel refuses
+        raise InputError(f"{option} {path} cannot be used ({err.strerror or err}): choose another {option}") from None
     _probe_writable(existing, f"{option} {path}", option)
 
 
 def check_output_file(path: Path, option: str) -> None:
-    """Refuse, before any work, an output file that is a directory, not a regular file, or not writable."""
+    """Refuse, before any work, an output file that is a directory, not a regular file, a name too long for the
+    file system, or not writable."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{option} {path} is a directory: give a file path")
-    if path.exists() and not path.is_file():
-        raise InputError(f"{option} {path} is not a regular file: give a file path")
+    _check_names(path, option)
+    try:
+        if path.is_dir():
+            raise InputError(f"{option} {path} is a directory: give a file path")
+        if path.exists() and not path.is_file():
+            raise InputError(f"{option} {path} is not a regular file: give a file path")
+    except OSError as err:
+        raise InputError(f"{option} {path} cannot be used ({err.strerror or err}): choose another {option}") from None
     check_output_dir(path.parent, option)
+
+
+def _check_names(path: Path, option: str) -> None:
+    """Each name in the path, and the path, within the file system's limits (with room for a temporary suffix)."""
+    long = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX - 32), None)
+    if long is not None:
+        raise InputError(f"{option}: the name '{long[:40]}…' is {len(os.fsencode(long))} bytes long, over the "
+                         f"{NAME_MAX - 32} this tool can write under it (the file system allows {NAME_MAX}): choose a "
+                         "shorter one")
+    if len(os.fsencode(str(path.absolute()))) > PATH_MAX - 256:
+        raise InputError(f"{option}: the path is {len(os.fsencode(str(path.absolute())))} bytes long, over the "
+                         f"{PATH_MAX - 256} this tool can write under it: choose a shorter one")
 
 
 def _probe_writable(directory: Path, what: str, option: str) -> None:
