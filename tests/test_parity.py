@@ -247,6 +247,10 @@ def test_a_failing_atol_or_rtol_names_the_other_that_would_pass(exported):
     out, _ = exported("googlenet")
     code, line = _parity_cli(out, "--rtol", "1e-9")
     assert code == 1 and line.startswith("FAIL") and "with --rtol 1e-09, --atol " in line, line
+    # and which element failed which bound: |actual - reference| = error > atol 0 + rtol x |reference| = bound
+    worst = re.search(r", sample \d+, output \d+: \|\S+ - \S+\| = (\S+) > atol 0 \+ rtol 1e-09 x \|\S+\| = (\S+)\)",
+                      line)
+    assert worst and float(worst[1]) > float(worst[2]), line
     atol = re.search(r"--atol (\S+) would pass", line).group(1)
     assert float(atol) > 0
     assert _parity_cli(out, "--rtol", "1e-9", "--atol", atol) == (0, "PASS")

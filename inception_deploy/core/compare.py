@@ -29,11 +29,16 @@ class Difference:
     needed_rtol: float | None = None  # the smallest rtol that passes at that atol; inf: none does (|reference| is 0
     # where the error exceeds atol)
     top1_agreement_robust: float | None = None  # rows whose argmax agrees, or picks a class near-tied in the reference
+    # With an elementwise tolerance (rtol > 0 or an atol): the element furthest beyond |a - b| <= atol + rtol * |ref|
+    # (sample, output index, reference, actual, error, bound), so that a failure names the element and its bound
+    worst: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.atol is None:  # not asked for: no figures to show
             del d["atol"], d["needed_rtol"]
+        if self.worst is None:
+            del d["worst"]
         return d
 
 
@@ -93,7 +98,17 @@ def difference(
         atol=atol,
         needed_rtol=None if atol is None else _needed_rtol(err, ref, atol),
         top1_agreement_robust=robust,
+        worst=_worst(ref, act, err, rtol, atol) if (rtol > 0 or atol is not None) and err.size else None,
     )
+
+
+def _worst(ref: np.ndarray, act: np.ndarray, err: np.ndarray, rtol: float, atol: float | None) -> dict:
+    bound = (atol or 0.0) + rtol * np.abs(ref)
+    i = int(np.argmax(err - bound))
+    index = [int(k) for k in np.unravel_index(i, ref.shape)]
+    return {"sample": index[0], "index": index[1:] if len(index) > 2 else (index[1] if len(index) == 2 else None),
+            "reference": float(ref.flat[i]), "actual": float(act.flat[i]), "error": float(err.flat[i]),
+            "bound": float(bound.flat[i]), "atol": atol or 0.0, "rtol": rtol}
 
 
 # A flip between classes whose reference logits are closer than this many times the row's own RMS error is a near

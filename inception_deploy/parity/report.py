@@ -68,6 +68,7 @@ def verdict_line(report: ParityReport, *, atol: float | None = None, rtol: float
     checked = [r.diff for r in report.rows if r.diff is not None and isinstance(r.tolerance, ElementwiseTolerance)]
     if not checked or (atol is None and rtol is None):
         return line
+    line += _worst_element(report)
     if rtol is not None:  # --rtol (alone or with --atol): the atol that passes at this rtol
         need = max(d.needed_atol for d in checked)
         return f"{line}; with --rtol {rtol:g}, --atol {_at_least(need)} would pass"
@@ -76,6 +77,17 @@ def verdict_line(report: ParityReport, *, atol: float | None = None, rtol: float
         return (f"{line}; no --rtol passes with --atol {atol:g} (an element whose reference is 0 differs by more): "
                 f"--atol {_at_least(max(d.needed_atol for d in checked))} alone would pass")
     return f"{line}; with --atol {atol:g}, --rtol {_at_least(need)} would pass"
+
+
+def _worst_element(report: ParityReport) -> str:
+    """The element of the first failing row that is furthest beyond its bound: which one, and which bound."""
+    row = next((r for r in report.rows if r.passed is False and r.diff is not None and r.diff.worst), None)
+    if row is None:
+        return ""
+    w = row.diff.worst
+    where = f"sample {w['sample']}" + (f", output {w['index']}" if w["index"] is not None else "")
+    return (f" ({row.backend} {row.precision}, {where}: |{w['actual']:.6g} - {w['reference']:.6g}| = "
+            f"{w['error']:.3g} > atol {w['atol']:g} + rtol {w['rtol']:g} x |{w['reference']:.3g}| = {w['bound']:.3g})")
 
 
 def _at_least(value: float) -> str:
