@@ -74,6 +74,18 @@ def test_a_call_without_its_part_or_its_predecessor_says_so_in_one_line(tmp_path
     bad = subprocess.run(["bash", str(SCRIPT), "call", "1", "ten"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "LIMIT_S is whole seconds" in bad.stderr
+    bare = subprocess.run(["bash", str(SCRIPT), "call"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and bare.stderr.strip() == "proof: call K takes 1..7, not ''"
+
+
+def test_plan_with_a_python_that_lacks_the_package_says_so_in_one_line(tmp_path):
+    bare = tmp_path / "python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -I -S \"$@\"\n")  # no site-packages: no inception_deploy
+    bare.chmod(0o755)
+    result = subprocess.run(["bash", str(SCRIPT), "plan"], cwd=tmp_path, env={**os.environ, "PYTHON": str(bare)},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith(f"proof: {bare} cannot import inception_deploy")
 
 
 def _wheel(path: Path, files: dict[str, bytes]) -> Path:

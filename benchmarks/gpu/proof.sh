@@ -146,6 +146,8 @@ TRANSFER_S=7               # one call's transfer of up to 64 MiB, guessed
 
 plan() {
     local windows settings per_group
+    "$PYTHON" -c 'import inception_deploy.bench.plan' 2>/dev/null \
+        || die "$PYTHON cannot import inception_deploy: run from the project's virtualenv (pip install -e '.[dev]'), or name one with PYTHON=..."
     windows=$("$PYTHON" - "$SUITE" <<'EOF'
 import sys
 from inception_deploy.bench.plan import load_suite
@@ -364,7 +366,7 @@ pack_report() {  # the report this call's bench wrote, as one file; and the whol
 }
 
 call() {
-    local k=${1:?call number}
+    local k=${1:-}
     [[ "$k" =~ ^[1-7]$ ]] || die "call K takes 1..7, not '$k'"
     CALL=$k
     LIMIT=${2:-${TIMEOUT[$k]}}  # the call's real limit: its timeout_s, or less where less device time is left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Optional
 
@@ -66,8 +67,7 @@ def triton(
         warn(warning)
     out.print(
         f"serve it: docker run --rm {'--gpus all ' if options.kind == 'gpu' else ''}-p 8000:8000 -p 8001:8001 "
-        "-p 8002:8002 -v "
-        f"{repo.resolve()}:/models "
+        f"-p 8002:8002 -v {shlex.quote(f'{repo.resolve()}:/models')} "
         "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",
         highlight=False,
         soft_wrap=True,
