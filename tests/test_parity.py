@@ -266,3 +266,22 @@ def test_compiled_torch_fp32_on_the_cpu_is_a_row_not_the_reference():
 
     assert list(_targets(BACKENDS["torch"], [], ["fp32", "fp16"], "torch")) == [(None, "fp16")]
     assert list(_targets(BACKENDS["torch-compile"], [], ["fp32", "fp16"], "torch")) == [(None, "fp32"), (None, "fp16")]
+
+
+def test_tables_print_whole_through_a_pipe(exported):
+    """Where stdout is no terminal (`| cat`, `| tee`, a CI log), a table keeps its title and every column whole."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CLI
+
+    out, _ = exported("googlenet")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    result = subprocess.run([sys.executable, "-c", CLI, "parity", "v1", "--dir", str(out), "--precision", "fp32",
+                             "--samples", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "backend" in line)
+    assert header.rstrip(" ┃│|").split()[-1] == "result", header  # the last column, not cut to "resu"
+    assert all("…" not in line for line in lines), result.stdout  # no cell or title cut short

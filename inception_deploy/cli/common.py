@@ -27,8 +27,18 @@ log = logging.getLogger(__name__)
 INTERRUPTED = 130  # Ctrl-C, as shells report it
 INTERRUPTED_MESSAGE = "interrupted: nothing was written"
 
-out = Console()
-err = Console(stderr=True)
+PIPE_WIDTH = 400  # columns where there is no terminal (a pipe, a CI log, `| tee`): tables print whole, never cut
+
+
+def _console(stream, **kwargs) -> Console:
+    """A console for `stream`: a terminal's own width; elsewhere, unless COLUMNS says otherwise, wide enough that
+    rich never narrows a table's columns ("result" cut to "resu") or wraps its title."""
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(width=PIPE_WIDTH if wide else None, **kwargs)
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 
 # The commands in the order of the flow, for --help.
