@@ -84,3 +84,49 @@ def test_missing_backend_exits_3(tmp_path, monkeypatch):
     result = runner.invoke(app, ["export", "v1", "--out", str(tmp_path)])
     _one_line_error(result, 3, "onnxruntime is not available", "pip install onnxruntime")
     assert list(tmp_path.iterdir()) == []
+
+
+def _readme_synopsis() -> dict[str, set[str]]:
+    """The options the README's synopsis block gives each command (a line `inception-deploy CMD …` and the indented
+    lines after it)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text[text.index("```\ninception-deploy export VARIANT"):]
+    block = block[4:block.index("\n```", 4)]
+    options: dict[str, set[str]] = {}
+    command = None
+    for line in block.splitlines():
+        if line.startswith("inception-deploy "):
+            command = line.split()[1]
+        if command:
+            options.setdefault(command, set()).update(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", line))
+    return options
+
+
+def test_the_readme_synopsis_matches_every_commands_options():
+    """Every option of every command (from the Typer app itself) is in the README's synopsis, and the synopsis names
+    no option a command does not have: drift fails here."""
+    from typer.main import get_command
+
+    synopsis = _readme_synopsis()
+    group = get_command(app)
+    assert set(synopsis) == set(group.commands), (sorted(synopsis), sorted(group.commands))
+    for name, command in group.commands.items():
+        real = {o for p in command.params if p.param_type_name == "option" and not p.hidden  # typer's own click
+                for o in (*p.opts, *p.secondary_opts) if o.startswith("--") and o != "--help"}
+        assert real - synopsis[name] == set(), f"{name}: in --help, not in the README's synopsis"
+        assert synopsis[name] - real == set(), f"{name}: in the README's synopsis, not an option of the command"
+
+
+def test_every_backends_help_names_every_backend():
+    from typer.main import get_command
+
+    from inception_deploy.runners import BACKENDS
+
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if "--backends" in getattr(param, "opts", ()):
+                text = " ".join(param.help.split())
+                assert all(b in text for b in BACKENDS), (name, text)

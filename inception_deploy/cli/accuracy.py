@@ -15,7 +15,7 @@ from ..accuracy.report import markdown, rich_table, skip_lines, to_json, verdict
 from ..core.artifacts import check_output_dir, check_targets, made_dirs, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from .common import INTERRUPTED_MESSAGE, StepReporter, app, check_json_out, command_line, err, out, warn, write_json_out
-from .options import ExportDir, JsonOrStdout, Precisions, Variant
+from .options import BACKEND_LIST, ExportDir, JsonOrStdout, Precisions, Variant
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ def accuracy(
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N images (round-robin over "
                                                               "the classes)."),
     batch: int = typer.Option(DEFAULT_BATCH, "--batch", help="Images per run call."),
-    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: onnxruntime, onnxruntime-cuda, "
-                                                                   "onnxruntime-trt, tensorrt, tensorrt-rtx, "
-                                                                   "torch-cuda, …"),
+    backends: str = typer.Option("onnxruntime", "--backends", help=f"Comma-separated, of: {BACKEND_LIST}."),
     precision: Precisions = None,
     export_dir: ExportDir = None,
     json_out: JsonOrStdout = None,

@@ -15,7 +15,7 @@ from ..bench.record import BenchRecord
 from ..bench.report import precision_label
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from .common import StepReporter, app, command_line, csv_list, err, out, say
-from .options import AcceptOverBudget, JsonFile, ReportDir
+from .options import BACKEND_LIST, AcceptOverBudget, JsonFile, ReportDir
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ def bench(
     backends: Optional[str] = typer.Option(
         None,
         "--backends",
-        help="torch,torch-compile,onnxruntime,onnxruntime-cuda,tensorrt,tensorrt-rtx (default torch,onnxruntime).",
+        help=f"Comma-separated, of: {BACKEND_LIST} (default torch,onnxruntime; --device cuda moves torch and "
+             "torch-compile to the GPU).",
     ),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32,fp16,int8,int8-cpu (default fp32)."),
     batch: Optional[str] = typer.Option(None, "--batch", help="Batch sizes, e.g. 1,8,32,128,256 (default 1,8)."),

@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..runners import BACKENDS
+
 log = logging.getLogger(__name__)
 
+BACKEND_LIST = ", ".join(BACKENDS)  # every backend, from the one table: the --help of each command names them all
 VARIANT_HELP = "googlenet (v1), inception_v2 (v2), inception_v3 (v3), inception_v4 (v4), inception_resnet_v2 (irv2)."
 
 Variant = Annotated[str, typer.Argument(help=f"The variant (name or alias): {VARIANT_HELP}")]

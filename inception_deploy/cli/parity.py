@@ -14,7 +14,7 @@ from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..parity import check_parity
 from ..parity.report import localization_lines, markdown, rich_table, to_json, verdict_line
 from .common import INTERRUPTED_MESSAGE, StepReporter, app, check_json_out, err, out, say, write_json_out
-from .options import ExportDir, JsonOrStdout, Precisions
+from .options import BACKEND_LIST, ExportDir, JsonOrStdout, Precisions
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,7 @@ def parity(
     onnx_files: Optional[list[Path]] = typer.Option(None, "--onnx", help="ONNX file(s) to check; default: every "
                                                                          "artifact in the variant's manifest."),
     export_dir: ExportDir = None,
-    backends: str = typer.Option("onnxruntime", "--backends", help="Comma-separated: torch, torch-cuda, onnxruntime, "
-                                                                   "onnxruntime-cuda, onnxruntime-trt, tensorrt, "
-                                                                   "tensorrt-rtx."),
+    backends: str = typer.Option("onnxruntime", "--backends", help=f"Comma-separated, of: {BACKEND_LIST}."),
     reference: str = typer.Option("torch", "--reference", help="torch (fp32, CPU) or onnxruntime (model.onnx on the "
                                                                "CPU)."),
     precision: Precisions = None,
