@@ -13,7 +13,7 @@ photos=$(python -c "import pathlib, sklearn.datasets; print(pathlib.Path(sklearn
 
 # Speed: untrained weights (speed does not depend on the values), calibrated on scikit-learn's two photographs.
 for v in googlenet inception_v3; do
-  inception-deploy export "$v" --int8 --int8-form tensorrt,cpu --calib "$photos" --out "$work/export/$v"
+  inception-deploy export "$v" --int8 --int8-form tensorrt,cpu --calib "$photos" --dir "$work/export/$v"
 done
 inception-deploy bench --suite cpu-int8 --export-root "$work/export" --report "$out"
 
@@ -30,7 +30,7 @@ made = make_digits_model(Path(sys.argv[1]))
 PY
 { read -r checkpoint; read -r calib; read -r eval; } < "$work/digits/paths"
 inception-deploy export googlenet --weights "$checkpoint" --int8 --int8-form tensorrt,cpu --calib "$calib" \
-  --out "$work/digits/export"
+  --dir "$work/digits/export"
 inception-deploy accuracy googlenet --data "$eval" --dir "$work/digits/export" --precision fp32,int8,int8-cpu \
   --report "$out/accuracy-digits"
 # The reports name the temporary folder this script made and removed: say so, and what reproduces them.

@@ -112,6 +112,8 @@ CASES = [
     ("export-batch-zero", lambda ws: ["export", "v1", "--batch", "0"], 2, "--batch must be"),
     ("export-batch-word", lambda ws: ["export", "v1", "--batch", "lots"], 2, "--batch must be"),
     ("export-fp16-io-alone", lambda ws: ["export", "v1", "--fp16-io"], 2, "add --fp16"),
+    ("export-dir-and-former-out", lambda ws: ["export", "v1", "--dir", str(ws.root / "a"), "--out", str(ws.root / "b")],
+     2, "--out is the former name of --dir: give --dir once"),
     ("export-calib-without-int8", lambda ws: ["export", "v1", "--calib", str(ws.folder("imgs"))], 2, "add --int8"),
     ("export-int8-without-calib", lambda ws: ["export", "v1", "--int8"], 2, "--calib DIR"),
     (

@@ -181,7 +181,7 @@ def test_each_form_is_refused_where_the_other_is_wanted(export_copy, tmp_path):
         _one_line(args, 2, "model.int8-cpu.onnx is the int8 form for TensorRT", "--int8-form cpu")
     # the CPU form asked of what cannot run it
     _one_line(["triton", "v1", "--dir", out, "--precision", "int8-cpu", "--kind", "gpu", "--repo", tmp_path / "r"], 2,
-              "int8-cpu is ONNX Runtime's CPU form", "--kind cpu")
+              "int8-cpu is ONNX Runtime's CPU form", "--device cpu")
     _one_line(["serve", "v1", "--dir", out, "--precision", "int8-cpu", "--device", "cuda"], 2,
               "int8-cpu is ONNX Runtime's CPU form", "--device cpu")
     _one_line(["bench", "v1", "--export-root", out.parent, "--backends", "onnxruntime-cuda,tensorrt-rtx",

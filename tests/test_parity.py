@@ -285,3 +285,16 @@ def test_tables_print_whole_through_a_pipe(exported):
     header = next(line for line in lines if "backend" in line)
     assert header.rstrip(" ┃│|").split()[-1] == "result", header  # the last column, not cut to "resu"
     assert all("…" not in line for line in lines), result.stdout  # no cell or title cut short
+
+
+def test_report_is_a_directory_as_for_every_command(exported, tmp_path):
+    """--report DIR: parity.md for people and parity.json for machines, as accuracy, bench and loadtest write theirs;
+    a PATH.md, the former use, still names that one file."""
+    out, _ = exported("googlenet")
+    args = ["parity", "v1", "--dir", str(out), "--precision", "fp32", "--samples", "2", "--report"]
+    result = runner.invoke(app, [*args, str(tmp_path / "reports")])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in (tmp_path / "reports").iterdir()} == {"parity.md", "parity.json"}
+    assert json.loads((tmp_path / "reports" / "parity.json").read_text())["passed"] is True
+    result = runner.invoke(app, [*args, str(tmp_path / "one.md")])
+    assert result.exit_code == 0 and (tmp_path / "one.md").is_file() and not (tmp_path / "one.json").exists()

@@ -102,11 +102,12 @@ def test_bad_triton_options_are_refused(export_copy, tmp_path):
     cases = [
         (["--runtime", "tensorrt", "--kind", "cpu"], "GPU only"),
         (["--runtime", "warp"], "--runtime must be"),
-        (["--kind", "tpu"], "--kind must be"),
+        (["--device", "tpu"], "--device must be cuda or cpu"),
         (["--preferred-batch", "8,128"], "--preferred-batch sizes must be between 1 and --max-batch 64"),
         (["--trt-accelerator", "--kind", "cpu"], "--trt-accelerator is for"),
         (["--runtime", "tensorrt"], "trt googlenet --fp32 --compiler tensorrt"),
         (["--max-batch", "-1"], "--max-batch must be >= 0"),
+        (["--kind", "gpu", "--device", "cpu"], "--kind is the former name of --device: give --device once"),
     ]
     for args, fragment in cases:
         one_line_error(runner.invoke(app, ["triton", "v1", "--dir", str(out), "--repo", str(repo), *args]), 2, fragment)
@@ -314,7 +315,7 @@ def test_image_client_parse_model_accepts_the_written_config(export_copy, tmp_pa
     spec = importlib.util.spec_from_file_location("image_client", image_client())
     client = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(client)
-    served = write_repository(export_copy("googlenet"), tmp_path / "repo", TritonOptions(kind="cpu"))
+    served = write_repository(export_copy("googlenet"), tmp_path / "repo", TritonOptions(device="cpu"))
     config = text_format.Parse((served.model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     assert client.parse_model(grpc_metadata(config), config) == (
         64, "input", "logits", 3, 224, 224, model_config_pb2.ModelInput.FORMAT_NCHW, "FP32")

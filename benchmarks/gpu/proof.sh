@@ -300,7 +300,7 @@ exports() {  # side by side: nothing is timed while they run
     local variant pids=() failed=0
     for variant in $EXPORTS; do
         if [[ -f "$HOME_DIR/export/$variant/manifest.json" ]]; then say "$variant: exported already"; continue; fi
-        idp export "$variant" "${EXPORT_ARGS[@]}" --out "$HOME_DIR/export/$variant" > "$HOME_DIR/export-$variant.log" 2>&1 &
+        idp export "$variant" "${EXPORT_ARGS[@]}" --dir "$HOME_DIR/export/$variant" > "$HOME_DIR/export-$variant.log" 2>&1 &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || failed=1; done

@@ -14,7 +14,7 @@ from ..core.artifacts import QUANTIZED
 from ..core.interrupts import interrupted_says
 from ..export import default_out_dir, export_onnx
 from .common import StepReporter, app, err, out, say, warn
-from .options import OutDir, Variant
+from .options import OldOut, Variant, WriteDir, renamed
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,16 @@ def export(
     fallback_limit: Optional[int] = typer.Option(None, "--fallback-limit", help="With --eval: at most N nodes leave "
                                                                                 "int8 to meet the budget (default a "
                                                                                 "quarter of them; 0: measure only)."),
-    out_dir: OutDir = None,
-    force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --out."),
+    export_dir: WriteDir = None,
+    old_out: OldOut = None,
+    force: bool = typer.Option(False, "--force", help="Replace an export of another variant in --dir."),
 ):
     """Export VARIANT to ONNX, prove it in ONNX Runtime, then write model.onnx and manifest.json."""
     if not onnx:
         raise typer.BadParameter(
             "--no-onnx leaves nothing to export: the ONNX model is the base artifact", param_hint="--onnx"
         )
+    out_dir = renamed(export_dir, old_out, "--dir", "--out")
     where = out_dir or default_out_dir(variant)
     with StepReporter(err) as on_step, interrupted_says(f"interrupted: no artifact was written; {where} is as it was"):
         manifest = export_onnx(variant, weights=weights, num_classes=num_classes, opset=opset, batch=batch,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..core.errors import InputError
 from ..runners import BACKENDS
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,10 @@ VARIANT_HELP = "googlenet (v1), inception_v2 (v2), inception_v3 (v3), inception_
 Variant = Annotated[str, typer.Argument(help=f"The variant (name or alias): {VARIANT_HELP}")]
 ExportDir = Annotated[Optional[Path], typer.Option(
     "--dir", help="The export directory (manifest.json and its artifacts); default export/<variant>/.")]
-OutDir = Annotated[Optional[Path], typer.Option("--out", help="Output directory; default export/<variant>/.")]
+WriteDir = Annotated[Optional[Path], typer.Option(
+    "--dir", help="The export directory to write into (manifest.json and its artifacts); default export/<variant>/.")]
+# Former spellings, kept working (hidden) so that no script breaks: one name per meaning across the commands.
+OldOut = Annotated[Optional[Path], typer.Option("--out", hidden=True, help="The former name of --dir.")]
 Precision = Annotated[str, typer.Option("--precision", help="fp32, fp16, int8 (TensorRT's Q/DQ form) or int8-cpu "
                                                             "(ONNX Runtime's CPU form): which artifact of the export.")]
 Precisions = Annotated[Optional[str], typer.Option(
@@ -31,3 +35,10 @@ ReportDir = Annotated[Optional[Path], typer.Option(
 AcceptOverBudget = Annotated[bool, typer.Option(
     "--accept-over-budget", help="Use an int8 model that export --eval wrote over its accuracy budget (refused "
                                  "otherwise).")]
+
+
+def renamed(value, old, name: str, old_name: str):
+    """An option given by its name or by its former one (hidden): the value, or InputError when both disagree."""
+    if value is not None and old is not None and value != old:
+        raise InputError(f"{old_name} is the former name of {name}: give {name} once")
+    return value if value is not None else old

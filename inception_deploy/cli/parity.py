@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from ..core.artifacts import check_output_file, write_text_atomic
+from ..core.artifacts import check_output_dir, check_output_file, check_targets, made_dirs, write_text_atomic
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..parity import check_parity
 from ..parity.report import localization_lines, markdown, rich_table, to_json, verdict_line
@@ -44,12 +44,13 @@ def parity(
     localize_failures: bool = typer.Option(False, "--localize", help="For a failing ONNX, name the first block whose "
                                                                      "output leaves tolerance."),
     json_out: JsonOrStdout = None,
-    report_md: Optional[Path] = typer.Option(None, "--report", help="Write a Markdown report to PATH.md."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the report into DIR, as every command does: "
+                                                                 "parity.json for machines, parity.md for people (a "
+                                                                 "PATH.md names that one file, as before)."),
 ):
     """Check that every backend computes what the PyTorch model computes. Exit 1 if any row fails."""
     check_json_out(json_out)
-    if report_md:
-        check_output_file(report_md, "--report")
+    files = _report_files(report)
     with StepReporter(err) as on_step, interrupted_says(INTERRUPTED_MESSAGE), honoured_interrupt():
         report = check_parity(
             variant, onnx_files=onnx_files or None, export_dir=export_dir, backends=backends, reference=reference,
@@ -58,8 +59,11 @@ def parity(
         )
     show(report, to_stdout=json_out == "-")
     write_json_out(json_out, to_json(report))
-    if report_md:
-        write_text_atomic(report_md, markdown(report))
+    if files:
+        with made_dirs(files[0].parent):
+            write_text_atomic(files[0], markdown(report))
+            if len(files) > 1:
+                write_text_atomic(files[1], to_json(report))
     verdict = verdict_line(report, atol=atol, rtol=rtol)  # FAIL names what would pass, where the user set atol/rtol
     (err if json_out == "-" else out).print(
         "[bold green]PASS[/]" if report.passed else f"[bold red]FAIL[/]{escape(verdict.removeprefix('FAIL'))}",
@@ -67,6 +71,20 @@ def parity(
     )
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _report_files(report: Optional[Path]) -> list[Path]:
+    """--report DIR: DIR/parity.md and DIR/parity.json, checked before any work; a PATH.md (the former use): that
+    one file."""
+    if report is None:
+        return []
+    if report.suffix.lower() == ".md":
+        check_output_file(report, "--report")
+        return [report]
+    check_output_dir(report, "--report")
+    files = [report / "parity.md", report / "parity.json"]
+    check_targets(files, "--report")
+    return files
 
 
 def show(report, *, to_stdout: bool) -> None:

@@ -16,7 +16,7 @@ from ..export import default_out_dir
 from ..models.registry import get_spec
 from ..serving.triton_repo import RUNTIMES, TritonOptions, write_repository
 from .common import app, csv_list, out, warn
-from .options import AcceptOverBudget, ExportDir, Precision, Variant
+from .options import AcceptOverBudget, ExportDir, Precision, Variant, renamed
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,10 @@ def triton(
     max_batch: int = typer.Option(64, "--max-batch", help="Triton's max_batch_size; 0 for a fixed-batch export (no "
                                                           "batching)."),
     instances: int = typer.Option(1, "--instances", help="Model instances per device (instance_group count)."),
-    kind: Optional[str] = typer.Option(None, "--kind", help="gpu or cpu: where Triton runs the instances (default: "
-                                                             "cpu for int8-cpu, else gpu)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu, as for serve: where Triton runs the "
+                                                                 "instances (default: cpu for int8-cpu, else cuda)."),
+    old_kind: Optional[str] = typer.Option(None, "--kind", hidden=True, help="The former name of --device: gpu or "
+                                                                             "cpu."),
     preferred_batch: Optional[str] = typer.Option(None, "--preferred-batch", help="The dynamic batcher's preferred "
                                                                                   "sizes, e.g. 8,16,32."),
     max_queue_delay_us: int = typer.Option(100, "--max-queue-delay-us", help="How long the dynamic batcher may hold a "
@@ -48,7 +50,9 @@ def triton(
 ):
     """Write a Triton model repository (config.pbtxt + the verified artifact + its manifest) for production Triton."""
     spec = get_spec(variant)
-    options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances, kind=kind,
+    device = renamed(device, {"gpu": "cuda"}.get(old_kind, old_kind), "--device", "--kind")
+    options = TritonOptions(precision=precision, runtime=runtime, max_batch=max_batch, instances=instances,
+                            device=device,
                             preferred_batch=tuple(csv_list(preferred_batch, int, "--preferred-batch") or ()),
                             max_queue_delay_us=max_queue_delay_us, trt_accelerator=trt_accelerator, name=name,
                             labels=None if labels is None else str(labels),
@@ -66,7 +70,7 @@ def triton(
     for warning in served.warnings:
         warn(warning)
     out.print(
-        f"serve it: docker run --rm {'--gpus all ' if options.kind == 'gpu' else ''}-p 8000:8000 -p 8001:8001 "
+        f"serve it: docker run --rm {'--gpus all ' if options.device == 'cuda' else ''}-p 8000:8000 -p 8001:8001 "
         f"-p 8002:8002 -v {shlex.quote(f'{repo.resolve()}:/models')} "
         "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models",
         highlight=False,

@@ -15,7 +15,7 @@ from ..core.errors import InputError
 from ..core.manifest import read_manifest
 from ..models.registry import get_spec
 from .common import StepReporter, app, err, out, say
-from .options import AcceptOverBudget
+from .options import AcceptOverBudget, OldOut, renamed
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,11 @@ def trt(
     version_compatible: bool = typer.Option(
         False, "--version-compatible", help="TensorRT: an engine later TensorRT versions can load."
     ),
-    out_dir: Optional[Path] = typer.Option(
-        None, "--out", help="The export directory (manifest + ONNX) the engine is built from and written to."
+    export_dir: Optional[Path] = typer.Option(
+        None, "--dir", help="The export directory (manifest + ONNX) the engine is built from and written to; default: "
+                            "VARIANT's, or the most recent export."
     ),
+    old_out: OldOut = None,
     accept_over_budget: AcceptOverBudget = False,
 ):
     """Compile an export's fp16, Q/DQ int8 or fp32 ONNX into a TensorRT or TensorRT-RTX engine, in its manifest."""
@@ -87,7 +89,7 @@ def trt(
         version_compatible=version_compatible,
         accept_over_budget=accept_over_budget,
     )
-    export_dir = checked_export_dir(variant, out_dir, options)
+    export_dir = checked_export_dir(variant, renamed(export_dir, old_out, "--dir", "--out"), options)
     with StepReporter(err) as on_step:
         manifest = build_engine(export_dir, options, on_step=on_step)
     print_engine_summary(manifest["artifacts"][-1], export_dir)
@@ -104,10 +106,10 @@ def checked_export_dir(variant: Optional[str], out_dir: Optional[Path], options:
     if out_dir is None and variant is None:
         say(f"using the most recent export: {export_dir}")
     manifest = read_manifest(export_dir)
-    check_output_dir(export_dir, "--out")  # the engine lands beside its ONNX: writable, before the build
+    check_output_dir(export_dir, "--dir")  # the engine lands beside its ONNX: writable, before the build
     if variant is not None and manifest is not None and manifest.get("variant") != get_spec(variant).name:
         raise InputError(f"{export_dir} holds an export of {manifest.get('variant')}, not {get_spec(variant).name}: "
-                         "name the right VARIANT or --out")
+                         "name the right VARIANT or --dir")
     here = gpu_capability()
     if chosen_compiler.name == "tensorrt-rtx" and here is not None and here not in parse_targets(options.targets):
         other = ("GPUs; TensorRT (--compiler tensorrt) builds for this one" if here == "sm90" else "GPUs; add "

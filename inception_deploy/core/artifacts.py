@@ -120,7 +120,7 @@ def check_target(final: Path) -> None:
                          "again")
 
 
-def check_targets(finals, option: str = "--out") -> None:
+def check_targets(finals, option: str = "--dir") -> None:
     """check_target for each of `finals`, and their directories writable: before the work, not after it."""
     finals = [Path(f) for f in finals]
     for final in finals:

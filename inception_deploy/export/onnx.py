@@ -171,13 +171,13 @@ def export_onnx(
     for module in ("onnxscript", "onnxruntime", *(("onnxsim",) if simplify else ())):
         require(module)  # fail before minutes of work, not after
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec.name)
-    check_output_dir(out_dir, "--out")  # before minutes of work
+    check_output_dir(out_dir, "--dir")  # before minutes of work
     _check_targets(out_dir, ["fp32", *(["fp16"] if fp16 else []), *(plan.precisions if plan else [])])
     previous = read_manifest(out_dir, lenient=force, fix="pass --force to replace it and the export it described, "
-                             "or choose another --out")
+                             "or choose another --dir")
     if previous is not None and previous["variant"] != spec.name and not force:
         raise InputError(f"{out_dir} holds an export of {previous['variant']}: pass --force to replace it with "
-                         f"{spec.name}, or choose another --out")
+                         f"{spec.name}, or choose another --dir")
     seconds: dict[str, float] = {}
     warnings: list[str] = []
 

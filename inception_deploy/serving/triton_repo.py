@@ -40,7 +40,7 @@ from ..runners import BACKENDS, unsupported
 log = logging.getLogger(__name__)
 
 RUNTIMES = {"onnxruntime": ("onnxruntime_onnx", "model.onnx"), "tensorrt": ("tensorrt_plan", "model.plan")}
-KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+KINDS = {"cuda": "KIND_GPU", "cpu": "KIND_CPU"}  # --device: Triton's instance kind
 DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 LABELS_NAME = "labels.txt"
 IMAGENET_CLASSES = Path(__file__).resolve().parent / "imagenet_classes.txt"
@@ -62,7 +62,7 @@ class TritonOptions:
     runtime: str = "onnxruntime"  # or "tensorrt": an engine from `trt --compiler tensorrt`
     max_batch: int = 64  # 0: no batching (a fixed-batch export)
     instances: int = 1
-    kind: str | None = None  # gpu or cpu; default: cpu for ONNX Runtime's CPU int8 form, else gpu
+    device: str | None = None  # cuda or cpu, as serve names it; default: cpu for ONNX Runtime's CPU int8 form
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
     trt_accelerator: bool = False  # onnxruntime on a GPU: let Triton's ORT backend use TensorRT
@@ -72,29 +72,30 @@ class TritonOptions:
     accept_over_budget: bool = False  # serve an int8 model written over its accuracy budget
 
     def check(self) -> "TritonOptions":
-        """These options checked (InputError, exit 2), with the instance kind resolved."""
+        """These options checked (InputError, exit 2), with the device resolved."""
         if self.precision not in PRECISIONS:
             raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'")
         if self.runtime not in RUNTIMES:
             raise InputError(f"--runtime must be one of {', '.join(RUNTIMES)}, not '{self.runtime}'")
-        if self.kind is None:
-            return replace(self, kind="cpu" if self.precision == "int8-cpu" else "gpu").check()
-        if self.kind not in KINDS:
-            raise InputError(f"--kind must be gpu or cpu, not '{self.kind}'")
-        backend = BACKENDS["onnxruntime" if self.kind == "cpu" else "onnxruntime-cuda"]
+        if self.device is None:
+            return replace(self, device="cpu" if self.precision == "int8-cpu" else "cuda").check()
+        if self.device not in KINDS:
+            raise InputError(f"--device must be cuda or cpu, not '{self.device}'")
+        backend = BACKENDS["onnxruntime" if self.device == "cpu" else "onnxruntime-cuda"]
         if self.runtime == "tensorrt":
             backend = BACKENDS["tensorrt"]
         if unsupported(backend, self.precision):
-            raise InputError(f"{unsupported(backend, self.precision)}: serve it with --runtime onnxruntime --kind cpu")
+            raise InputError(f"{unsupported(backend, self.precision)}: serve it with --runtime onnxruntime --device "
+                             "cpu")
         if self.max_batch < 0 or self.instances < 1 or self.max_queue_delay_us < 0:
             raise InputError("--max-batch must be >= 0, --instances >= 1 and --max-queue-delay-us >= 0")
         if any(b < 1 or b > self.max_batch for b in self.preferred_batch):
             raise InputError(f"--preferred-batch sizes must be between 1 and --max-batch {self.max_batch}, "
                              f"got {list(self.preferred_batch)}")
-        if self.runtime == "tensorrt" and self.kind == "cpu":
-            raise InputError("a TensorRT engine runs on a GPU only: --kind gpu, or --runtime onnxruntime for a CPU")
-        if self.trt_accelerator and (self.runtime != "onnxruntime" or self.kind != "gpu"):
-            raise InputError("--trt-accelerator is for --runtime onnxruntime on --kind gpu")
+        if self.runtime == "tensorrt" and self.device == "cpu":
+            raise InputError("a TensorRT engine runs on a GPU only: --device cuda, or --runtime onnxruntime for a CPU")
+        if self.trt_accelerator and (self.runtime != "onnxruntime" or self.device != "cuda"):
+            raise InputError("--trt-accelerator is for --runtime onnxruntime on --device cuda")
         if self.name is not None:
             check_model_name(self.name)
         return self
@@ -204,7 +205,7 @@ def model_config(manifest: dict, record: dict, options: TritonOptions, name: str
     config.input.add(name=manifest["input"]["name"], data_type=data_type, dims=[int(d) for d in in_dims])
     config.output.add(name=manifest["output"]["name"], data_type=data_type, dims=[int(d) for d in out_dims])
     config.instance_group.add(
-        count=options.instances, kind=model_config_pb2.ModelInstanceGroup.Kind.Value(KINDS[options.kind])
+        count=options.instances, kind=model_config_pb2.ModelInstanceGroup.Kind.Value(KINDS[options.device])
     )
     if batched:
         config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch)
@@ -298,7 +299,7 @@ def _check_consistency(manifest: dict, record: dict, options: TritonOptions) -> 
     if (
         options.runtime == "onnxruntime"
         and options.precision == "int8"
-        and options.kind == "gpu"
+        and options.device == "cuda"
         and not options.trt_accelerator
     ):
         warnings.append("ONNX Runtime's CUDA provider has no int8 convolution (it dequantizes each weight and "
