@@ -114,7 +114,8 @@ app = typer.Typer(
 
 @app.callback()
 def _verbosity(
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="Say more: each step, as it happens."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, metavar="", show_default=False,
+                                help="Say more: each step, as it happens. A flag, no value (-v, not -v 2)."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Warnings and errors only, and the results."),
 ):
     """Take the Inception family from PyTorch to verified ONNX artifacts."""

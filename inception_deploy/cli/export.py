@@ -124,8 +124,9 @@ def print_export_summary(manifest: dict, where: Path) -> None:
     kept = set(manifest.get("kept", []))
     for a in manifest["artifacts"]:
         if a["path"] in kept:
-            table.add_row(a["path"], "kept from the previous export: its source is unchanged (sha256 "
-                                     f"{a['sha256'][:12]}…)")
+            source = a.get("source") or {}
+            table.add_row(a["path"], f"kept from the previous export: its source {source.get('path', 'model.onnx')} is "
+                                     f"unchanged (sha256 {str(source.get('sha256', '?'))[:12]}…)")
         else:
             table.add_row(a["path"], "\n".join(_artifact_lines(a)))
     table.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in manifest["export"]["seconds"].items()))

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..compile.engine import BuildOptions, build_engine, find_export
-from ..core.artifacts import check_output_dir
+from ..core.artifacts import ONNX_FILES, check_output_dir
 from ..core.compilers import gpu_capability, parse_targets, require_builder
 from ..core.errors import InputError
 from ..core.manifest import read_manifest
@@ -90,8 +90,12 @@ def trt(
         accept_over_budget=accept_over_budget,
     )
     export_dir = checked_export_dir(variant, renamed(export_dir, old_out, "--dir", "--out"), options)
+    fp16_before = (export_dir / ONNX_FILES["fp16"]).exists()
     with StepReporter(err) as on_step:
         manifest = build_engine(export_dir, options, on_step=on_step)
+    if options.precision == "fp16" and not fp16_before and (export_dir / ONNX_FILES["fp16"]).is_file():
+        out.print(f"wrote {export_dir / ONNX_FILES['fp16']}: the fp16 ONNX the engine is built from, made from "
+                  f"{ONNX_FILES['fp32']} and verified against it (in the manifest)", highlight=False, soft_wrap=True)
     print_engine_summary(manifest["artifacts"][-1], export_dir)
 
 
@@ -129,8 +133,8 @@ def print_engine_summary(engine: dict, export_dir: Path) -> None:
     if layers and "conv_matmul" in layers:
         compute = ", ".join(f"{n} {signature}" for signature, n in layers["conv_matmul"].items())
         inputs = ", ".join(f"{precision} {n}" for precision, n in layers["by_input_precision"].items())
-        out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; by input precision: {inputs}",
-                  highlight=False, soft_wrap=True)
+        out.print(f"  layers: {layers['total']}; conv/matmul: {compute or 'none'}; every layer by its input's "
+                  f"precision (graph IO and quantize layers included): {inputs}", highlight=False, soft_wrap=True)
         if "fp32_layers" in layers:
             example = f", e.g. {layers['fp32_layer_names'][0]}" if layers.get("fp32_layer_names") else ""
             out.print(f"  fp32 layers besides conv/matmul and graph IO: {layers['fp32_layers']}{example}",
