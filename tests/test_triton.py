@@ -49,7 +49,7 @@ def test_repositories_parse_against_tritons_schema(name, exported, tmp_path):
             precision=precision,
             preferred_batch=(8, 16),
             instances=2,
-            kind={"int8": "cpu", "int8-cpu": None}.get(precision, "gpu"),  # int8-cpu: cpu by default
+            device={"int8": "cpu", "int8-cpu": None}.get(precision, "cuda"),  # int8-cpu: cpu by default
             trt_accelerator=precision == "fp16",
         )
         served = write_repository(out, tmp_path / "repo", options)
