@@ -468,6 +468,7 @@ def test_serve_is_ready_only_with_its_model_and_a_tritonserver_that_dies_ends_it
 
     out, _ = exported("googlenet")
     http, grpc, metrics = free_ports(3)
+    shm_before = set(os.listdir("/dev/shm"))
     server = _serve_process(out, http, grpc, metrics)
     try:
         polls, ready_without_model, until = 0, [], time.monotonic() + 180
@@ -481,7 +482,13 @@ def test_serve_is_ready_only_with_its_model_and_a_tritonserver_that_dies_ends_it
                 ready_without_model.append(model)
         assert not ready_without_model, f"server ready, model not ({ready_without_model[:3]}…) in {polls} polls"
         assert _status(http, "/v2/models/googlenet/ready") == 200, (polls, server.poll())
-        assert next(line for line in server.stdout if line.startswith("serving googlenet"))  # serve says it is up
+        ready = next(line for line in server.stdout if line.startswith("serving googlenet"))  # serve says it is up
+        root = str(Path(re.search(r"server log (\S+)\. Ctrl-C", ready)[1]).parent)
+        # under load: clients in flight, PyTriton's tensor store holding shared memory
+        load = subprocess.Popen([sys.executable, "-c", CLI, "loadtest", f"http://127.0.0.1:{http}", "--model",
+                                 "googlenet", "--concurrency", "8", "--duration-s", "30"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(4)
         children = open(f"/proc/{server.pid}/task/{server.pid}/children").read().split()
         [tritonserver] = [int(c) for c in children if open(f"/proc/{c}/comm").read().strip() == "tritonserver"]
         os.kill(tritonserver, signal.SIGKILL)
@@ -490,9 +497,16 @@ def test_serve_is_ready_only_with_its_model_and_a_tritonserver_that_dies_ends_it
         took = time.monotonic() - killed
     finally:
         server.kill()
+        if "load" in locals():
+            load.kill()
+            load.wait()
     assert server.returncode == 1 and took < 20, (server.returncode, took, stderr)
     assert stderr.strip().splitlines() == [stderr.strip()] and stderr.startswith(
-        "error: tritonserver stopped: killed by SIGKILL (its log: "), stderr
+        "error: tritonserver stopped: killed by SIGKILL (its log: "), stderr  # no raw resource-tracker warnings
+    assert not _processes_mentioning(root), "the Python backend stub outlived tritonserver and serve"
+    assert not [p for p in _processes_mentioning("multiprocessing") if f"{server.pid}" in p]
+    left = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.startswith(("pytrtion", "psm_"))}
+    assert not left, f"shared memory left behind: {sorted(left)}"
 
 
 def test_a_tritonserver_that_fails_to_start_is_one_line_from_its_log_in_seconds(exported, monkeypatch):

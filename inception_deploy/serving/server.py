@@ -32,6 +32,7 @@ from ..core.logs import quiet_library
 from ..core.manifest import check_budget, read_manifest, verify_beside
 from ..export.forms import check_form
 from ..runners import BACKENDS, open_runner, unsupported
+from .processes import our_children, reap
 from .triton_repo import class_labels, describe_generated_model
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def running_server(
         local_store = dict(workspace=workspace, triton_lifecycle_policy=TritonLifecyclePolicy(
             launch_triton_on_startup=False, local_model_store=True))
         keep_log = True  # a failure's message points at the log: it stays; a clean stop or Ctrl-C removes it
+        children_before = our_children()
         try:
             # not PyTriton's own warnings ("exited with failure. Please wait."): _start_watched and stopped() say why
             with quiet_library("pytriton"), _libpython_first(), Triton(config=config, **local_store) as triton:
@@ -141,6 +143,7 @@ def running_server(
             keep_log = False
             raise
         finally:  # a failure keeps the log alone (if tritonserver wrote one), not the model store made for it
+            reap(log.parent, children_before)  # a tritonserver that died leaves its stubs, PyTriton's store, its memory
             shutil.rmtree(log.parent if not keep_log or not log.exists() else workspace, ignore_errors=True)
 
 
@@ -299,6 +302,7 @@ def _settle(server) -> None:
 
 # Errors tritonserver logs on every CPU host, which stop nothing
 _HARMLESS = ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "Unable to allocate pinned")
+_PYTHON_WARNING = re.compile(r"^\S+\.py:\d+: \w*Warning: ")
 _GLOG_ERROR = re.compile(r"^[EF]\d{4} [\d:.]+\s+\d+ [\w.-]+:\d+\]\s*(.*)$")
 
 
@@ -311,7 +315,8 @@ def _why_stopped(server, log_path: Path) -> str:
     output = server.logs().splitlines()
     errors = [m.group(1) for m in map(_GLOG_ERROR.match, logged + output) if m]
     plain = [line for line in output if line.strip() and not line[0].isspace() and not line.startswith("Usage:")
-             and not line.rstrip().endswith(":") and not re.match(r"^[IWEF]\d{4} ", line)]
+             and not line.rstrip().endswith(":") and not re.match(r"^[IWEF]\d{4} ", line)
+             and not _PYTHON_WARNING.match(line)]  # e.g. a backend stub's resource tracker, as the stub is ended
     found = next((line for line in errors + plain if not any(h in line for h in _HARMLESS)), None)
     if found is None:
         code = getattr(server._tritonserver_running_cmd.process, "exit_code", None)
