@@ -594,12 +594,16 @@ def test_loadtest_says_its_reference_refuses_another_model_and_stops_its_clients
             stopped = _interrupt_loadtest(endpoints.http, delay)
             assert stopped.returncode == 130, (delay, stopped.stderr)
             assert stopped.stderr.strip() == "error: interrupted: nothing was written", (delay, stopped.stderr)
+        stopped = _interrupt_loadtest(endpoints.http, 1.5, signal.SIGTERM)  # as docker stop, within the level
+        assert stopped.returncode == 143, stopped.stderr
+        assert stopped.stderr.strip() == "error: stopped by SIGTERM: nothing was written", stopped.stderr
 
 
-def _interrupt_loadtest(url: str, delay_s: float) -> subprocess.CompletedProcess:
-    """The real loadtest command, a real SIGINT once its level has begun, and what it said (its steps aside)."""
+def _interrupt_loadtest(url: str, delay_s: float, sig: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """The real loadtest command, a real SIGINT (or SIGTERM) once its level has begun, and what it said (its steps
+    aside)."""
     args = ["loadtest", url, "--model", "googlenet", "--concurrency", "8", "--duration-s", "60"]
-    return run_and_interrupt(args, None, lambda steps: "concurrency 8" in steps[-1], delay_s)
+    return run_and_interrupt(args, None, lambda steps: "concurrency 8" in steps[-1], delay_s, sig=sig)
 
 
 def test_running_server_checks_its_ports_for_python_callers_too(exported):
