@@ -1,32 +1,25 @@
 """The `inception-deploy` console entry point, kept free of heavy imports: the command line imports torch and
 friends, which takes seconds, and Ctrl-C in that time must be one line and exit 130 like any other moment."""
 
-import signal
 import sys
 
-from .core.interrupts import exit_status, forward_termination_signals, stop_message  # the standard library only
+from .core.interrupts import exit_status, forward_termination_signals, noting, stop_message  # stdlib only
 
 INTERRUPTED = 130
 
 
 def main() -> None:
-    # Ctrl-C is only noted while the command line imports (torch, numpy…), then answered: a KeyboardInterrupt
-    # inside those imports can be swallowed by them, leaving a half-imported library to fail later. Only the
-    # standard library is used before the handler is in place, so that the window before it stays tiny.
-    noted: list[int] = []
+    # Ctrl-C (and SIGTERM, SIGHUP) is only noted while the command line imports (torch, numpy…), then answered: a
+    # KeyboardInterrupt inside those imports can be swallowed by them, leaving a half-imported library to fail later.
+    # Only the standard library is used before the handler is in place, so that the window before it stays tiny.
     forward_termination_signals()  # SIGTERM and SIGHUP answered as Ctrl-C, from here on
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.SIG_IGN:  # a background job's Ctrl-C stays ignored
-        signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
-    try:
-        from .cli import main as cli_main
-    except BaseException:
-        if noted:
-            _interrupted("interrupted: nothing was written")
-        raise
-    finally:
-        if previous is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, previous)
+    with noting() as noted:  # a background job's ignored Ctrl-C stays ignored; SIGTERM is still noted
+        try:
+            from .cli import main as cli_main
+        except BaseException:
+            if noted:
+                _interrupted("interrupted: nothing was written")
+            raise
     if noted:
         _interrupted("interrupted: nothing was written")
     try:

@@ -74,3 +74,27 @@ def test_sigterm_and_sighup_are_answered_as_ctrl_c(monkeypatch):
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_sigterm_is_deferred_even_where_ctrl_c_is_ignored(monkeypatch):
+    """A background job (`cmd &` in a script) ignores SIGINT; SIGTERM must still wait for a block that defers it
+    (files landing together) instead of raising in its middle; a second termination signal is only noted."""
+    from inception_deploy.core import interrupts
+
+    monkeypatch.setattr(interrupts, "_received", [])
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, *interrupts.TERMINATING)}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupts.forward_termination_signals()
+        finished_block = False
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupt() as interrupted:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGHUP)  # a closed terminal: SIGHUP after SIGTERM, or the other way
+                assert interrupted()
+                finished_block = True
+        assert finished_block and interrupts.exit_status() == 143 and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # outside any block, after the first: only noted, never raised twice
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -25,7 +25,7 @@ here="$root/benchmarks/gpu"
 PYTHON=${PYTHON:-python3}
 PARTS=${PROOF_PARTS:-$root/.proof}              # the part folders; on the device they arrive in the tree
 HOME_DIR=${PROOF_HOME:-/tmp/inception-proof}    # device state kept between back-to-back calls: stage, site, export, report
-CACHE=${PROOF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/inception-deploy-proof}
+CACHE=${PROOF_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/inception-deploy-proof}
 NPARTS=4
 CARRY_LIMIT_MIB=62                              # a call carries 64 MiB in all: its part and the working tree
 ORT_WHEEL="onnxruntime-gpu==1.31.1"
@@ -89,8 +89,8 @@ prepare() {
             --platform manylinux2014_x86_64 -d "$wheels" "$ORT_WHEEL" "$ONNXSIM_WHEEL"
     fi
     local tool payload
-    tool=$(ls "$wheels" | grep -iE '^(onnxsim|proof_fake_onnxsim)-' | head -1)
-    payload=$(ls "$wheels" | grep -iE '^(onnxruntime_gpu|proof_fake_onnxruntime_gpu)-' | head -1)
+    tool=$(ls "$wheels" | grep -iE '^(onnxsim|proof_fake_onnxsim)-' | head -1 || true)
+    payload=$(ls "$wheels" | grep -iE '^(onnxruntime_gpu|proof_fake_onnxruntime_gpu)-' | head -1 || true)
     [[ -n "$tool" && -n "$payload" ]] || die "the download holds no onnxsim or onnxruntime-gpu wheel: see $wheels"
     # Each wheel's files as an xz tar (about 2 minutes for onnxruntime-gpu on 2 cores: kept, by the wheel's sha256).
     local wheel sum

@@ -3,6 +3,7 @@ codes, the consoles, progress, the verbosity flags, and small parsers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -20,7 +21,7 @@ from typer.core import TyperGroup
 from ..core import logs
 from ..core.artifacts import check_output_file, write_text_atomic
 from ..core.errors import InceptionDeployError, InputError
-from ..core.interrupts import exit_status, stop_message
+from ..core.interrupts import exit_status, stop_message, terminated
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,12 @@ class OneLineErrors(TyperGroup):
             if code == INTERRUPTED:  # typer turns a KeyboardInterrupt into a silent Exit(130)
                 code = _stopped(INTERRUPTED_MESSAGE)
         except InceptionDeployError as error:
-            code = _stopped(str(error)) if error.exit_code == INTERRUPTED else fail(str(error), error.exit_code)
+            stopped = error.exit_code == INTERRUPTED or terminated()
+            code = _stopped(str(error)) if stopped else fail(str(error), error.exit_code)
         except (typer.Abort, KeyboardInterrupt):
             code = _stopped(INTERRUPTED_MESSAGE)
-        except Exception as error:
-            code = _unexpected(error)
+        except Exception as error:  # after SIGTERM/SIGHUP, whatever a library made of the stop is that stop
+            code = _stopped(INTERRUPTED_MESSAGE) if terminated() else _unexpected(error)
         code = code if isinstance(code, int) else 0
         if standalone_mode:
             sys.exit(code)
@@ -163,7 +165,8 @@ class StepReporter:
 
     def __exit__(self, *exc) -> None:
         if self.progress is not None:
-            self.progress.stop()
+            with contextlib.suppress(OSError):  # SIGHUP of a closed terminal: the bar has nowhere to go
+                self.progress.stop()
 
 
 def command_line(*, leave_out: tuple[str, ...] = ()) -> str | None:

@@ -78,7 +78,7 @@ def _report_files(report: Optional[Path]) -> list[Path]:
     one file."""
     if report is None:
         return []
-    if report.suffix.lower() == ".md":
+    if report.suffix.lower() in (".md", ".markdown") or report.is_file():  # the former use: one Markdown file
         check_output_file(report, "--report")
         return [report]
     check_output_dir(report, "--report")

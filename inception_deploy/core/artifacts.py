@@ -246,8 +246,10 @@ def check_output_file(path: Path, option: str) -> None:
 
 
 def _check_names(path: Path, option: str) -> None:
-    """Each name in the path, and the path, within the file system's limits (with room for a temporary suffix)."""
-    long = next((part for part in path.parts if len(os.fsencode(part)) > NAME_MAX - 32), None)
+    """Each name in the path that is still to be made, and the path, within the file system's limits (with room for
+    a temporary suffix); a directory that exists already is the file system's own."""
+    to_make = [part for i, part in enumerate(path.parts) if not _exists(Path(*path.parts[:i + 1]))]
+    long = next((part for part in to_make if len(os.fsencode(part)) > NAME_MAX - 32), None)
     if long is not None:
         raise InputError(f"{option}: the name '{long[:40]}…' is {len(os.fsencode(long))} bytes long, over the "
                          f"{NAME_MAX - 32} this tool can write under it (the file system allows {NAME_MAX}): choose a "
@@ -255,6 +257,13 @@ def _check_names(path: Path, option: str) -> None:
     if len(os.fsencode(str(path.absolute()))) > PATH_MAX - 256:
         raise InputError(f"{option}: the path is {len(os.fsencode(str(path.absolute())))} bytes long, over the "
                          f"{PATH_MAX - 256} this tool can write under it: choose a shorter one")
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # too long for the kernel, a loop: not a directory that exists
+        return False
 
 
 def _probe_writable(directory: Path, what: str, option: str) -> None:

@@ -25,20 +25,38 @@ from .errors import Interrupted
 log = logging.getLogger(__name__)
 
 
+# The handlers of the blocks below, innermost last, in the main thread: what answers Ctrl-C now. SIGTERM and SIGHUP
+# go to the innermost one even where SIGINT itself is ignored (a background job: `cmd &` in a script).
+_answering: list = []
+
+
 @contextlib.contextmanager
 def _sigint_handler(handler) -> Iterator[None]:
     """`handler` for SIGINT during the block, where Python can install one (the main thread) and where SIGINT
-    is not ignored (a background job's stays ignored); the previous handler comes back after."""
+    is not ignored (a background job's stays ignored); the previous handler comes back after. In the main thread it
+    also answers SIGTERM and SIGHUP during the block, ignored SIGINT or not."""
     installable = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGINT) if installable else None
     active = installable and previous is not signal.SIG_IGN
     if active:
         signal.signal(signal.SIGINT, handler)
+    if installable:
+        _answering.append(handler)
     try:
         yield
     finally:
+        if installable:
+            _answering.pop()
         if active:
             signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def noting() -> Iterator[list[int]]:
+    """Ctrl-C (and SIGTERM, SIGHUP) only noted during the block: the list it yields says whether one came."""
+    hits: list[int] = []
+    with _sigint_handler(lambda signum, frame: hits.append(signum)):
+        yield hits
 
 
 @contextlib.contextmanager
@@ -54,12 +72,11 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
 
 
 def _redeliver() -> None:
-    """Hand a Ctrl-C noted by a deferring handler to the handler it replaced, now back in place: Python's own
-    raises KeyboardInterrupt, and an enclosing deferred_interrupt or honoured_interrupt notes it too (raising
-    it here alone would leave theirs unaware, and a library that swallows the KeyboardInterrupt would win)."""
-    handler = signal.getsignal(signal.SIGINT)
-    if callable(handler) and handler is not signal.default_int_handler:
-        signal.raise_signal(signal.SIGINT)  # the enclosing one decides, at once: note it, or raise
+    """Hand a Ctrl-C noted by a deferring handler to the one that answers now that it is gone: an enclosing
+    deferred_interrupt or honoured_interrupt notes it too (raising it here alone would leave theirs unaware, and a
+    library that swallows the KeyboardInterrupt would win); with none, it is a KeyboardInterrupt."""
+    if _answering:
+        _answering[-1](signal.SIGINT, None)  # the enclosing one decides, at once: note it, or raise
         return
     raise KeyboardInterrupt
 
@@ -116,12 +133,23 @@ def forward_termination_signals() -> None:
 
 
 def _as_ctrl_c(signum, frame) -> None:
+    if _received:  # a second one (a closed terminal sends SIGHUP, then its shell SIGTERM): the first is in hand
+        _received.append(signum)
+        return
     _received.append(signum)
+    if _answering:  # a block that defers or honours Ctrl-C, SIGINT ignored or not
+        _answering[-1](signal.SIGINT, frame)
+        return
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
-        handler(signal.SIGINT, frame)  # Python's own raises KeyboardInterrupt; a deferring one notes it
+        handler(signal.SIGINT, frame)  # Python's own raises KeyboardInterrupt
         return
     raise KeyboardInterrupt  # Ctrl-C ignored (a background job): SIGTERM still ends the command
+
+
+def terminated() -> bool:
+    """Whether SIGTERM or SIGHUP came: whatever error the command then ends with is that stop's."""
+    return bool(_received)
 
 
 def exit_status(default: int = 130) -> int:

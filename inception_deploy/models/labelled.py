@@ -138,21 +138,41 @@ def folder_layout(directory: str | Path) -> str:
     return "tree" if in_folders and in_folders >= files_on_top else "flat"
 
 
+IMAGES_CAP = 1024  # --images without a limit: at most this many decoded into memory (a 299x299 image is 1 MiB)
+
+
 def image_set(spec: ModelSpec, directory: str | Path, *, limit: int | None = None,
               option: str = "--images") -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
     """The images of a folder given without labels, through the variant's preprocessing: (batch, the files used,
-    [(file, why it was skipped)]). A tree (folder_layout) gives its first `limit` in round-robin order over its class
-    folders, so that every class is represented; a flat folder its first `limit` in name order. InputError when none
-    is readable."""
+    [(file, why it was skipped)]). A tree (folder_layout) gives its first `limit` readable images in round-robin
+    order over its class folders, so that every class is represented; a flat folder its first `limit` readable
+    ones in name order. Without a limit, at most IMAGES_CAP, said in a warning. InputError when none is readable."""
+    cap = limit if limit is not None else IMAGES_CAP
     if folder_layout(directory) == "flat":
-        batch, used, skipped = image_batch(spec, directory, option=option)
-        return batch[:limit], used[:limit], skipped
-    data = labelled_images(directory, limit=limit, option=option)
-    arrays = [x for x, _, _ in labelled_batches(spec, data, 32)]
-    if not arrays:
-        raise no_readable_image(data)
-    used = [_shown(data.root, p) for p in data.files if _shown(data.root, p) not in {f for f, _ in data.skipped}]
-    return torch.from_numpy(np.concatenate(arrays)), used, data.skipped
+        batch, used, skipped = image_batch(spec, directory, option=option, limit=cap)
+        more = sum(1 for p in Path(directory).iterdir() if not p.is_dir()) - len(used) - len(skipped)
+    else:
+        data = labelled_images(directory, option=option)
+        skipped, arrays, used = list(data.skipped), [], []
+        order = [data.files[i] for i in _round_robin(data.labels)]
+        for path in order:
+            if len(arrays) >= cap:
+                break
+            pixels, why = preprocessed_image(spec, path)
+            if why:
+                skipped.append((_shown(data.root, path), why))
+                continue
+            arrays.append(pixels)
+            used.append(_shown(data.root, path))
+        if not arrays:
+            data.skipped = skipped
+            raise no_readable_image(data)
+        batch = torch.from_numpy(np.stack(arrays))
+        more = len(order) - len(used) - (len(skipped) - len(data.skipped))
+    if limit is None and more > 0:
+        log.warning("%s %s: using the first %d of its images (at most %d are read into memory)", option, directory,
+                    len(used), IMAGES_CAP)
+    return batch, used, skipped
 
 
 def labelled_batches(spec: ModelSpec, data: LabelledImages, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:

@@ -89,9 +89,10 @@ def _to_rgb8(image):
 
 
 def image_batch(
-    spec: ModelSpec, directory: str | Path, *, option: str = "--images"
+    spec: ModelSpec, directory: str | Path, *, option: str = "--images", limit: int | None = None
 ) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]]:
-    """Every readable image in `directory`, through the variant's own preprocessing (Pillow).
+    """Every readable image in `directory` (the first `limit` readable ones, in name order), through the variant's
+    own preprocessing (Pillow).
 
     Returns (batch, the files used, [(file, why it was skipped)]). A folder with none readable is an error.
     """
@@ -100,6 +101,8 @@ def image_batch(
         raise InputError(f"{option} {directory} is not a directory")
     tensors, used, skipped = [], [], []
     for path in sorted(directory.iterdir()):
+        if limit is not None and len(tensors) >= limit:
+            break
         pixels, why = preprocessed_image(spec, path)
         if why:
             skipped.append((path.name, why))

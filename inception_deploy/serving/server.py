@@ -28,11 +28,12 @@ import numpy as np
 from ..core.artifacts import ONNX_FILES, export_command
 from ..core.deps import require
 from ..core.errors import BackendMissing, InceptionDeployError, InputError
+from ..core.interrupts import noting
 from ..core.logs import quiet_library
 from ..core.manifest import check_budget, read_manifest, verify_beside
 from ..export.forms import check_form
 from ..runners import BACKENDS, open_runner, unsupported
-from .processes import our_children, reap
+from .processes import our_children, quiet_resource_tracker, reap
 from .triton_repo import class_labels, describe_generated_model
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def running_server(
         local_store = dict(workspace=workspace, triton_lifecycle_policy=TritonLifecyclePolicy(
             launch_triton_on_startup=False, local_model_store=True))
         keep_log = True  # a failure's message points at the log: it stays; a clean stop or Ctrl-C removes it
+        quiet_resource_tracker()
         children_before = our_children()
         try:
             # not PyTriton's own warnings ("exited with failure. Please wait."): _start_watched and stopped() say why
@@ -143,8 +145,9 @@ def running_server(
             keep_log = False
             raise
         finally:  # a failure keeps the log alone (if tritonserver wrote one), not the model store made for it
-            reap(log.parent, children_before)  # a tritonserver that died leaves its stubs, PyTriton's store, its memory
-            shutil.rmtree(log.parent if not keep_log or not log.exists() else workspace, ignore_errors=True)
+            with noting():  # the server is stopping already: a second Ctrl-C or signal must not cut the clean-up short
+                reap(log.parent, children_before)  # a tritonserver that died leaves its stubs, PyTriton's store, memory
+                shutil.rmtree(log.parent if not keep_log or not log.exists() else workspace, ignore_errors=True)
 
 
 @contextlib.contextmanager
