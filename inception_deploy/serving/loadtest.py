@@ -28,7 +28,8 @@ from ..runners.base import TensorInfo
 
 log = logging.getLogger(__name__)
 
-PROTOCOLS = ("http", "grpc")
+SCHEMES = {"http": ("http", "https"), "grpc": ("grpc", "grpcs")}  # each protocol's URL schemes: plain, TLS
+PROTOCOLS = tuple(SCHEMES)
 MAX_DURATION_S = 86_400.0  # a level of a day: beyond it, a typo
 WARMUP_REQUESTS = 3  # per client, before the clock starts: connections made, the server's first batch done
 STOP_WAIT_S = 10.0  # after Ctrl-C, how long the clients get to finish the request they are in and close
@@ -139,10 +140,9 @@ def server_address(url: str, protocol: str) -> tuple[str, bool]:
     scheme, sep, rest = url.strip().partition("://")
     if not sep:
         scheme, rest = "", url.strip()
-    schemes = {"http": ("http", "https"), "grpc": ("grpc", "grpcs")}[protocol]
+    schemes = SCHEMES[protocol]
     if scheme and scheme.lower() not in schemes:
-        other = next((p for p, names in (("http", ("http", "https")), ("grpc", ("grpc", "grpcs")))
-                      if scheme.lower() in names), None)
+        other = next((p for p, names in SCHEMES.items() if scheme.lower() in names), None)
         fix = f"pass --protocol {other}" if other else f"use {' or '.join(s + '://' for s in schemes)}"
         raise InputError(f"the URL {url} is {scheme}://, not --protocol {protocol}: {fix}")
     host, slash, path = rest.partition("/")
