@@ -38,6 +38,7 @@ class BenchPlan:
     # None: every pair. --backends and --precision narrow it.
     rows: list[str] | None = None
     accept_over_budget: bool = False  # measure an int8 model written over its accuracy budget
+    export_dir: Path | None = None  # one variant's export directory, in place of export_root/<variant> (optimize)
 
     def check(self) -> "BenchPlan":
         if not self.variants:
@@ -50,6 +51,8 @@ class BenchPlan:
             raise InputError(f"unknown precision '{', '.join(unknown)}': choose from {', '.join(PRECISIONS)}")
         if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
             raise InputError(f"--batch takes positive integers, got {self.batches}")
+        if self.export_dir is not None and len(self.variants) > 1:
+            raise InputError("an export directory of its own is for one variant: use export_root for several")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, not {self.device}")
         check_number(self.warmup_s, "--warmup-s", minimum=0)
@@ -70,6 +73,10 @@ class BenchPlan:
             if reasons and all(reasons):
                 raise InputError(f"no backend of this sweep runs {precision}: {'; '.join(reasons)}")
         return self
+
+    def directory(self, variant: str) -> Path:
+        """Where `variant`'s export is: export_dir, or export_root/<variant>."""
+        return Path(self.export_dir) if self.export_dir is not None else self.export_root / variant
 
     def resolved_backends(self) -> list[Backend]:
         """The plan's backends from the one table; `--device cuda` moves torch and torch-compile to the GPU."""

@@ -236,6 +236,24 @@ def _as_logged(value):
 
 
 def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str) -> str | None:
+    reason = not_here(backend, precision)
+    if reason or backend.engine not in ("onnxruntime", *COMPILERS):
+        return reason
+    if backend.engine in COMPILERS:
+        engine = plan.directory(variant) / COMPILERS[backend.engine].engine_file(precision)
+        if not engine.is_file():  # missing, or something else in its place: named as such
+            build = f"inception-deploy trt {variant} --{precision} --compiler {backend.engine}"
+            return str(missing_artifact(engine, f"build it with `{build}`"))
+    if backend.engine == "onnxruntime" and precision in QUANTIZED:
+        int8 = plan.directory(variant) / ONNX_FILES[precision]
+        if not int8.is_file():
+            return str(missing_artifact(int8, f"make it with `{export_command(variant, precision)}`"))
+    return None
+
+
+def not_here(backend: Backend, precision: str) -> str | None:
+    """Why `backend` cannot measure `precision` on this machine, whatever the artifacts: the precision, the device,
+    the compiler, or a timing that would not measure what its label says. None where it can."""
     if unsupported(backend, precision):
         return unsupported(backend, precision)
     if backend.device != "cpu" and not torch.cuda.is_available():
@@ -249,25 +267,15 @@ def _skip_reason(plan: BenchPlan, variant: str, backend: Backend, precision: str
     if backend.engine == "tensorrt-rtx" and (here := gpu_capability()) not in RTX_TARGETS:
         return (f"{gpu_name()} ({here}) is not a TensorRT-RTX target ({', '.join(RTX_TARGETS)}): its engines cannot "
                 "run here; use tensorrt")
-    if backend.engine in COMPILERS:
-        compiler = COMPILERS[backend.engine]
-        if not installed(compiler):
-            return f"{compiler.title} is not installed ({compiler.install})"
-        engine = plan.export_root / variant / compiler.engine_file(precision)
-        if not engine.is_file():  # missing, or something else in its place: named as such
-            build = f"inception-deploy trt {variant} --{precision} --compiler {backend.engine}"
-            return str(missing_artifact(engine, f"build it with `{build}`"))
-    if backend.engine == "onnxruntime" and precision in QUANTIZED:
-        int8 = plan.export_root / variant / ONNX_FILES[precision]
-        if not int8.is_file():
-            return str(missing_artifact(int8, f"make it with `{export_command(variant, precision)}`"))
+    if backend.engine in COMPILERS and not installed(COMPILERS[backend.engine]):
+        return f"{COMPILERS[backend.engine].title} is not installed ({COMPILERS[backend.engine].install})"
     return None
 
 
 def _artifact(plan: BenchPlan, variant: str, backend: Backend, precision: str, step) -> tuple[Path, str, bool]:
     """The verified artifact a row runs, its source (name and sha256), and whether it is over its accuracy budget
     (accepted); its runner verifies it again on loading."""
-    directory = plan.export_root / variant
+    directory = plan.directory(variant)
     if backend.engine in COMPILERS:
         path = directory / COMPILERS[backend.engine].engine_file(precision)
         fix = "rebuild it with `inception-deploy trt`"
@@ -297,7 +305,7 @@ def _source(plan: BenchPlan, path: Path, record: dict | None) -> tuple[str, bool
 
 def _weights_source(plan: BenchPlan, variant: str) -> str:
     """Which weights the PyTorch rows run (those the export was made from): the record a resumed row must match."""
-    manifest = read_manifest(plan.export_root / variant) or {}
+    manifest = read_manifest(plan.directory(variant)) or {}
     if manifest.get("weights"):
         return f"PyTorch model, weights {Path(manifest['weights']['path']).name} sha256:{manifest['weights']['sha256']}"
     seed = (manifest.get("untrained_init") or {}).get("init_seed", DEFAULT_INIT_SEED)
@@ -307,7 +315,7 @@ def _weights_source(plan: BenchPlan, variant: str) -> str:
 
 def _model(plan: BenchPlan, spec):
     """The PyTorch model the export was made from (its checkpoint, or the seeded untrained init)."""
-    weights, num_classes = reference_weights(read_manifest(plan.export_root / spec.name), None, None)
+    weights, num_classes = reference_weights(read_manifest(plan.directory(spec.name)), None, None)
     return deployable_model(spec.name, weights=weights, num_classes=num_classes)
 
 
