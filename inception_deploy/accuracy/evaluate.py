@@ -204,9 +204,11 @@ def evaluate_accuracy(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     on_step: Step | None = None,
+    rows: list[str] | None = None,
 ) -> AccuracyReport:
     """Top-1/top-5 of every artifact of `variant`'s export on the labelled images `data` (an ImageFolder tree, or a
-    flat folder with a CSV `labels`), against fp32 PyTorch on the CPU on the same images."""
+    flat folder with a CSV `labels`), against fp32 PyTorch on the CPU on the same images. `rows`: only these
+    "backend:precision" pairs of backends x precisions (as a bench suite names them)."""
     step = on_step or (lambda *_args, **_kw: None)
     spec = get_spec(variant)
     chosen = parse_backends(backends)
@@ -221,7 +223,8 @@ def evaluate_accuracy(
     images = labelled_images(data, labels=labels, limit=limit)
     directory = Path(export_dir) if export_dir is not None else default_out_dir(spec.name)
     manifest = _manifest(directory, spec.name)
-    targets = list(_targets(chosen, _artifacts(manifest, directory), wanted, spec.aliases[0]))
+    targets = [t for t in _targets(chosen, _artifacts(manifest, directory), wanted, spec.aliases[0])
+               if rows is None or f"{t[0].name}:{t[2]}" in rows]
     _check_something_runs(targets, chosen, wanted)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
     _check_weights(manifest, weights)
