@@ -296,8 +296,9 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, recipe: Int8
     if form.name == "tensorrt":
         quantized = in_high_precision(_skip_input_only(quantized), recipe.high_precision)
     facts = {"form": form.name,
-             "calibration": {"method": method, "samples": int(len(calibration.batch)), "source": calibration.source,
-                             "synthetic": calibration.synthetic, "cache": cache.name, "cache_reused": reused,
+             "calibration": {"method": method, "samples": int(len(calibration.batch)), "asked": calibration.asked,
+                             "source": calibration.source, "synthetic": calibration.synthetic, "cache": cache.name,
+                             "cache_reused": reused,
                              "quantized_nodes": len(nodes) if form.op_types is not None else
                              _quantized_conv_gemm(quantized)}}
     if exclude:
