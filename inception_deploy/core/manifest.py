@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from .artifacts import PRECISIONS, sha256_of
+from .artifacts import PRECISIONS, sha256_of, staged
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,17 @@ def verify_beside(path: Path, *, made: str = "exported", fix: str = "re-run the 
 def listed_with(manifest: dict, record: dict) -> dict:
     """`manifest` listing `record` (in place of an entry of the same path)."""
     manifest["artifacts"] = [a for a in manifest["artifacts"] if a["path"] != record["path"]] + [record]
+    return manifest
+
+
+def record_in_manifest(out_dir: Path, key: str, value: dict) -> dict:
+    """The manifest of `out_dir` with `value` under `key`, written whole (atomically); its artifacts are untouched."""
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise InputError(f"no manifest in {out_dir} to record {key} in")
+    manifest[key] = value
+    with staged(Path(out_dir)) as staging:
+        stage_manifest(staging, out_dir, manifest)
     return manifest
 
 

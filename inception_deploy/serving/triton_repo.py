@@ -69,6 +69,7 @@ class TritonOptions:
     name: str | None = None  # the model's name in the repository; default: the variant
     warmup: bool = True
     labels: str | None = None  # a file of class names, one a line; default: ImageNet's for a 1000-class head
+    label_names: tuple[str, ...] | None = None  # the names themselves (optimize: the --eval tree's class folders)
     accept_over_budget: bool = False  # serve an int8 model written over its accuracy budget
 
     def check(self) -> "TritonOptions":
@@ -123,12 +124,16 @@ class Labels:
         return "".join(f"{name}\n" for name in self.names)
 
 
-def class_labels(manifest: dict, labels_file: str | Path | None = None) -> Labels:
-    """The head's class names: a --labels file (one name a line, as many as the head has classes), else ImageNet's
-    1000 for a 1000-class head, else class_0, class_1, ... with a warning saying how to name them."""
+def class_labels(manifest: dict, labels_file: str | Path | None = None,
+                 names: tuple[str, ...] | None = None) -> Labels:
+    """The head's class names: a --labels file (one name a line, as many as the head has classes), else `names` (the
+    class folders of labelled images, as many as the head has classes), else ImageNet's 1000 for a 1000-class head,
+    else class_0, class_1, ... with a warning saying how to name them."""
     count = int(manifest["output"]["shape"][-1])
     if labels_file is not None:
         return Labels(_read_labels(Path(labels_file), count), str(labels_file))
+    if names is not None and len(names) == count and all(name.strip() and "\n" not in name for name in names):
+        return Labels(tuple(names), "the class folders of the labelled images")
     if count == 1000:
         return Labels(tuple(IMAGENET_CLASSES.read_text(encoding="utf-8").splitlines()), "ImageNet")
     return Labels(tuple(f"class_{i}" for i in range(count)), "generic",
@@ -254,7 +259,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
     warnings = _check_consistency(manifest, record, options)
     accepted = check_budget(manifest, record, options.accept_over_budget)
     warnings += [accepted] if accepted else []
-    labels = class_labels(manifest, options.labels)
+    labels = class_labels(manifest, options.labels, options.label_names)
     warnings += [labels.warning] if labels.warning else []
     check_output_dir(repo_dir, "--repo")
 
