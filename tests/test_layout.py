@@ -10,7 +10,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "inception_deploy"
 # Each stage may import itself and the stages listed: core ← models, runners ← export ← compile; parity, bench and
-# serving use what is below them and never each other; only the CLI (and the package's facade) sees everything.
+# serving use what is below them and never each other; optimize, the whole flow in one call, uses bench, accuracy and
+# serving; only the CLI (and the package's facade) sees everything.
 ALLOWED = {
     "core": {"core"},
     "models": {"core", "models"},
@@ -21,7 +22,9 @@ ALLOWED = {
     "bench": {"core", "models", "runners", "export", "compile", "bench"},
     "serving": {"core", "models", "runners", "export", "compile", "serving"},
     "accuracy": {"core", "models", "runners", "export", "compile", "accuracy"},
-    "cli": {"core", "models", "runners", "export", "compile", "parity", "bench", "serving", "accuracy", "cli"},
+    "optimize": {"core", "models", "runners", "export", "compile", "bench", "serving", "accuracy", "optimize"},
+    "cli": {"core", "models", "runners", "export", "compile", "parity", "bench", "serving", "accuracy", "optimize",
+            "cli"},
     "__init__": {"core", "models", "export", "parity"},
     "__main__": {"launch"},
     "launch": {"core", "cli"},  # core.interrupts: SIGTERM and SIGHUP answered before the CLI is imported

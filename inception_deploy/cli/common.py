@@ -43,7 +43,7 @@ err = _console(sys.stderr, stderr=True)
 
 
 # The commands in the order of the flow, for --help.
-ORDER = ("models", "export", "parity", "accuracy", "trt", "bench", "triton", "serve", "loadtest")
+ORDER = ("models", "export", "parity", "accuracy", "trt", "bench", "triton", "serve", "loadtest", "optimize")
 
 
 class OneLineErrors(TyperGroup):
