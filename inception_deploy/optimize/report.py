@@ -154,7 +154,7 @@ def plot(outcome, path: Path) -> Path | None:
             ax.plot([x], [y], "*" if chosen else "o", markersize=14 if chosen else 7,
                     color="tab:red" if chosen else "tab:blue")
         ax.annotate(v.candidate.name + (" (chosen)" if chosen else ""), (x, y), textcoords="offset points",
-                    xytext=(6, 6), fontsize=8)
+                    xytext=(6, 6 if rank % 2 == 0 else -14), fontsize=8)  # neighbours above and below: no overlap
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 % on --eval (95 % interval)" if with_top1 else "candidate")
     if not with_top1:

@@ -112,6 +112,9 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
                                                        "(--eval DIR)")
     _check_budget(options, export, [v.candidate for v in verdicts if v.open])
     warnings: list[str] = []
+    if export.weights is None:
+        warnings.append(f"{options.variant} is UNTRAINED (no --weights): its speed is any weights' speed, but it has "
+                        "no accuracy to keep; pass the checkpoint you will deploy")
 
     steps: dict[str, float] = {}
     made = export.fp32()
