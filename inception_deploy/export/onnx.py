@@ -415,7 +415,7 @@ def _torch_export(model: torch.nn.Module, example: torch.Tensor, opset: int, *, 
     try:
         # ... and logs them on its own loggers: quiet those for the call, and only those.
         with contextlib.redirect_stdout(narration), torch.no_grad(), \
-                quiet_library("torch.onnx", "torch.export", "torch._dynamo", "onnxscript"):
+                quiet_library("torch.onnx", "torch.export", "torch._dynamo", "torch.utils", "onnxscript"):
             program = torch.onnx.export(
                 model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_shapes=dynamic_shapes, opset_version=opset, dynamo=True, verbose=False,
