@@ -258,6 +258,13 @@ def not_here(backend: Backend, precision: str) -> str | None:
         return unsupported(backend, precision)
     if backend.device != "cpu" and not torch.cuda.is_available():
         return "no CUDA GPU here"
+    if backend.engine == "onnxruntime" and backend.device != "cpu":
+        import onnxruntime
+
+        provider = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[backend.device]
+        if provider not in onnxruntime.get_available_providers():
+            return (f"this onnxruntime has no {provider} (providers: {', '.join(onnxruntime.get_available_providers())}"
+                    "): install onnxruntime-gpu")
     if backend.name == "onnxruntime" and precision == "fp16":
         return "ONNX Runtime's CPU provider runs fp16 through inserted Casts: a timing would measure the Casts"
     if backend.engine == "onnxruntime" and backend.device == "cuda" and precision == "int8":

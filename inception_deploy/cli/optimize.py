@@ -71,7 +71,8 @@ def optimize(
         max_batch=max_batch, time_budget_s=time_budget,
         measurement=search.Measurement(rounds=rounds, warmup_s=warmup_s, duration_s=duration_s),
         export_dir=export_dir, repo=repo, labels=labels, json_out=json_out, report_dir=report_dir, resume=resume)
-    kept = f"; the bench rows so far are in {report_dir / 'bench'} (--resume continues)" if report_dir else ""
+    kept = (f"; the bench's finished batch sizes are logged in {report_dir / 'bench'} (--resume keeps them)"
+            if report_dir else "")
     stopped = f"interrupted: the search stopped; its repository and reports are written whole or not at all{kept}"
     with StepReporter(err) as on_step, interrupted_says(stopped), \
             honoured_interrupt():

@@ -45,13 +45,13 @@ class Verdict:
         return max(within, key=lambda p: p["throughput"]) if within else None
 
     def to_dict(self, objective: str, max_latency_ms: float | None) -> dict:
-        point = self.figure(objective, max_latency_ms)
+        best = self.figure("throughput", max_latency_ms)  # the best measured, whatever the objective (the table's)
         return {**self.candidate.to_dict(), "status": self.status, "reason": self.reason, "artifact": self.artifact,
                 "accuracy": self.accuracy, "within_accuracy_budget": (self.accuracy or {}).get("passed"),
                 "parity": self.parity, "parity_detail": self.parity_detail,
                 "latency_p50_ms": _at(self.curve, 1, "p50_ms"), "latency_p99_ms": _at(self.curve, 1, "p99_ms"),
-                "throughput": point["throughput"] if point and objective == "throughput" else None,
-                "throughput_batch": point["batch"] if point and objective == "throughput" else None,
+                "throughput": best["throughput"] if best else None,
+                "throughput_batch": best["batch"] if best else None,
                 "curve": self.curve, "settings": self.settings}
 
 
@@ -103,9 +103,12 @@ def choose(verdicts: list[Verdict], objective: str, max_latency_ms: float | None
     for v, p in measured:
         if v is winner:
             continue
-        if _tie(p, point, objective):
+        if _tie(p, point, objective) or (simpler and v is best_v):
             v.decide("lost", f"a tie with {winner.candidate.name} within the noise "
                              f"({describe(p, objective)}); the simpler runtime was chosen")
+        elif better(objective, value(p, objective), value(point, objective)):  # ties do not chain: within best's
+            v.decide("lost", f"faster than {winner.candidate.name} ({describe(p, objective)}), but within the noise "
+                             f"of {best_v.candidate.name}, which the simpler {winner.candidate.name} ties")
         else:
             v.decide("lost", _slower(p, point, objective, winner.candidate.name))
     return winner

@@ -13,7 +13,7 @@ from ..compile.engine import BuildOptions, build_engine
 from ..core.artifacts import ONNX_FILES, engine_file, sha256_of
 from ..core.compilers import COMPILERS, gpu_capability, gpu_name, import_module, installed
 from ..core.errors import InceptionDeployError, InputError, Interrupted, first_line
-from ..core.manifest import IntegrityError, read_manifest, verified_record
+from ..core.manifest import IntegrityError, over_budget, read_manifest, verified_record
 from ..export.forms import INT8_FORMS
 from ..export.onnx import add_fp16, export_onnx
 from ..models.labelled import LabelledImages, check_classes, labelled_images
@@ -156,9 +156,17 @@ class ExportDir:
             return True
         if not self._onnx_current(candidate.precision):
             self._make_onnx(candidate.precision)
-        if candidate.engine is not None and not self._engine_current(candidate):
-            self._build(candidate)
+        if candidate.engine is not None and not self.over_budget(candidate) and not self._engine_current(candidate):
+            self._build(candidate)  # never from an int8 ONNX over its budget: that candidate is rejected as it is
         return False
+
+    def over_budget(self, candidate: Candidate) -> str | None:
+        """Why the int8 ONNX `candidate` runs (or its engine is built from) is over its accuracy budget, as export
+        --eval measured it; None when it is within, or not int8."""
+        if not candidate.quantized:
+            return None
+        manifest = self.manifest
+        return over_budget(manifest, self._entry(manifest, ONNX_FILES[candidate.precision]))
 
     def _paths(self, candidate: Candidate) -> list[tuple[Path, str]]:
         paths = [(self.directory / ONNX_FILES[candidate.precision], "exported")]
@@ -209,21 +217,25 @@ class ExportDir:
         manifest = self.manifest
         path = self.directory / engine_file(candidate.precision, candidate.engine)
         entry, source = self._entry(manifest, path.name), self._entry(manifest, ONNX_FILES[candidate.precision])
+        profile = (entry or {}).get("profile") or {}
         return (entry is not None and source is not None and path.is_file()
                 and (entry.get("source") or {}).get("sha256") == source["sha256"]
-                and (entry.get("profile") or {}).get("max", 0) >= self.options.max_batch and self._engine_here(entry))
+                and profile.get("min") == 1 and profile.get("max", 0) >= self.options.max_batch
+                and self._engine_here(entry))
 
     def _build(self, candidate: Candidate) -> None:
         """The engine, through the compiler table (build_engine), for batches 1 to --max-batch: the repository's."""
         self.step(f"building {engine_file(candidate.precision, candidate.engine)} with {candidate.engine}")
         most = self.options.max_batch
         opt = min(most, 32) if self.options.objective == "throughput" else 1
+        targets = (gpu_capability(),) if candidate.engine == "tensorrt-rtx" else None  # this GPU: it runs here
         build_engine(self.directory, BuildOptions(precision=candidate.precision, compiler=candidate.engine,
-                                                  min_batch=1, opt_batch=opt, max_batch=most), on_step=self.step)
+                                                  min_batch=1, opt_batch=opt, max_batch=most, targets=targets),
+                     on_step=self.step)
 
     def _engine_here(self, entry: dict) -> bool:
         """An engine of the compiler installed here (the same version), for this GPU: TensorRT's built on it (name
-        and compute capability), TensorRT-RTX's listing it among its targets; and, for throughput, tuned for it."""
+        and compute capability), TensorRT-RTX's listing it among its targets."""
         compiler = COMPILERS[entry.get("kind", "").removesuffix("-engine")] if entry.get("kind") in (
             "tensorrt-engine", "tensorrt-rtx-engine") else None
         if compiler is None or not installed(compiler) or \
@@ -233,10 +245,7 @@ class ExportDir:
         if gpu is not None and (gpu.get("name") != gpu_name()
                                 or f"sm{str(gpu.get('compute_capability', '')).replace('.', '')}" != gpu_capability()):
             return False
-        if "targets" in entry and gpu_capability() not in entry["targets"]:
-            return False
-        wanted_opt = min(self.options.max_batch, 32) if self.options.objective == "throughput" else 1
-        return (entry.get("profile") or {}).get("opt") == wanted_opt
+        return "targets" not in entry or gpu_capability() in entry["targets"]
 
     def entry(self, name: str) -> dict | None:
         """The manifest's entry of the artifact `name`."""

@@ -11,7 +11,7 @@ from .choose import Verdict, describe, value
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("optimize.json", "README.md", "accuracy_vs_speed.png", "accuracy.json", "accuracy.md")
+REPORT_FILES = ("optimize.json", "README.md", "accuracy_vs_speed.png", "accuracy.json", "accuracy.md")  # and bench/
 UNITS = {
     "latency_p50_ms": "median milliseconds per request at batch 1 (host wall time, interleaved rounds, the median "
                       "round)",
@@ -42,7 +42,8 @@ def to_dict(outcome) -> dict:
                        for v in in_order(outcome.verdicts, o.objective, o.max_latency_ms)],
         "time": outcome.budget, "seconds": round(outcome.seconds, 1), "machine": outcome.environment,
         "measurement": {"rounds": o.measurement.rounds, "warmup_s": o.measurement.warmup_s,
-                        "duration_s": o.measurement.duration_s, "interleaved": True, "parity_checked": True},
+                        "duration_s": o.measurement.duration_s, "interleaved": not outcome.kept_rows,
+                        "kept_rows": outcome.kept_rows, "parity_checked": True},
         "commands": outcome.commands, "warnings": outcome.warnings, "units": UNITS,
     }
 
@@ -64,10 +65,11 @@ def in_order(verdicts: list[Verdict], objective: str, max_latency_ms: float | No
 def cells(v: Verdict, objective: str, max_latency_ms: float | None) -> list[str]:
     """One candidate's row, as the terminal and the Markdown show it."""
     acc = v.accuracy or {}
-    top1 = (f"{acc['top1']:.1%} [{acc['top1_ci95_low']:.1%}, {acc['top1_ci95_high']:.1%}]"
-            if "top1" in acc else "—")
-    drop = (f"{acc['drop_points']:+.2f} [{acc['drop_ci95_low_points']:+.1f}, {acc['drop_ci95_high_points']:+.1f}]"
-            if "drop_points" in acc else ("0 (reference)" if "top1" in acc else "—"))
+    top1 = "—" if acc.get("top1") is None else f"{acc['top1']:.1%}" + (
+        f" [{acc['top1_ci95_low']:.1%}, {acc['top1_ci95_high']:.1%}]" if "top1_ci95_low" in acc else "")
+    drop = ("0 (reference)" if acc.get("top1") is not None else "—") if acc.get("drop_points") is None else \
+        f"{acc['drop_points']:+.2f}" + (f" [{acc['drop_ci95_low_points']:+.1f}, {acc['drop_ci95_high_points']:+.1f}]"
+                                        if "drop_ci95_low_points" in acc else " (export --eval)")
     one = next((p for p in v.curve if p["batch"] == 1), None)
     p50 = f"{one['p50_ms']:.2f}" if one else "—"
     p99 = f"{one['p99_ms']:.2f}" if one else "—"
@@ -106,6 +108,9 @@ def markdown(outcome, plot: str | None) -> str:
               f"{o.measurement.rounds} interleaved round(s) of {o.measurement.duration_s:g} s after "
               f"{o.measurement.warmup_s:g} s of warm-up, the median round; each row's outputs checked against fp32 "
               f"PyTorch on the runner that was timed. The {budget}.", ""]
+    if outcome.kept_rows:
+        lines += [f"--resume kept {outcome.kept_rows} bench row(s) as an earlier run measured them: those were not "
+                  "interleaved with the rows measured now (bench/bench.json names the run of each).", ""]
     lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     for v in in_order(outcome.verdicts, o.objective, o.max_latency_ms):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells(v, o.objective, o.max_latency_ms))
@@ -140,7 +145,7 @@ def plot(outcome, path: Path) -> Path | None:
     xlabel = "median ms per request at batch 1 (lower is better)" if o.objective == "latency" else \
         "images / s at the best batch within the latency limit (higher is better)"
     speed = [p["p50_ms"] if o.objective == "latency" else p["throughput"] for _, p in points]
-    with_top1 = all(v.accuracy and "top1" in v.accuracy for v, _ in points)
+    with_top1 = all(v.accuracy and "top1_ci95_low" in v.accuracy for v, _ in points)
     for rank, ((v, _), x) in enumerate(zip(points, speed)):
         chosen = v is outcome.chosen
         if with_top1:

@@ -27,10 +27,11 @@ from ..accuracy.report import markdown as accuracy_markdown
 from ..accuracy.report import to_json as accuracy_json
 from ..bench import run as bench_run
 from ..bench.environment import environment
+from ..bench.log import read_log
 from ..bench.record import BenchRecord
 from ..core.artifacts import ONNX_FILES, check_targets, engine_file, json_text, made_dirs, write_text_atomic
 from ..core.errors import BackendMissing, CheckFailed, InputError, Interrupted, first_line
-from ..core.manifest import over_budget, record_in_manifest
+from ..core.manifest import record_in_manifest
 from ..serving.triton_repo import TritonOptions, write_repository
 from .candidates import Candidate, candidates
 from .choose import Verdict, better, choose, closest, describe, value
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 # googlenet (fp32 export 6.7 s): an int8 form with --eval (three calibration methods, each measured) 18-34 s; 200
 # eval images through four rows 20 s. An engine build and a torch.compile are guesses on the safe side.
 COST = {"fp16": 1.0, "int8": 5.0, "engine": 10.0, "compile": 5.0, "eval_image": 0.005, "activation": 0.2}
+SUITE_NAME = "suite.toml"  # the bench rows measured, beside the bench report: `bench --suite` runs exactly them
 PREFERRED_SHARE = 0.9  # Triton's preferred batch sizes: those within this share of the best measured throughput
 
 
@@ -60,15 +62,21 @@ class OptimizeOutcome:
     written: list[Path] = field(default_factory=list)
     commands: dict = field(default_factory=dict)  # what reproduces the search, its bench and its accuracy
     repository: dict | None = None
+    kept_rows: int | None = None  # with --resume: the bench rows kept as an earlier run measured them
 
     def raise_for_none(self) -> None:
         """CheckFailed (exit 1) when no candidate was chosen, naming the closest and what it misses."""
         if self.chosen is not None:
             return
-        if not any(v.status in ("rejected", "lost") for v in self.verdicts) and \
-                any(v.status == "not tried" for v in self.verdicts):
-            raise CheckFailed(f"the --time-budget ran out before any candidate was weighed: give more than "
-                              f"{self.options.time_budget_s:g} s")
+        if not any(v.status in ("rejected", "lost") for v in self.verdicts):
+            if any(v.status == "not tried" for v in self.verdicts):
+                raise CheckFailed(f"the --time-budget ran out before any candidate was weighed: give more than "
+                                  f"{self.options.time_budget_s:g} s")
+            first = next((v for v in self.verdicts if v.status == "failed"), None) or \
+                next((v for v in self.verdicts if v.status == "skipped"), None)
+            if first is not None:
+                raise CheckFailed(f"no candidate could be weighed on this machine: every one failed or was skipped; "
+                                  f"the first, {first.candidate.name}: {first.reason}")
         near = closest(self.verdicts, self.options.objective, self.options.max_latency_ms)
         what = f"; the closest, {near.candidate.name}: {near.reason}" if near else ""
         raise CheckFailed(f"no candidate is within budget on this machine{what}")
@@ -98,7 +106,10 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
         raise BackendMissing("--device cuda: no CUDA GPU is visible here; run on the GPU you will deploy to, or "
                              "--device cpu")
     if options.report_dir is not None:
-        check_targets([options.report_dir / name for name in REPORT_FILES], "--report")
+        bench_files = [f"bench/{name}" for name in ("bench.json", "bench.csv", "README.md", "bench.jsonl", SUITE_NAME)]
+        check_targets([options.report_dir / name for name in (*REPORT_FILES, *bench_files)], "--report")
+        if options.resume and (options.report_dir / "bench" / "bench.jsonl").is_file():
+            read_log(options.report_dir / "bench" / "bench.jsonl")  # a damaged log is said now, not after the work
     step = on_step or (lambda *_args, **_kw: None)
     clock = Clock(options.time_budget_s)
     export = ExportDir(options, step)  # every check that needs the model, before any work
@@ -126,7 +137,7 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
     steps["artifacts"], start = clock.spent() - start, clock.spent()
     reports = _accuracy(options, export, ready, step, warnings) if options.eval_dir is not None else []
     steps["accuracy"], start = clock.spent() - start, clock.spent()
-    compared = [v.candidate for v in ready if v.accuracy is not None and v.accuracy.get("note") is None]
+    compared = [v.candidate for v in ready if v.accuracy is not None and v.accuracy.get("note") is None]  # not torch
     measured = _fit_measurement(options, [v for v in ready if v.open], clock, unit)
     bench = _bench(options, export, measured, step, on_record, command, warnings) if measured else None
     steps["bench"] = clock.spent() - start
@@ -160,6 +171,10 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
         outcome.written += [options.report_dir / "accuracy.json", options.report_dir / "accuracy.md"]
     if bench is not None:
         outcome.written += bench.written
+        outcome.kept_rows = bench.kept_rows
+        if options.report_dir is not None:
+            write_text_atomic(options.report_dir / "bench" / SUITE_NAME, _suite_text(options, measured))
+            outcome.written.append(options.report_dir / "bench" / SUITE_NAME)
     outcome.written += write_reports(outcome)
     return outcome
 
@@ -240,9 +255,13 @@ def _make_artifacts(options, export: ExportDir, verdicts: list[Verdict], clock: 
         if made.failure:
             verdict.decide("failed", f"its artifact could not be made: {made.failure}")
             continue
-        problem = over_budget(export.manifest, export.entry(ONNX_FILES[candidate.precision])) \
-            if candidate.quantized else None
+        problem = export.over_budget(candidate)
         if problem:  # export --eval kept its best effort, marked: never measured as if it were within budget
+            measured = (export.entry(ONNX_FILES[candidate.precision]) or {}).get("accuracy") or {}
+            verdict.accuracy = {"top1": measured.get("top1"), "drop_points": measured.get("drop_points"),
+                                "allowed_drop_points": measured.get("allowed_drop_points"), "passed": False,
+                                "images": measured.get("images"),
+                                "note": "as export --eval measured it (ONNX Runtime CPU, against fp32 model.onnx)"}
             verdict.decide("rejected", f"over the accuracy budget as export --eval measured it: {problem}")
             continue
         for earlier in [v for v in ready if not export.current(v.candidate)]:  # a re-export replaced model.onnx
@@ -281,6 +300,8 @@ def _accuracy(options, export: ExportDir, ready: list[Verdict], step, warnings: 
                 reports.append(([verdict], evaluate([verdict])))
             except (InputError, Interrupted, KeyboardInterrupt, SystemExit):
                 raise
+            except BackendMissing as missing:
+                verdict.decide("skipped", str(missing))
             except Exception as one:  # noqa: BLE001
                 verdict.decide("failed", f"its accuracy run failed: {type(one).__name__}: {first_line(one)}")
     for verdicts, report in reports:
@@ -408,13 +429,22 @@ def _repository(options: OptimizeOptions, export: ExportDir, served: Verdict, wa
                            label_names=None if labels else export.class_names)
     written = write_repository(options.export_dir, options.repo, triton)
     warnings += [w for w in written.warnings if w not in warnings]
+    runtime_note = ("Triton runs the file with its backend's own settings: what the bench's runner tuned (the "
+                    f"settings it measured fastest: {_settings_text(served.settings)}) is not in config.pbtxt, so "
+                    "Triton's figures may differ from the table's; loadtest measures them")
     return {"path": str(written.model_dir), "name": written.model_dir.name, "serves": served.candidate.to_dict(),
+            "measured_with": served.settings, "note": runtime_note,
             "artifact": written.artifact["path"], "sha256": written.artifact["sha256"], "runtime": runtime,
             "kind": "KIND_CPU" if device == "cpu" else "KIND_GPU", "instances": 1, "max_batch": options.max_batch,
             "preferred_batch": list(preferred), "max_queue_delay_us": triton.max_queue_delay_us,
             "why": ("one instance: ONNX Runtime's CPU provider already spreads one request over every core"
                     if device == "cpu" else "one instance per GPU; preferred sizes: the measured batches within "
                                             f"{PREFERRED_SHARE:.0%} of the best throughput")}
+
+
+def _settings_text(settings: dict | None) -> str:
+    keep = ("intra_op_threads", "provider_options", "cuda_graph", "channels_last", "threads")
+    return ", ".join(f"{k} {settings[k]}" for k in keep if k in (settings or {})) or "the runner's defaults"
 
 
 def _manifest_record(options: OptimizeOptions, chosen: Verdict | None, served: Verdict | None, outcome) -> dict:
@@ -434,15 +464,36 @@ def _manifest_record(options: OptimizeOptions, chosen: Verdict | None, served: V
 
 
 def _bench_command(options: OptimizeOptions, measured: list[Verdict]) -> str | None:
-    """The bench run on its own; None where it cannot name the export (bench reads ROOT/<variant>)."""
+    """The bench run on its own, exactly its rows (the suite written beside its report) or, without --report, its
+    backends x precisions (a superset: the pairs not measured run too, or are skipped); None where it cannot name
+    the export (bench reads ROOT/<variant>)."""
     if options.export_dir.name != options.variant:
         return None
+    m = options.measurement
+    root = f"--export-root {options.export_dir.parent} --check-parity"
+    if options.report_dir is not None:
+        return f"inception-deploy bench --suite {options.report_dir / 'bench' / SUITE_NAME} {root}"
     backends = ",".join(dict.fromkeys(v.candidate.backend for v in measured))
     precisions = ",".join(dict.fromkeys(v.candidate.precision for v in measured))
+    return (f"inception-deploy bench {options.variant} {root} --backends {backends} --precision {precisions} "
+            f"--batch {','.join(map(str, options.batches))} --device {options.device} --rounds {m.rounds} "
+            f"--warmup-s {m.warmup_s:g} --duration-s {m.duration_s:g}")
+
+
+def _suite_text(options: OptimizeOptions, measured: list[Verdict]) -> str:
+    """The bench suite of the rows measured, for `bench --suite`."""
+    def items(values) -> str:
+        return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
     m = options.measurement
-    return (f"inception-deploy bench {options.variant} --export-root {options.export_dir.parent} --backends {backends} "
-            f"--precision {precisions} --batch {','.join(map(str, options.batches))} --device {options.device} "
-            f"--rounds {m.rounds} --warmup-s {m.warmup_s:g} --duration-s {m.duration_s:g} --check-parity")
+    return "\n".join([
+        f"description = {json.dumps(f'the rows optimize measured for {options.variant} on {options.device}')}",
+        f"variants = {items([options.variant])}",
+        f"backends = {items(dict.fromkeys(v.candidate.backend for v in measured))}",
+        f"precisions = {items(dict.fromkeys(v.candidate.precision for v in measured))}",
+        f"rows = {items(v.candidate.row for v in measured)}",
+        f"batches = {items(options.batches)}", f"device = {json.dumps(options.device)}",
+        f"rounds = {m.rounds}", f"warmup_s = {m.warmup_s}", f"duration_s = {m.duration_s}", ""])
 
 
 def _commands(options: OptimizeOptions, measured: list[Verdict], compared: list[Candidate],
