@@ -137,7 +137,7 @@ def plot(outcome, path: Path) -> Path | None:
     --eval, the speed alone."""
     o = outcome.options
     points = [(v, v.figure(o.objective, o.max_latency_ms)) for v in outcome.verdicts if v.curve]
-    points = [(v, p) for v, p in points if p is not None]
+    points = sorted(((v, p) for v, p in points if p is not None), key=lambda vp: value(vp[1], o.objective))
     if not points:
         return None
     plt = pyplot()
@@ -159,7 +159,7 @@ def plot(outcome, path: Path) -> Path | None:
             ax.plot([x], [y], "*" if chosen else "o", markersize=14 if chosen else 7,
                     color="tab:red" if chosen else "tab:blue")
         ax.annotate(v.candidate.name + (" (chosen)" if chosen else ""), (x, y), textcoords="offset points",
-                    xytext=(6, 6 if rank % 2 == 0 else -14), fontsize=8)  # neighbours above and below: no overlap
+                    xytext=(6, 8 if rank % 2 == 0 else -16), fontsize=8)  # neighbours in speed: one above, one below
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 % on --eval (95 % interval)" if with_top1 else "candidate")
     if not with_top1:
