@@ -14,7 +14,7 @@ from ..core.artifacts import QUANTIZED
 from ..core.interrupts import interrupted_says
 from ..export import default_out_dir, export_onnx
 from .common import StepReporter, app, err, out, say, warn
-from .options import OldOut, Variant, WriteDir, renamed
+from .options import CalibSamples, EvalLabels, EvalLimit, OldOut, Variant, WriteDir, renamed
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def export(
                                             "integer CPU kernels), or tensorrt,cpu for both."),
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (fed through the "
                                                                "variant's preprocessing)."),
-    calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
+    calib_samples: CalibSamples = 64,
     calib_method: Optional[str] = typer.Option(None, "--calib-method", help="minmax, entropy, percentile, or auto "
                                                "(the best of them on --eval images). Default: auto with --eval, else "
                                                "minmax."),
@@ -58,10 +58,8 @@ def export(
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images (an ImageFolder tree, or a flat "
                                                                  "folder with --eval-labels) that hold the int8 model "
                                                                  "to an accuracy budget: see --max-drop."),
-    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="CSV of file,class for a flat --eval "
-                                                                           "folder."),
-    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N eval images (round-robin "
-                                                                        "over the classes)."),
+    eval_labels: EvalLabels = None,
+    eval_limit: EvalLimit = None,
     max_drop: Optional[str] = typer.Option(None, "--max-drop", help="With --eval: the top-1 int8 may lose against "
                                                                     "fp32, in points (1.0, the default), or relative "
                                                                     "to fp32's top-1 ('1%')."),

@@ -15,7 +15,7 @@ from ..bench.record import BenchRecord
 from ..core.interrupts import honoured_interrupt, interrupted_says
 from ..optimize.report import HEADERS, cells, in_order
 from .common import StepReporter, app, command_line, csv_list, err, out, warn
-from .options import ExportDir, JsonFile, ReportDir, Variant
+from .options import CalibSamples, EvalLabels, EvalLimit, ExportDir, JsonFile, ReportDir, Variant
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,11 @@ def optimize(
     eval_dir: Optional[Path] = typer.Option(None, "--eval", help="Labelled images (an ImageFolder tree, or a flat "
                                                                  "folder with --eval-labels): every candidate's top-1 "
                                                                  "against fp32 PyTorch. Without it, int8 is rejected."),
-    eval_labels: Optional[Path] = typer.Option(None, "--eval-labels", help="CSV of file,class for a flat --eval "
-                                                                           "folder."),
-    eval_limit: Optional[int] = typer.Option(None, "--eval-limit", help="Use the first N eval images (round-robin "
-                                                                        "over the classes)."),
+    eval_labels: EvalLabels = None,
+    eval_limit: EvalLimit = None,
     calib: Optional[Path] = typer.Option(None, "--calib", help="int8 calibration images; default: the --eval images "
                                                                "(then int8's top-1 is optimistic, and said so)."),
-    calib_samples: int = typer.Option(64, "--calib-samples", help="How many calibration images to use."),
+    calib_samples: CalibSamples = 64,
     max_drop: Optional[str] = typer.Option(None, "--max-drop", help="With --eval: the top-1 a candidate may lose "
                                                                     "against fp32, in points (1.0, the default) or "
                                                                     "relative to fp32's top-1 ('1%')."),

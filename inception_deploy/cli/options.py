@@ -32,6 +32,13 @@ JsonOrStdout = Annotated[Optional[str], typer.Option(
     "--json", help="Write the JSON report to PATH, or '-' for stdout.")]
 ReportDir = Annotated[Optional[Path], typer.Option(
     "--report", help="Write the report into DIR: JSON for machines, Markdown and PNG plots for people.")]
+# The labelled images an accuracy budget is measured on, and the calibration images int8 is made from (export and
+# optimize): one declaration each.
+EvalLabels = Annotated[Optional[Path], typer.Option("--eval-labels", help="CSV of file,class for a flat --eval "
+                                                                          "folder.")]
+EvalLimit = Annotated[Optional[int], typer.Option("--eval-limit", help="Use the first N eval images (round-robin over "
+                                                                       "the classes).")]
+CalibSamples = Annotated[int, typer.Option("--calib-samples", help="How many calibration images to use.")]
 AcceptOverBudget = Annotated[bool, typer.Option(
     "--accept-over-budget", help="Use an int8 model that export --eval wrote over its accuracy budget (refused "
                                  "otherwise).")]
