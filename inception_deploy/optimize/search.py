@@ -32,12 +32,13 @@ from ..bench.record import BenchRecord
 from ..core.artifacts import ONNX_FILES, check_targets, engine_file, json_text, made_dirs, write_text_atomic
 from ..core.errors import BackendMissing, CheckFailed, InputError, Interrupted, first_line
 from ..core.manifest import record_in_manifest
-from ..serving.triton_repo import TritonOptions, write_repository
 from .candidates import Candidate, candidates
-from .choose import Verdict, better, choose, closest, describe, value
+from .choose import Verdict, choose, closest, describe
 from .make import ExportDir
 from .options import OptimizeOptions
 from .report import REPORT_FILES, write_reports
+from .repository import served_candidate, write_repository_for
+from .reproduce import SUITE_NAME, bench_command, commands, suite_text
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 # googlenet (fp32 export 6.7 s): an int8 form with --eval (three calibration methods, each measured) 18-34 s; 200
 # eval images through four rows 20 s. An engine build and a torch.compile are guesses on the safe side.
 COST = {"fp16": 1.0, "int8": 5.0, "engine": 10.0, "compile": 5.0, "eval_image": 0.005, "activation": 0.2}
-SUITE_NAME = "suite.toml"  # the bench rows measured, beside the bench report: `bench --suite` runs exactly them
-PREFERRED_SHARE = 0.9  # Triton's preferred batch sizes: those within this share of the best measured throughput
 
 
 @dataclass
@@ -113,14 +112,7 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
     step = on_step or (lambda *_args, **_kw: None)
     clock = Clock(options.time_budget_s)
     export = ExportDir(options, step)  # every check that needs the model, before any work
-    verdicts = [Verdict(c) for c, _ in candidates(options.device)]
-    by_candidate = {v.candidate: v for v in verdicts}
-    for candidate, why in candidates(options.device):
-        if why:
-            by_candidate[candidate].decide("skipped", why)
-        elif candidate.quantized and options.eval_dir is None:
-            by_candidate[candidate].decide("rejected", "no accuracy measured: int8 is weighed only on labelled images "
-                                                       "(--eval DIR)")
+    verdicts = _verdicts(options)
     _check_budget(options, export, [v.candidate for v in verdicts if v.open])
     warnings: list[str] = []
     if export.weights is None:
@@ -129,7 +121,9 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
 
     steps: dict[str, float] = {}
     made = export.fp32()
-    _made(by_candidate, made, [c for c in by_candidate if c.backend.startswith("torch") or c.precision == "fp32"])
+    for verdict in verdicts:
+        if verdict.open and (verdict.candidate.backend.startswith("torch") or verdict.candidate.precision == "fp32"):
+            verdict.artifact = _artifact_record(verdict.candidate, made)
     steps["fp32 export"] = made.seconds
     unit = export.base_seconds()
     start = clock.spent()
@@ -137,22 +131,23 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
     steps["artifacts"], start = clock.spent() - start, clock.spent()
     reports = _accuracy(options, export, ready, step, warnings) if options.eval_dir is not None else []
     steps["accuracy"], start = clock.spent() - start, clock.spent()
-    compared = [v.candidate for v in ready if v.accuracy is not None and v.accuracy.get("note") is None]  # not torch
+    # the rows the accuracy run compared with the reference (not the reference itself, not a rejected int8 file)
+    compared = [v.candidate for v in ready if v.accuracy is not None and v.accuracy.get("note") is None]
     measured = _fit_measurement(options, [v for v in ready if v.open], clock, unit)
     bench = _bench(options, export, measured, step, on_record, command, warnings) if measured else None
     steps["bench"] = clock.spent() - start
     chosen = choose(verdicts, options.objective, options.max_latency_ms)
-    served = _served(verdicts, chosen, options.objective, options.max_latency_ms)
+    served = served_candidate(verdicts, chosen, options.objective, options.max_latency_ms)
     outcome = OptimizeOutcome(options, verdicts, chosen, served,
                               bench.environment if bench else environment(options.device), 0.0,
-                              {}, warnings, commands=_commands(options, measured, compared, command))
+                              {}, warnings, commands=commands(options, measured, compared, command))
     if chosen is not None and not chosen.candidate.served:
         warnings.append(f"{chosen.candidate.name} won, but Triton does not serve it from this tool: "
                         + (f"the repository serves {served.candidate.name}, the best that Triton serves"
                            if served else "no candidate that Triton serves is within budget"))
     if options.repo is not None and served is not None:
         step(f"writing the Triton repository {options.repo}")
-        outcome.repository = _repository(options, export, served, warnings)
+        outcome.repository = write_repository_for(options, export, served, warnings)
         outcome.written.append(options.repo / outcome.repository["name"])
     record_in_manifest(options.export_dir, "optimize", _manifest_record(options, chosen, served, outcome))
     outcome.seconds = clock.spent()
@@ -160,6 +155,27 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
                       "steps_s": {k: round(v, 1) for k, v in steps.items()},
                       "estimate_unit_s": round(unit, 2), "estimate_costs": COST,
                       "not_tried": [v.candidate.name for v in verdicts if v.status == "not tried"]}
+    _write(outcome, reports, bench, measured)
+    return outcome
+
+
+def _verdicts(options: OptimizeOptions) -> list[Verdict]:
+    """Every candidate of the device, in order of promise; those that cannot run here skipped, and int8 without
+    labelled images rejected, each saying why."""
+    verdicts = []
+    for candidate, why in candidates(options.device):
+        verdict = Verdict(candidate)
+        if why:
+            verdict.decide("skipped", why)
+        elif candidate.quantized and options.eval_dir is None:
+            verdict.decide("rejected", "no accuracy measured: int8 is weighed only on labelled images (--eval DIR)")
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _write(outcome: OptimizeOutcome, reports: list, bench, measured: list[Verdict]) -> None:
+    """The reports: the accuracy run's, the bench's suite beside its own report, then optimize's JSON and README."""
+    options = outcome.options
     if reports and options.report_dir is not None:
         with made_dirs(options.report_dir):
             text = accuracy_json(reports[0]) if len(reports) == 1 else json_text(
@@ -173,10 +189,9 @@ def run(options: OptimizeOptions, *, on_step: Callable[..., None] | None = None,
         outcome.written += bench.written
         outcome.kept_rows = bench.kept_rows
         if options.report_dir is not None:
-            write_text_atomic(options.report_dir / "bench" / SUITE_NAME, _suite_text(options, measured))
+            write_text_atomic(options.report_dir / "bench" / SUITE_NAME, suite_text(options, measured))
             outcome.written.append(options.report_dir / "bench" / SUITE_NAME)
     outcome.written += write_reports(outcome)
-    return outcome
 
 
 def _check_budget(options: OptimizeOptions, export: ExportDir, runnable: list[Candidate]) -> None:
@@ -197,12 +212,9 @@ def _check_budget(options: OptimizeOptions, export: ExportDir, runnable: list[Ca
                          f"{math.ceil(cost(cheapest))} s, or fewer --rounds, a shorter --duration-s")
 
 
-def _made(by_candidate: dict, made, which: list[Candidate]) -> None:
-    for candidate in which:
-        verdict = by_candidate[candidate]
-        if verdict.open:
-            verdict.artifact = {"path": "PyTorch model" if candidate.backend.startswith("torch") else made.path,
-                                "reused": made.reused, "seconds": round(made.seconds, 1)}
+def _artifact_record(candidate: Candidate, made) -> dict:
+    return {"path": "PyTorch model" if candidate.backend.startswith("torch") else made.path, "reused": made.reused,
+            "seconds": round(made.seconds, 1)}
 
 
 def _artifact_cost(candidate: Candidate, unit: float) -> float:
@@ -250,8 +262,7 @@ def _make_artifacts(options, export: ExportDir, verdicts: list[Verdict], clock: 
             continue
         step(f"preparing {candidate.name}")
         made = export.make(candidate)
-        verdict.artifact = {"path": "PyTorch model" if candidate.backend.startswith("torch") else made.path,
-                            "reused": made.reused, "seconds": round(made.seconds, 1)}
+        verdict.artifact = _artifact_record(candidate, made)
         if made.failure:
             verdict.decide("failed", f"its artifact could not be made: {made.failure}")
             continue
@@ -367,7 +378,7 @@ def _bench(options, export: ExportDir, measured: list[Verdict], step, on_record,
         duration_s=options.measurement.duration_s, check_parity=True, export_dir=options.export_dir,
         export_root=options.export_dir.parent)
     report_dir = options.report_dir / "bench" if options.report_dir is not None else None
-    outcome = bench_run.run(plan, report_dir=report_dir, resume=options.resume, command=_bench_command(options,
+    outcome = bench_run.run(plan, report_dir=report_dir, resume=options.resume, command=bench_command(options,
                                                                                                        measured),
                             on_step=step, on_record=on_record)
     for verdict in measured:
@@ -398,55 +409,6 @@ def _bench(options, export: ExportDir, measured: list[Verdict], step, on_record,
     return outcome
 
 
-def _served(verdicts: list[Verdict], chosen: Verdict | None, objective: str,
-            max_latency_ms: float | None) -> Verdict | None:
-    """What the repository serves: the chosen candidate, or, where Triton cannot serve it, the best that it can."""
-    if chosen is None or chosen.candidate.served:
-        return chosen
-    lost = [v for v in verdicts if v.status == "lost" and v.candidate.served]
-    if not lost:
-        return None
-    best = lost[0]
-    for v in lost[1:]:
-        if better(objective, value(v.figure(objective, max_latency_ms), objective),
-                  value(best.figure(objective, max_latency_ms), objective)):
-            best = v
-    return best
-
-
-def _repository(options: OptimizeOptions, export: ExportDir, served: Verdict, warnings: list[str]) -> dict:
-    runtime, device = served.candidate.served
-    point = served.figure(options.objective, options.max_latency_ms)
-    preferred: tuple[int, ...] = ()
-    if options.objective == "throughput" and point is not None:
-        within = [p for p in served.curve if options.max_latency_ms is None or p["p99_ms"] <= options.max_latency_ms]
-        preferred = tuple(sorted(p["batch"] for p in within
-                                 if p["batch"] > 1 and p["throughput"] >= PREFERRED_SHARE * point["throughput"]))
-    labels = None if options.labels is None else str(options.labels)
-    triton = TritonOptions(precision=served.candidate.precision, runtime=runtime, device=device,
-                           max_batch=options.max_batch, instances=1, preferred_batch=preferred,
-                           max_queue_delay_us=0 if options.objective == "latency" else 100, labels=labels,
-                           label_names=None if labels else export.class_names)
-    written = write_repository(options.export_dir, options.repo, triton)
-    warnings += [w for w in written.warnings if w not in warnings]
-    runtime_note = ("Triton runs the file with its backend's own settings: what the bench's runner tuned (the "
-                    f"settings it measured fastest: {_settings_text(served.settings)}) is not in config.pbtxt, so "
-                    "Triton's figures may differ from the table's; loadtest measures them")
-    return {"path": str(written.model_dir), "name": written.model_dir.name, "serves": served.candidate.to_dict(),
-            "measured_with": served.settings, "note": runtime_note,
-            "artifact": written.artifact["path"], "sha256": written.artifact["sha256"], "runtime": runtime,
-            "kind": "KIND_CPU" if device == "cpu" else "KIND_GPU", "instances": 1, "max_batch": options.max_batch,
-            "preferred_batch": list(preferred), "max_queue_delay_us": triton.max_queue_delay_us,
-            "why": ("one instance: ONNX Runtime's CPU provider already spreads one request over every core"
-                    if device == "cpu" else "one instance per GPU; preferred sizes: the measured batches within "
-                                            f"{PREFERRED_SHARE:.0%} of the best throughput")}
-
-
-def _settings_text(settings: dict | None) -> str:
-    keep = ("intra_op_threads", "provider_options", "cuda_graph", "channels_last", "threads")
-    return ", ".join(f"{k} {settings[k]}" for k in keep if k in (settings or {})) or "the runner's defaults"
-
-
 def _manifest_record(options: OptimizeOptions, chosen: Verdict | None, served: Verdict | None, outcome) -> dict:
     """What the variant's manifest keeps of the search: the choice (None when nothing was within budget), how it was
     judged, where and when."""
@@ -461,59 +423,3 @@ def _manifest_record(options: OptimizeOptions, chosen: Verdict | None, served: V
         record.update(chosen={**c.to_dict(), "artifact": artifact}, accuracy=chosen.accuracy,
                       figure=describe(chosen.figure(options.objective, options.max_latency_ms), options.objective))
     return record
-
-
-def _bench_command(options: OptimizeOptions, measured: list[Verdict]) -> str | None:
-    """The bench run on its own, exactly its rows (the suite written beside its report) or, without --report, its
-    backends x precisions (a superset: the pairs not measured run too, or are skipped); None where it cannot name
-    the export (bench reads ROOT/<variant>)."""
-    if options.export_dir.name != options.variant:
-        return None
-    m = options.measurement
-    root = f"--export-root {options.export_dir.parent} --check-parity"
-    if options.report_dir is not None:
-        return f"inception-deploy bench --suite {options.report_dir / 'bench' / SUITE_NAME} {root}"
-    backends = ",".join(dict.fromkeys(v.candidate.backend for v in measured))
-    precisions = ",".join(dict.fromkeys(v.candidate.precision for v in measured))
-    return (f"inception-deploy bench {options.variant} {root} --backends {backends} --precision {precisions} "
-            f"--batch {','.join(map(str, options.batches))} --device {options.device} --rounds {m.rounds} "
-            f"--warmup-s {m.warmup_s:g} --duration-s {m.duration_s:g}")
-
-
-def _suite_text(options: OptimizeOptions, measured: list[Verdict]) -> str:
-    """The bench suite of the rows measured, for `bench --suite`."""
-    def items(values) -> str:
-        return "[" + ", ".join(json.dumps(v) for v in values) + "]"
-
-    m = options.measurement
-    return "\n".join([
-        f"description = {json.dumps(f'the rows optimize measured for {options.variant} on {options.device}')}",
-        f"variants = {items([options.variant])}",
-        f"backends = {items(dict.fromkeys(v.candidate.backend for v in measured))}",
-        f"precisions = {items(dict.fromkeys(v.candidate.precision for v in measured))}",
-        f"rows = {items(v.candidate.row for v in measured)}",
-        f"batches = {items(options.batches)}", f"device = {json.dumps(options.device)}",
-        f"rounds = {m.rounds}", f"warmup_s = {m.warmup_s}", f"duration_s = {m.duration_s}", ""])
-
-
-def _commands(options: OptimizeOptions, measured: list[Verdict], compared: list[Candidate],
-              command: str | None) -> dict:
-    """What reproduces the search, and its bench and accuracy runs on their own."""
-    commands = {"optimize": command}
-    if measured and _bench_command(options, measured):
-        commands["bench"] = _bench_command(options, measured)
-    if compared:
-        labels = f" --labels {options.eval_labels}" if options.eval_labels else ""
-        limit = f" --limit {options.eval_limit}" if options.eval_limit else ""
-        backends = ",".join(dict.fromkeys(c.backend for c in compared))
-        precisions = ",".join(dict.fromkeys(c.precision for c in compared))
-        commands["accuracy"] = (f"inception-deploy accuracy {options.variant} --data {options.eval_dir}{labels}{limit} "
-                                f"--dir {options.export_dir} --backends {backends} --precision {precisions} "
-                                f"--max-drop {_drop_text(options)}")
-    return commands
-
-
-def _drop_text(options: OptimizeOptions) -> str:
-    drop = options.max_drop
-    return f"{drop.value:g}%" if drop.relative else f"{drop.value:g}"
-
