@@ -27,7 +27,7 @@ from ..core.compare import difference
 from ..core.compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
 from ..core.errors import BackendMissing, InceptionDeployError, first_line
 from ..core.interrupts import honoured_interrupt
-from ..core.manifest import IntegrityError, check_budget, read_manifest, verify_beside
+from ..core.manifest import IntegrityError, check_budget, entry_of, read_manifest, verify_beside
 from ..core.timing import CV_WARNING, SPREAD_WARNING, LatencyStats, combine_rounds, measure
 from ..core.tolerances import TOLERANCES
 from ..export.forms import check_form
@@ -444,7 +444,7 @@ def _manifest_parity(plan: BenchPlan, variant: str, row: _Row) -> tuple[str, str
     if row.artifact is None or row.backend.name != "onnxruntime":
         return "unchecked", None  # run with --check-parity for a verdict from this backend
     manifest = read_manifest(row.artifact.parent) or {}
-    entry = next((a for a in manifest.get("artifacts", []) if a.get("path") == row.artifact.name), None)
+    entry = entry_of(manifest, row.artifact.name)
     parity = (entry or {}).get("parity") or {}
     if parity.get("backend") != "onnxruntime-cpu" or parity.get("passed") is None:
         return "unchecked", None

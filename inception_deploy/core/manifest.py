@@ -145,6 +145,12 @@ def manifest_text(manifest: dict) -> str:
     return json.dumps(manifest, indent=2, sort_keys=False) + "\n"
 
 
+def entry_of(manifest: dict | None, name: str) -> dict | None:
+    """The manifest's entry of the artifact named `name`, or None (nothing checked: verified_record checks)."""
+    return next((a for a in (manifest or {}).get("artifacts", []) if isinstance(a, dict) and a.get("path") == name),
+                None)
+
+
 class IntegrityError(InputError):
     """An artifact is not the file its manifest lists (swapped, edited, truncated): never used."""
 
@@ -153,7 +159,7 @@ def verified_record(path: Path, manifest: dict | None, *, made: str = "exported"
                     fix: str = "re-run the export", required: bool = False) -> dict | None:
     """`path`'s entry in `manifest`, after checking the file is the one listed: IntegrityError (exit 2) when
     its sha256 differs, or, when `required`, when the manifest does not list it (else None)."""
-    record = next((a for a in (manifest or {}).get("artifacts", []) if a.get("path") == path.name), None)
+    record = entry_of(manifest, path.name)
     if record is None and required:
         raise IntegrityError(f"{path} is not listed in {path.parent / MANIFEST_NAME}: it is not an artifact of that "
                              f"export; {fix}, or move the file out of {path.parent}")

@@ -13,7 +13,7 @@ from ..compile.engine import BuildOptions, build_engine
 from ..core.artifacts import ONNX_FILES, engine_file, sha256_of
 from ..core.compilers import COMPILERS, gpu_capability, gpu_name, import_module, installed
 from ..core.errors import InceptionDeployError, InputError, Interrupted, first_line
-from ..core.manifest import IntegrityError, over_budget, read_manifest, verified_record
+from ..core.manifest import IntegrityError, entry_of, over_budget, read_manifest, verified_record
 from ..export.forms import INT8_FORMS
 from ..export.onnx import add_fp16, export_onnx
 from ..models.labelled import LabelledImages, check_classes, labelled_images
@@ -166,7 +166,7 @@ class ExportDir:
         if not candidate.quantized:
             return None
         manifest = self.manifest
-        return over_budget(manifest, self._entry(manifest, ONNX_FILES[candidate.precision]))
+        return over_budget(manifest, entry_of(manifest, ONNX_FILES[candidate.precision]))
 
     def _paths(self, candidate: Candidate) -> list[tuple[Path, str]]:
         paths = [(self.directory / ONNX_FILES[candidate.precision], "exported")]
@@ -177,7 +177,7 @@ class ExportDir:
     def _onnx_current(self, precision: str) -> bool:
         manifest = self.manifest
         path = self.directory / ONNX_FILES[precision]
-        entry, fp32 = self._entry(manifest, path.name), self._entry(manifest, ONNX_FILES["fp32"])
+        entry, fp32 = entry_of(manifest, path.name), entry_of(manifest, ONNX_FILES["fp32"])
         if entry is None or fp32 is None or not path.is_file():
             return False
         if precision == "fp32":
@@ -216,7 +216,7 @@ class ExportDir:
     def _engine_current(self, candidate: Candidate) -> bool:
         manifest = self.manifest
         path = self.directory / engine_file(candidate.precision, candidate.engine)
-        entry, source = self._entry(manifest, path.name), self._entry(manifest, ONNX_FILES[candidate.precision])
+        entry, source = entry_of(manifest, path.name), entry_of(manifest, ONNX_FILES[candidate.precision])
         profile = (entry or {}).get("profile") or {}
         return (entry is not None and source is not None and path.is_file()
                 and (entry.get("source") or {}).get("sha256") == source["sha256"]
@@ -249,8 +249,4 @@ class ExportDir:
 
     def entry(self, name: str) -> dict | None:
         """The manifest's entry of the artifact `name`."""
-        return self._entry(self.manifest, name)
-
-    @staticmethod
-    def _entry(manifest: dict, name: str) -> dict | None:
-        return next((a for a in manifest.get("artifacts", []) if a.get("path") == name), None)
+        return entry_of(self.manifest, name)
