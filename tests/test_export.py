@@ -97,13 +97,16 @@ def test_cli_export_fixed_batch_replaces_atomically_and_refuses_on_failed_parity
     (out / "manifest.json").write_text(json.dumps({"variant": "googlenet", "artifacts": [
         {"path": "model.fp16.onnx", "sha256": hashlib.sha256(b"stale").hexdigest()}]}))
     runner = CliRunner()
-    result = runner.invoke(
-        app, ["export", "v1", "--onnx", "--weights", str(weights), "--batch", "2", "--out", str(out)]
-    )
+    with monkeypatch.context() as here:  # a checkpoint named relative to the working folder is recorded where it is
+        here.chdir(weights.parent)
+        result = runner.invoke(
+            app, ["export", "v1", "--onnx", "--weights", weights.name, "--batch", "2", "--out", str(out)]
+        )
     assert result.exit_code == 0, result.output
     assert "PASS" in result.stdout and "model.onnx" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["batch"] == 2 and manifest["input"]["shape"] == [2, 3, 224, 224]
+    assert manifest["weights"]["path"] == str(weights.resolve())  # parity, bench, accuracy find it from anywhere
     assert not (out / "model.fp16.onnx").exists()  # derived from the old export: removed
     x = random_batch(idp.get_spec("v1"), 2, seed=3)
     with torch.no_grad():

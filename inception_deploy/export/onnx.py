@@ -488,7 +488,9 @@ def _versions() -> dict[str, str | None]:
 
 
 def _manifest_head(spec, model, weights, opset: int, fixed_batch: int | None, simplified: bool) -> dict:
-    weights_info = None if weights is None else {"path": str(weights), "sha256": sha256_of(Path(weights))}
+    # the absolute path: parity, bench and accuracy rebuild the model from it, from whatever folder they run in
+    weights_info = None if weights is None else {"path": str(Path(weights).resolve()),
+                                                 "sha256": sha256_of(Path(weights))}
     return {
         "schema": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
