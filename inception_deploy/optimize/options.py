@@ -8,12 +8,14 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..accuracy.evaluate import DEFAULT_BATCH
 from ..core.artifacts import check_output_dir, check_output_file
 from ..core.deps import require
 from ..core.errors import InputError, check_number
 from ..core.stats import MaxDrop, parse_max_drop
 from ..export.onnx import default_out_dir
 from ..models.registry import get_spec
+from ..serving.triton_repo import check_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,11 @@ class OptimizeOptions:
                        measurement=measurement, time_budget_s=budget,
                        export_dir=Path(self.export_dir) if self.export_dir is not None else default_out_dir(spec.name))
 
+    @property
+    def accuracy_batch(self) -> int:
+        """The accuracy run's batch: within every engine's profile (built up to --max-batch). After check()."""
+        return min(DEFAULT_BATCH, self.max_batch)
+
     def _batches(self, max_batch: int) -> tuple[int, ...]:
         if self.objective == "latency":
             if self.batches not in (None, (1,), [1]):
@@ -156,6 +163,11 @@ class OptimizeOptions:
             if repo in export.parents:
                 raise InputError(f"the export directory {self.export_dir} is inside --repo {self.repo}: Triton would "
                                  "try to load it as a model; choose a --repo that does not hold it")
+            if self.report_dir is not None and repo in [Path(self.report_dir).resolve(),
+                                                        *Path(self.report_dir).resolve().parents]:
+                raise InputError(f"--report {self.report_dir} is inside --repo {self.repo}: Triton would try to load "
+                                 "it as a model; choose a --report outside the repository")
+            check_model_dir(self.repo, self.variant)  # whichever runtime serves the winner
         for path, option in ((self.eval_dir, "--eval"), (self.calib, "--calib")):
             if path is not None and not Path(path).is_dir():
                 raise InputError(f"{option} {path} is not a directory of images: name the folder")

@@ -273,13 +273,7 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
                                          "preprocessing": client_preprocessing(manifest),
                                          "labels": {"file": LABELS_NAME, "source": labels.source,
                                                     "count": len(labels.names)}}}
-    model_dir = repo_dir / name
-    for directory in (model_dir, model_dir / "1"):  # in the way of the model directory: named, before writing
-        if directory.is_symlink() and not directory.exists() or directory.exists() and not directory.is_dir():
-            raise InputError(f"{directory} is in the way: it is not a directory; move it away, or choose another "
-                             "--repo or --name")
-    check_targets([model_dir / "1" / RUNTIMES[options.runtime][1], model_dir / MANIFEST_NAME, model_dir / LABELS_NAME,
-                   model_dir / "config.pbtxt"], "--repo")
+    model_dir = check_model_dir(repo_dir, name, (options.runtime,))
     # Ctrl-C waits for these few copies and their commit: the model directory lands whole, then the command ends
     with writes_complete_first(f"{model_dir} was written first, whole"), staged(model_dir / "1") as staging:
         shutil.copyfile(artifact, staging.path(model_dir / "1" / RUNTIMES[options.runtime][1]))
@@ -287,6 +281,19 @@ def write_repository(export_dir: str | Path, repo_dir: str | Path, options: Trit
         staging.path(model_dir / LABELS_NAME).write_text(labels.text(), encoding="utf-8")
         staging.path(model_dir / "config.pbtxt").write_text(text)  # last: Triton polls for it
     return Served(model_dir, text, record, warnings)
+
+
+def check_model_dir(repo_dir: str | Path, name: str, runtimes=tuple(RUNTIMES)) -> Path:
+    """Before writing: repo_dir/<name>/ can take the model directory of any of `runtimes` (InputError naming what is
+    in the way, or what cannot be written)."""
+    model_dir = Path(repo_dir) / name
+    for directory in (model_dir, model_dir / "1"):  # in the way of the model directory: named, before writing
+        if directory.is_symlink() and not directory.exists() or directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory} is in the way: it is not a directory; move it away, or choose another "
+                             "--repo or --name")
+    check_targets([*(model_dir / "1" / RUNTIMES[r][1] for r in runtimes), model_dir / MANIFEST_NAME,
+                   model_dir / LABELS_NAME, model_dir / "config.pbtxt"], "--repo")
+    return model_dir
 
 
 def _check_consistency(manifest: dict, record: dict, options: TritonOptions) -> list[str]:
