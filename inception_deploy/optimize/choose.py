@@ -103,12 +103,20 @@ def choose(verdicts: list[Verdict], objective: str, max_latency_ms: float | None
     for v, p in measured:
         if v is winner:
             continue
-        if _tie(p, point, objective) or (simpler and v is best_v):
-            v.decide("lost", f"a tie with {winner.candidate.name} within the noise "
-                             f"({describe(p, objective)}); the simpler runtime was chosen")
-        elif better(objective, value(p, objective), value(point, objective)):  # ties do not chain: within best's
-            v.decide("lost", f"faster than {winner.candidate.name} ({describe(p, objective)}), but within the noise "
-                             f"of {best_v.candidate.name}, which the simpler {winner.candidate.name} ties")
+        if v is best_v:
+            v.decide("lost", f"the fastest ({describe(p, objective)}), but {winner.candidate.name} is within its "
+                             "noise: a tie, and the simpler runtime was chosen")
+        elif any(v is t for t, _ in tied):  # within the noise of the fastest, as the winner is: the simpler won
+            v.decide("lost", f"a tie with {winner.candidate.name} within the noise of the fastest, "
+                             f"{best_v.candidate.name} ({describe(p, objective)}); the simpler runtime was chosen")
+        elif better(objective, value(p, objective), value(point, objective)):
+            v.decide("lost", f"faster than {winner.candidate.name} ({describe(p, objective)}), but beyond the noise "
+                             f"of the fastest, {best_v.candidate.name}, which the simpler {winner.candidate.name} ties")
+        elif _tie(p, point, objective):  # ties do not chain: only a tie with the fastest counts
+            x, y = value(p, objective), value(best_p, objective)
+            ratio = f"{x / y:.2f}x the time" if objective == "latency" else f"{x / y:.0%} of the throughput"
+            v.decide("lost", f"within the noise of {winner.candidate.name} but not of the fastest, "
+                             f"{best_v.candidate.name} ({describe(p, objective)}, {ratio} of the fastest)")
         else:
             v.decide("lost", _slower(p, point, objective, winner.candidate.name))
     return winner

@@ -164,7 +164,8 @@ def plot(outcome, path: Path) -> Path | None:
     ax.set_ylabel("top-1 % on --eval (95 % interval)" if with_top1 else "candidate")
     if not with_top1:
         ax.set_yticks([])
-    ax.set_title(f"{o.variant}: accuracy against speed ({o.device})")
+    what = "accuracy against speed" if with_top1 else "speed (no accuracy measured: no --eval)"
+    ax.set_title(f"{o.variant}: {what} ({o.device})")
     ax.grid(True, alpha=0.3)
     written = write_png_atomic(fig, path)
     plt.close(fig)

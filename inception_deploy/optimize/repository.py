@@ -36,13 +36,16 @@ def write_repository_for(options: OptimizeOptions, export: ExportDir, served: Ve
     runtime, device = served.candidate.served
     point = served.figure(options.objective, options.max_latency_ms)
     preferred: tuple[int, ...] = ()
+    max_batch = options.max_batch
     if options.objective == "throughput" and point is not None:
         within = [p for p in served.curve if options.max_latency_ms is None or p["p99_ms"] <= options.max_latency_ms]
         preferred = tuple(sorted(p["batch"] for p in within
                                  if p["batch"] > 1 and p["throughput"] >= PREFERRED_SHARE * point["throughput"]))
+        if options.max_latency_ms is not None:  # no batch larger than the largest measured within the p99 limit
+            max_batch = max(p["batch"] for p in within)
     labels = None if options.labels is None else str(options.labels)
     triton = TritonOptions(precision=served.candidate.precision, runtime=runtime, device=device,
-                           max_batch=options.max_batch, instances=1, preferred_batch=preferred,
+                           max_batch=max_batch, instances=1, preferred_batch=preferred,
                            max_queue_delay_us=0 if options.objective == "latency" else 100, labels=labels,
                            label_names=None if labels else export.class_names)
     written = write_repository(options.export_dir, options.repo, triton)
@@ -53,7 +56,7 @@ def write_repository_for(options: OptimizeOptions, export: ExportDir, served: Ve
     return {"path": str(written.model_dir), "name": written.model_dir.name, "serves": served.candidate.to_dict(),
             "measured_with": served.settings, "note": runtime_note,
             "artifact": written.artifact["path"], "sha256": written.artifact["sha256"], "runtime": runtime,
-            "kind": "KIND_CPU" if device == "cpu" else "KIND_GPU", "instances": 1, "max_batch": options.max_batch,
+            "kind": "KIND_CPU" if device == "cpu" else "KIND_GPU", "instances": 1, "max_batch": max_batch,
             "preferred_batch": list(preferred), "max_queue_delay_us": triton.max_queue_delay_us,
             "why": ("one instance: ONNX Runtime's CPU provider already spreads one request over every core"
                     if device == "cpu" else "one instance per GPU; preferred sizes: the measured batches within "
