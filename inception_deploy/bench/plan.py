@@ -39,6 +39,9 @@ class BenchPlan:
     rows: list[str] | None = None
     accept_over_budget: bool = False  # measure an int8 model written over its accuracy budget
     export_dir: Path | None = None  # one variant's export directory, in place of export_root/<variant> (optimize)
+    # The export's checkpoint where it is now (optimize --weights: the same sha256 as the manifest's, perhaps moved),
+    # in place of the path the manifest recorded; for one variant.
+    weights: Path | None = None
 
     def check(self) -> "BenchPlan":
         if not self.variants:
@@ -51,8 +54,9 @@ class BenchPlan:
             raise InputError(f"unknown precision '{', '.join(unknown)}': choose from {', '.join(PRECISIONS)}")
         if not self.batches or any(not isinstance(b, int) or b < 1 for b in self.batches):
             raise InputError(f"--batch takes positive integers, got {self.batches}")
-        if self.export_dir is not None and len(self.variants) > 1:
-            raise InputError("an export directory of its own is for one variant: use export_root for several")
+        if (self.export_dir is not None or self.weights is not None) and len(self.variants) > 1:
+            raise InputError("an export directory or checkpoint of its own is for one variant: use export_root for "
+                             "several")
         if self.device not in ("cpu", "cuda"):
             raise InputError(f"--device must be cpu or cuda, not {self.device}")
         check_number(self.warmup_s, "--warmup-s", minimum=0)

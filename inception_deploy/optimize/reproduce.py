@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 
 from .candidates import Candidate
 from .choose import Verdict
@@ -21,9 +22,9 @@ def bench_command(options: OptimizeOptions, measured: list[Verdict]) -> str | No
     if options.export_dir.name != options.variant:
         return None
     m = options.measurement
-    root = f"--export-root {options.export_dir.parent} --check-parity"
+    root = f"--export-root {quote(options.export_dir.parent)} --check-parity"
     if options.report_dir is not None:
-        return f"inception-deploy bench --suite {options.report_dir / 'bench' / SUITE_NAME} {root}"
+        return f"inception-deploy bench --suite {quote(options.report_dir / 'bench' / SUITE_NAME)} {root}"
     backends = ",".join(dict.fromkeys(v.candidate.backend for v in measured))
     precisions = ",".join(dict.fromkeys(v.candidate.precision for v in measured))
     return (f"inception-deploy bench {options.variant} {root} --backends {backends} --precision {precisions} "
@@ -54,13 +55,14 @@ def commands(options: OptimizeOptions, measured: list[Verdict], compared: list[C
     if measured and bench_command(options, measured):
         commands["bench"] = bench_command(options, measured)
     if compared:
-        labels = f" --labels {options.eval_labels}" if options.eval_labels else ""
-        limit = f" --limit {options.eval_limit}" if options.eval_limit else ""
+        given = [("--labels", options.eval_labels), ("--limit", options.eval_limit), ("--weights", options.weights),
+                 ("--num-classes", options.num_classes)]
+        extra = "".join(f" {option} {quote(value)}" for option, value in given if value is not None)
         backends = ",".join(dict.fromkeys(c.backend for c in compared))
         precisions = ",".join(dict.fromkeys(c.precision for c in compared))
-        commands["accuracy"] = (f"inception-deploy accuracy {options.variant} --data {options.eval_dir}{labels}{limit} "
-                                f"--dir {options.export_dir} --backends {backends} --precision {precisions} "
-                                f"--max-drop {drop_text(options)}")
+        commands["accuracy"] = (f"inception-deploy accuracy {options.variant} --data {quote(options.eval_dir)}{extra} "
+                                f"--dir {quote(options.export_dir)} --backends {backends} --precision {precisions} "
+                                f"--batch {options.accuracy_batch} --max-drop {drop_text(options)}")
     return commands
 
 
@@ -68,3 +70,7 @@ def drop_text(options: OptimizeOptions) -> str:
     drop = options.max_drop
     return f"{drop.value:g}%" if drop.relative else f"{drop.value:g}"
 
+
+def quote(value) -> str:
+    """A path or value as a shell word."""
+    return shlex.quote(str(value))

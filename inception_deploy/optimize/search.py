@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from ..accuracy.evaluate import DEFAULT_BATCH, evaluate_accuracy
+from ..accuracy.evaluate import evaluate_accuracy
 from ..accuracy.report import markdown as accuracy_markdown
 from ..accuracy.report import to_json as accuracy_json
 from ..bench import run as bench_run
@@ -64,10 +64,15 @@ class OptimizeOutcome:
     kept_rows: int | None = None  # with --resume: the bench rows kept as an earlier run measured them
 
     def raise_for_none(self) -> None:
-        """CheckFailed (exit 1) when no candidate was chosen, naming the closest and what it misses."""
+        """CheckFailed (exit 1) when no candidate was chosen, naming the closest and what it misses; or when --repo
+        asked for a repository and no candidate that Triton serves is within budget."""
         if self.chosen is not None:
+            if self.options.repo is not None and self.repository is None:
+                raise CheckFailed(f"{self.chosen.candidate.name} was chosen, but no candidate that Triton serves is "
+                                  f"within budget: nothing was written to --repo {self.options.repo}")
             return
-        if not any(v.status in ("rejected", "lost") for v in self.verdicts):
+        # weighed: measured, or judged on accuracy (an int8 rejected unmeasured, without --eval, was not weighed)
+        if not any(v.status in ("rejected", "lost") and (v.curve or v.accuracy) for v in self.verdicts):
             if any(v.status == "not tried" for v in self.verdicts):
                 raise CheckFailed(f"the --time-budget ran out before any candidate was weighed: give more than "
                                   f"{self.options.time_budget_s:g} s")
@@ -196,14 +201,15 @@ def _write(outcome: OptimizeOutcome, reports: list, bench, measured: list[Verdic
 
 def _check_budget(options: OptimizeOptions, export: ExportDir, runnable: list[Candidate]) -> None:
     """InputError (exit 2), before any work, for a --time-budget too small to make and measure even the cheapest
-    candidate here (estimated in units of the export there, or of one second without one)."""
+    candidate here (estimated in units of the fp32 export, as the manifest timed it or as estimated without one)."""
     if options.time_budget_s is None or not runnable:
         return
-    unit = export.base_seconds() if export.manifest else 1.0
+    unit = export.base_seconds()
+    exporting = 0.0 if export.fp32_current() else unit  # the fp32 export comes first, whichever candidate is made
 
     def cost(c: Candidate) -> float:
         making = 0.0 if export.current(c) else _artifact_cost(c, unit)
-        return making + _bench_cost(options, [c], unit) + _accuracy_cost(export, [c], unit)
+        return exporting + making + _bench_cost(options, [c], unit) + _accuracy_cost(export, [c], unit)
 
     cheapest = min(runnable, key=cost)
     if cost(cheapest) > options.time_budget_s:
@@ -290,14 +296,14 @@ def _accuracy(options, export: ExportDir, ready: list[Verdict], step, warnings: 
     compared = [v for v in ready if not (v.candidate.backend == "torch" and v.candidate.precision == "fp32")]
     if not compared:
         return []
-    batch = min(DEFAULT_BATCH, options.max_batch)  # within every engine's profile (built up to --max-batch)
 
     def evaluate(verdicts: list[Verdict]):
         return evaluate_accuracy(
             options.variant, data=options.eval_dir, labels=options.eval_labels, limit=options.eval_limit,
-            batch=batch, backends=list(dict.fromkeys(v.candidate.backend for v in verdicts)),
+            batch=options.accuracy_batch, backends=list(dict.fromkeys(v.candidate.backend for v in verdicts)),
             precisions=list(dict.fromkeys(v.candidate.precision for v in verdicts)), export_dir=options.export_dir,
-            max_drop=options.max_drop, on_step=step, rows=[v.candidate.row for v in verdicts])
+            max_drop=options.max_drop, weights=export.weights, num_classes=options.num_classes, on_step=step,
+            rows=[v.candidate.row for v in verdicts])
 
     try:
         reports = [(compared, evaluate(compared))]
@@ -376,7 +382,7 @@ def _bench(options, export: ExportDir, measured: list[Verdict], step, on_record,
         rows=[v.candidate.row for v in measured], batches=list(options.batches), device=options.device,
         rounds=options.measurement.rounds, warmup_s=options.measurement.warmup_s,
         duration_s=options.measurement.duration_s, check_parity=True, export_dir=options.export_dir,
-        export_root=options.export_dir.parent)
+        export_root=options.export_dir.parent, weights=export.weights)
     report_dir = options.report_dir / "bench" if options.report_dir is not None else None
     outcome = bench_run.run(plan, report_dir=report_dir, resume=options.resume, command=bench_command(options,
                                                                                                        measured),
