@@ -205,6 +205,22 @@ def test_each_compile_starts_from_an_empty_dynamo_cache(monkeypatch):
         assert facts == {"compiled_graphs": 1, "recompiles": 0}, batch
 
 
+@pytest.mark.slow
+def test_torch_compile_on_a_host_without_cuda_prints_nothing_of_its_own():
+    """Inductor imports torch.utils.cpp_extension, which on a host without a CUDA runtime warns of CUDA_HOME at
+    import: a stray line beside bench's and optimize's output. A fresh process, so that nothing imported it before."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom inception_deploy.models import create_model\n"
+            "from inception_deploy.runners.torch_runner import TorchRunner\n"
+            "with TorchRunner(create_model('googlenet'), compile='inductor') as r:\n"
+            "    r.run({'input': np.zeros((1, 3, 224, 224), np.float32)})\nprint('ran')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ran", done.stderr
+    assert "CUDA_HOME" not in done.stderr, done.stderr
+
+
 def test_a_row_that_ran_no_compiled_code_fails(tmp_path, monkeypatch):
     monkeypatch.setattr(torch._dynamo.config, "disable", True)  # torch.compile then returns eager code
     plan = BenchPlan(variants=["googlenet"], backends=["torch-compile"], precisions=["fp32"], batches=[1],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from ..core.errors import BackendMissing, InputError
+from ..core.logs import quiet_library
 from .base import CudaEventTimer, MeasurementInvalid, Runner, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,9 @@ class TorchRunner(Runner):
             # recompile_limit (8) variants. Every runner starts from an empty cache, and fullgraph=True turns
             # a graph break into an error instead of an eager fallback.
             from torch._dynamo.utils import counters
+
+            with quiet_library("torch.utils.cpp_extension"):  # inductor imports it; on a host without a CUDA
+                importlib.import_module("torch.utils.cpp_extension")  # runtime it warns of CUDA_HOME, at import
 
             torch._dynamo.reset()
             self._graphs_before = counters["stats"]["unique_graphs"]
