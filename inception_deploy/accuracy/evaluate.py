@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.artifacts import ENGINE_KINDS, PRECISIONS, QUANTIZED, export_command, missing_artifact, sha256_of
+from ..core.artifacts import ENGINE_KINDS, PRECISIONS, QUANTIZED, export_command, missing_artifact
 from ..core.compilers import COMPILERS, require_runtime
 from ..core.errors import InputError
 from ..core.manifest import read_manifest, verified_record
@@ -26,7 +26,7 @@ from ..core.stats import Z95, MaxDrop, mcnemar_exact, parse_max_drop, topk_hits,
 from ..export.forms import check_form
 from ..export.onnx import default_out_dir
 from ..models.labelled import DecodedBatches, check_classes, class_warnings, labelled_images, no_better_than_chance
-from ..models.load import deployable_model, reference_weights
+from ..models.load import check_export_weights, deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..runners import Backend, Runner, check_each_runs, open_runner, parse_backends, unsupported
 
@@ -227,7 +227,9 @@ def evaluate_accuracy(
                if rows is None or f"{t[0].name}:{t[2]}" in rows]
     _check_something_runs(targets, chosen, wanted)
     weights, num_classes = reference_weights(manifest, weights, num_classes)
-    _check_weights(manifest, weights)
+    check_export_weights(manifest, weights, "the drop would compare two different models",
+                         "leave --weights out (the export's own checkpoint is the reference), or re-export with this "
+                         "checkpoint")
     report_warnings: list[str] = []
 
     step(f"building the reference: {spec.name}" + ("" if weights else " (untrained)"))
@@ -416,15 +418,3 @@ def _check_head(manifest: dict, directory: Path, head: int) -> None:
     if shape and len(shape) == 2 and shape[1] != head:
         raise InputError(f"the export in {directory} outputs {shape[1]} classes but the reference model has {head}: "
                          "pass the checkpoint it was exported from with --weights (or --num-classes)")
-
-
-def _check_weights(manifest: dict, weights) -> None:
-    """Before any work: a --weights other than the checkpoint the export was made from would compare two different
-    models, and no drop between them says anything about the export (InputError, exit 2)."""
-    listed = manifest.get("weights")
-    if weights is None or not listed or Path(weights) == Path(listed["path"]):
-        return
-    if Path(weights).is_file() and sha256_of(Path(weights)) != listed["sha256"]:
-        raise InputError(f"--weights {weights} is not the checkpoint this export was made from ({listed['path']}, "
-                         "by its sha256): the drop would compare two different models; leave --weights out (the "
-                         "export's own checkpoint is the reference), or re-export with this checkpoint")

@@ -25,7 +25,7 @@ import torch
 from ..core.artifacts import ONNX_FILES, QUANTIZED, export_command, missing_artifact, sha256_of
 from ..core.compare import difference
 from ..core.compilers import COMPILERS, RTX_TARGETS, gpu_capability, gpu_name, installed
-from ..core.errors import BackendMissing, InceptionDeployError, InputError, first_line
+from ..core.errors import BackendMissing, InceptionDeployError, first_line
 from ..core.interrupts import honoured_interrupt
 from ..core.manifest import IntegrityError, check_budget, entry_of, read_manifest, verify_beside
 from ..core.timing import CV_WARNING, SPREAD_WARNING, LatencyStats, combine_rounds, measure
@@ -33,7 +33,7 @@ from ..core.tolerances import TOLERANCES
 from ..export.forms import check_form
 from ..export.onnx import add_fp16, export_onnx
 from ..models.build import DEFAULT_INIT_SEED
-from ..models.load import deployable_model, reference_weights
+from ..models.load import check_export_weights, deployable_model, reference_weights
 from ..models.registry import get_spec
 from ..models.samples import random_batch
 from ..runners import Backend, open_runner, runner_class, unsupported
@@ -323,10 +323,7 @@ def _weights_source(plan: BenchPlan, variant: str) -> str:
 def _model(plan: BenchPlan, spec):
     """The PyTorch model the export was made from (its checkpoint, or the seeded untrained init)."""
     manifest = read_manifest(plan.directory(spec.name))
-    listed = (manifest or {}).get("weights")
-    if plan.weights is not None and (not listed or sha256_of(Path(plan.weights)) != listed["sha256"]):
-        raise InputError(f"{plan.weights} is not the checkpoint the export in {plan.directory(spec.name)} was made "
-                         "from (by its sha256): the rows would time two different models; re-export from it")
+    check_export_weights(manifest, plan.weights, "the rows would time two different models", "re-export from it")
     weights, num_classes = reference_weights(manifest, plan.weights, None)
     return deployable_model(spec.name, weights=weights, num_classes=num_classes or (manifest or {}).get("num_classes"))
 

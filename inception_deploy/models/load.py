@@ -123,6 +123,17 @@ def deployable_model(name: str, *, weights: str | Path | None = None, num_classe
     return model
 
 
+def check_export_weights(manifest: dict | None, weights, consequence: str, fix: str) -> None:
+    """Before any work: a --weights other than the checkpoint the export was made from (by its sha256) is refused
+    (InputError, exit 2), saying what comparing the two would mean and the fix."""
+    listed = (manifest or {}).get("weights")
+    if weights is None or not listed or Path(weights) == Path(listed["path"]):
+        return
+    if Path(weights).is_file() and sha256_of(Path(weights)) != listed["sha256"]:
+        raise InputError(f"--weights {weights} is not the checkpoint this export was made from ({listed['path']}, "
+                         f"by its sha256): {consequence}; {fix}")
+
+
 def reference_weights(manifest: dict | None, weights, num_classes):
     """The checkpoint (and head size) an export was made from, unless given: what parity and bench rebuild."""
     check_num_classes(num_classes)
